@@ -1,0 +1,29 @@
+# Evidence Archiver: one image for the CLI and, later, the daemon.
+#   docker build -t evidence-archiver .
+#   docker run --rm -v archive:/data -e ARCHIVER_SIGNING__PASSPHRASE_FILE=/run/secrets/pp \
+#     evidence-archiver init
+FROM python:3.11-slim-bookworm
+
+# ffmpeg (media merging) and Chromium (rendered captures) come from Debian, not from
+# downloads at run time.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      ffmpeg chromium ca-certificates openssl \
+ && rm -rf /var/lib/apt/lists/*
+
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin archiver \
+ && mkdir -p /data && chown archiver:archiver /data
+
+WORKDIR /opt/evidence-archiver
+COPY pyproject.toml README.md ./
+COPY archiver ./archiver
+COPY storage ./storage
+COPY chain_of_custody ./chain_of_custody
+COPY config ./config
+RUN pip install --no-cache-dir . && python -c "import archiver.cli"
+
+USER archiver
+ENV ARCHIVER_HOME=/data PYTHONUNBUFFERED=1
+VOLUME ["/data"]
+ENTRYPOINT ["archiver"]
+CMD ["--help"]

@@ -1,0 +1,169 @@
+"""The SSRF guard: which URLs and which peer addresses a capture may reach.
+
+Threat model: a submitted URL, a redirect, a subresource link or a DNS answer is chosen
+by whoever controls the target site, and the archiver runs inside an operator's network.
+Without this guard an investigator (or a hostile page) could make the archiver fetch the
+cloud metadata service (credentials), an admin panel on the LAN or a service on
+loopback, and seal the answer into an "evidence" file. So:
+
+* only ``http`` and ``https`` URLs are fetched (``file:``, ``ftp:``, ``gopher:`` … are
+  refused before anything is opened);
+* the host is resolved once, **every** address it resolves to must be globally routable,
+  and the connection is then made to that exact, checked address (no second lookup, so
+  a DNS answer that changes between check and use, "DNS rebinding", cannot slip in);
+* the check runs at connect time for every connection, so it covers every redirect hop
+  and every subresource without anyone having to remember to call it.
+
+The classifier is pure (no network), so it is unit-tested address by address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from archiver.errors import FetchRefused
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+AddressPolicy = Callable[[IPAddress], str | None]
+"""Why an address is refused (a phrase after "<address> is"), or None to allow it."""
+
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+ALLOW_HINT = "set capture.allow_private_networks = true to allow"
+
+_CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+# NAT64 (RFC 6052 well-known prefix, and the RFC 8215 local-use prefix): on a NAT64
+# network 64:ff9b::a00:1 *is* 10.0.0.1, so the embedded IPv4 address is what we judge.
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_METADATA = ipaddress.IPv4Address("169.254.169.254")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    # ::ffff:127.0.0.1 reaches 127.0.0.1 on a dual-stack socket: judge the IPv4 inside.
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if any(address in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def non_global_reason(address: IPAddress) -> str | None:
+    """Why ``address`` must not be fetched by default, or None when it is globally routable.
+
+    The answer reads after the address: "127.0.0.1 is <reason>".
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(address)
+        if inner is not None:
+            reason = non_global_reason(inner)
+            return None if reason is None else f"{reason} ({inner} embedded in IPv6)"
+    if address.is_unspecified:
+        return "an unspecified address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address == _METADATA:
+        return "the cloud metadata address (link-local)"
+    if address.is_link_local:
+        return "a link-local address"
+    if isinstance(address, ipaddress.IPv4Address) and address in _CGNAT:
+        return "a shared carrier-grade NAT address (100.64.0.0/10)"
+    if isinstance(address, ipaddress.IPv6Address) and address in ipaddress.IPv6Network(
+        "fc00::/7"
+    ):
+        return "a unique-local address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.is_reserved:
+        return "a reserved address"
+    if address.is_private:
+        return "a private address"
+    if not address.is_global:
+        return "not a globally routable address"
+    return None
+
+
+def refusal(url: str, host: str, reason: str) -> FetchRefused:
+    return FetchRefused(f"refusing to fetch {url}: {host} is {reason}; {ALLOW_HINT}")
+
+
+def parse_ip(host: str) -> IPAddress | None:
+    """The address when ``host`` is an IP literal (brackets allowed), else None."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def check_url(
+    url: str, *, allow_private_networks: bool, policy: AddressPolicy | None = None
+) -> httpx.URL:
+    """Parse ``url`` and refuse what may never be fetched, before any socket is opened.
+
+    Raises :class:`FetchRefused` for a scheme other than http/https, a URL without a
+    host, or (unless ``allow_private_networks``) a literal IP that is not global.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise FetchRefused(f"refusing to fetch {url!r}: not a valid URL ({exc})") from exc
+    if parsed.scheme not in ALLOWED_SCHEMES:
+        scheme = parsed.scheme or "(none)"
+        raise FetchRefused(
+            f"refusing to fetch {url}: scheme {scheme!r} is not allowed, "
+            "only http and https URLs can be captured"
+        )
+    if not parsed.host:
+        raise FetchRefused(f"refusing to fetch {url}: the URL has no host")
+    literal = parse_ip(parsed.host)
+    if literal is not None and not allow_private_networks:
+        reason = (policy or non_global_reason)(literal)
+        if reason is not None:
+            raise refusal(url, str(literal), reason)
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The addresses a host resolved to, in the resolver's order, all checked."""
+
+    host: str
+    addresses: tuple[IPAddress, ...]
+
+
+def resolve_checked(
+    url: str,
+    host: str,
+    port: int,
+    *,
+    allow_private_networks: bool,
+    policy: AddressPolicy | None = None,
+) -> Resolved:
+    """Resolve ``host`` once and check every answer.
+
+    Raises :class:`FetchRefused` when any address is not global (and private networks
+    are not allowed); :class:`socket.gaierror` when the name does not resolve (the
+    caller maps it, with every other network failure, in one place).
+    """
+    literal = parse_ip(host)
+    if literal is not None:
+        addresses: tuple[IPAddress, ...] = (literal,)
+    else:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        seen: dict[IPAddress, None] = {}
+        for _family, _type, _proto, _canon, sockaddr in infos:
+            # sockaddr[0] may carry an IPv6 zone ("fe80::1%eth0"); drop it to classify.
+            seen.setdefault(ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0]))
+        addresses = tuple(seen)
+    if not allow_private_networks:
+        # One bad answer refuses the host: a resolver that mixes a public and a private
+        # address lets an attacker pick which one we reach.
+        for address in addresses:
+            reason = (policy or non_global_reason)(address)
+            if reason is not None:
+                shown = host if literal is not None else f"{host} ({address})"
+                raise refusal(url, shown, reason)
+    return Resolved(host, addresses)

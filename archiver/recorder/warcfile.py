@@ -1,0 +1,221 @@
+"""One WARC 1.1 file per capture: written record by record, published atomically.
+
+Records are written with warcio's ``WARCWriter`` (one gzip member per record), but every
+record is handed to it complete: WARC headers including both SHA-256 digests, a known
+``Content-Length`` and a seekable stream over the exact bytes. warcio then neither
+parses the HTTP message (its parser would re-serialise the headers, not keep the bytes
+as received) nor buffers the body to compute digests (``ensure_digest`` returns at once
+when both digests and the length are present); it copies the stream in 16 KiB pieces.
+
+Atomic publish (threat: a crash, a full disk or a failed fetch leaving a half-written
+WARC that a later step seals as evidence): the file is written under a temporary name in
+the destination directory, fsync'ed, then renamed to its final name only when the
+capture succeeded; on any failure the temporary file is deleted. The file's SHA-256,
+SHA-512 and size are computed by a HashingWriter as the bytes go to disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from io import BytesIO
+from pathlib import Path
+from types import TracebackType
+from typing import IO, BinaryIO
+
+from warcio.recordloader import ArcWarcRecord
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from archiver.recorder.wire import MessageSpool, warc_digest
+from chain_of_custody.digest import Digest, HashingWriter
+
+WARC_VERSION = "WARC/1.1"
+PEM_CONTENT_TYPE = "application/x-pem-file"
+_FIELD_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def warc_date(moment: datetime) -> str:
+    """WARC 1.1 date: UTC, microseconds, 'Z' (the spec allows sub-second precision)."""
+    if moment.tzinfo is None:
+        raise ValueError("the clock must return timezone-aware datetimes")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def warc_fields(fields: Mapping[str, str]) -> bytes:
+    """``application/warc-fields``: one ``name: value`` line per field, UTF-8.
+
+    Raises ValueError for a name that is not an HTTP token or a value holding CR/LF:
+    such a value would let whoever supplies it forge extra fields in the record.
+    """
+    lines = []
+    for name, value in fields.items():
+        if not _FIELD_NAME.match(name):
+            raise ValueError(f"warcinfo field name {name!r} is not a token")
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"warcinfo field {name!r} contains a line break")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("utf-8")
+
+
+class WarcFile:
+    """A WARC being written to ``path``'s directory; visible at ``path`` only on publish.
+
+    Use as a context manager: leaving it without :meth:`publish` (an exception, or a
+    forgotten call) deletes the temporary file.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        new_record_id: Callable[[], str],
+    ) -> None:
+        if path.exists():
+            # Evidence is never overwritten; capture ids make paths unique.
+            raise FileExistsError(f"{path} already exists; refusing to overwrite it")
+        self.path = path
+        self.temp_path = path.with_name(f".{path.name}.{secrets.token_hex(8)}.part")
+        self._new_record_id = new_record_id
+        self._raw: BinaryIO = open(self.temp_path, "xb")  # noqa: SIM115 - closed in publish/discard
+        self._hashing = HashingWriter(self._raw)
+        self._writer = WARCWriter(self._hashing, gzip=True, warc_version=WARC_VERSION)
+        self.warcinfo_id: str | None = None
+        self._digest: Digest | None = None
+
+    def __enter__(self) -> WarcFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._digest is None:
+            self.discard()
+
+    def record_id(self) -> str:
+        record_id = self._new_record_id()
+        if not (record_id.startswith("<") and record_id.endswith(">")) or " " in record_id:
+            raise ValueError(f"record id {record_id!r} is not of the form <urn:…>")
+        return record_id
+
+    def _write(
+        self,
+        rec_type: str,
+        headers: list[tuple[str, str]],
+        content_type: str,
+        stream: IO[bytes],
+        length: int,
+    ) -> None:
+        # Content-Type and Content-Length are appended by warcio, last, as it always does.
+        rec_headers = StatusAndHeaders("", headers, protocol=WARC_VERSION)
+        record = ArcWarcRecord("warc", rec_type, rec_headers, stream, None, content_type, length)
+        record.payload_length = length
+        self._writer.write_record(record)
+
+    def write_warcinfo(self, fields: Mapping[str, str], *, date: datetime) -> str:
+        """Write the ``warcinfo`` record first; returns its record id."""
+        block = warc_fields(fields)
+        record_id = self.record_id()
+        self._write(
+            "warcinfo",
+            [
+                ("WARC-Type", "warcinfo"),
+                ("WARC-Record-ID", record_id),
+                ("WARC-Date", warc_date(date)),
+                ("WARC-Filename", self.path.name),
+                ("WARC-Block-Digest", warc_digest_of(block)),
+            ],
+            "application/warc-fields",
+            BytesIO(block),
+            len(block),
+        )
+        self.warcinfo_id = record_id
+        return record_id
+
+    def _common(self, rec_type: str, record_id: str, url: str, date: datetime) -> list[
+        tuple[str, str]
+    ]:
+        headers = [
+            ("WARC-Type", rec_type),
+            ("WARC-Record-ID", record_id),
+            ("WARC-Date", warc_date(date)),
+            ("WARC-Target-URI", url),
+        ]
+        if self.warcinfo_id is not None:
+            headers.append(("WARC-Warcinfo-ID", self.warcinfo_id))
+        return headers
+
+    def write_http(
+        self,
+        rec_type: str,
+        *,
+        record_id: str,
+        url: str,
+        date: datetime,
+        spool: MessageSpool,
+        peer_ip: str | None,
+        concurrent_to: str,
+    ) -> None:
+        """Write a ``request`` or ``response`` record streaming from ``spool``."""
+        headers = self._common(rec_type, record_id, url, date)
+        if peer_ip is not None:
+            headers.append(("WARC-IP-Address", peer_ip))
+        headers.append(("WARC-Concurrent-To", concurrent_to))
+        if spool.truncated:
+            headers.append(("WARC-Truncated", "length"))
+        headers.append(("WARC-Block-Digest", spool.block_digest))
+        headers.append(("WARC-Payload-Digest", spool.payload_digest))
+        msgtype = "request" if rec_type == "request" else "response"
+        self._write(
+            rec_type, headers, f"application/http; msgtype={msgtype}", spool.reader(), spool.size
+        )
+
+    def write_certificate_chain(
+        self, *, record_id: str, url: str, date: datetime, pem: str, refers_to: str
+    ) -> None:
+        """A ``metadata`` record holding the server's certificate chain as PEM.
+
+        The block is a plain PEM file (leaf first), so ``openssl x509``/``openssl verify``
+        read it as extracted; it refers to the response that came over that connection.
+        """
+        block = pem.encode("ascii")
+        headers = self._common("metadata", record_id, url, date)
+        headers += [
+            ("WARC-Refers-To", refers_to),
+            ("WARC-Concurrent-To", refers_to),
+            ("WARC-Block-Digest", warc_digest_of(block)),
+            # warcio's checker reads the whole block of a non-HTTP record as its payload;
+            # stating the digest keeps warcio from computing a SHA-1 one of its own.
+            ("WARC-Payload-Digest", warc_digest_of(block)),
+        ]
+        self._write("metadata", headers, PEM_CONTENT_TYPE, BytesIO(block), len(block))
+
+    def publish(self) -> Digest:
+        """fsync, rename to the final path, fsync the directory; the file's digest."""
+        self._hashing.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        os.replace(self.temp_path, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        self._digest = self._hashing.digest()
+        return self._digest
+
+    def discard(self) -> None:
+        """Close and delete the temporary file (nothing half-written is published)."""
+        self._raw.close()
+        self.temp_path.unlink(missing_ok=True)
+
+
+def warc_digest_of(data: bytes) -> str:
+    return warc_digest(hashlib.sha256(data))

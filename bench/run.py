@@ -1,0 +1,331 @@
+"""Benchmarks, each against a baseline measured in the same run, printed as ratios.
+
+    .venv/bin/python bench/run.py            # full sizes (several minutes)
+    .venv/bin/python bench/run.py --quick    # small sizes, to check the benchmarks run
+    .venv/bin/python bench/run.py --only ledger
+
+* capture:  N local pages through the full pipeline (record, seal, sign, store, ledger,
+            checkpoint) against a bare loop of httpx + warcio writing the same pages.
+* ledger:   appends per second (one transaction each, as captures do) against plain
+            INSERTs of the same rows; full verification time against hashing the same
+            leaves with hashlib alone.
+* ingest:   hashing and storing a large blob (SHA-256 + SHA-512 while copying, fsync,
+            verify after write) against hashlib alone over the same file; peak memory.
+
+Peak memory is each phase's own process's peak RSS: every measurement runs in a fresh
+subprocess so one phase cannot inflate another's figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+MiB = 1024 * 1024
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _page(i: int) -> bytes:
+    paragraph = f"<p>Post {i}: witness statement, location, time. </p>" * 300
+    return f"<!doctype html><title>post {i}</title><body>{paragraph}</body>".encode()
+
+
+class _Pages(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        i = int(self.path.strip("/").split("/")[-1] or 0)
+        body = _page(i)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@contextmanager
+def _site() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _phase(name: str, **params: Any) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter; return its JSON result + peak RSS."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--phase", name, "--params", json.dumps(params)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- phases (each runs in its own process) --------------------------------------------------
+
+
+def phase_capture_baseline(pages: int, workdir: str) -> dict[str, Any]:
+    import httpx
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    with _site() as base:
+        client = httpx.Client()
+
+        def loop() -> None:
+            for i in range(pages):
+                path = Path(workdir) / f"baseline-{i}.warc.gz"
+                with path.open("wb") as fh:
+                    writer = WARCWriter(fh, gzip=True)
+                    url = f"{base}/post/{i}"
+                    response = client.get(url)
+                    headers = StatusAndHeaders(
+                        f"{response.status_code} {response.reason_phrase}",
+                        list(response.headers.raw),
+                        protocol="HTTP/1.1",
+                    )
+                    record = writer.create_warc_record(
+                        url, "response", payload=io.BytesIO(response.content),
+                        http_headers=headers,
+                    )
+                    writer.write_record(record)
+
+        seconds = _timed(loop)
+        client.close()
+    return {"seconds": seconds, "peak_rss_mib": _peak_rss_mib()}
+
+
+def phase_capture_archiver(pages: int, workdir: str) -> dict[str, Any]:
+    os.environ.update({
+        "ARCHIVER_HOME": str(Path(workdir) / "archive"),
+        "ARCHIVER_SIGNING__PASSPHRASE": "bench-passphrase",
+        "ARCHIVER_CAPTURE__ALLOW_PRIVATE_NETWORKS": "true",
+    })
+    from archiver.archive import Archive, initialise
+    from archiver.settings import load_settings
+
+    settings = load_settings()
+    initialise(settings)
+    with _site() as base, Archive.open(settings) as archive:
+
+        def loop() -> None:
+            for i in range(pages):
+                capture = archive.capture(f"{base}/post/{i}")
+                assert capture.ok, capture.message
+
+        seconds = _timed(loop)
+    return {"seconds": seconds, "peak_rss_mib": _peak_rss_mib()}
+
+
+def _leaf_rows(n: int) -> Iterator[tuple[str, str, str, str, str]]:
+    for i in range(n):
+        yield (
+            f"2026-11-22T12:00:00.{i % 1000000:06d}Z",
+            "service:archiver",
+            "capture.completed",
+            f"capture:{i:08d}",
+            json.dumps({"manifest_sha256": hashlib.sha256(str(i).encode()).hexdigest()}),
+        )
+
+
+def phase_ledger_baseline(entries: int, workdir: str) -> dict[str, Any]:
+    import sqlite3
+
+    db = sqlite3.connect(Path(workdir) / "baseline.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, time, actor, action, subject, payload)")
+
+    def loop() -> None:
+        for seq, row in enumerate(_leaf_rows(entries)):
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t VALUES (?,?,?,?,?,?)", (seq, *row))
+            db.execute("COMMIT")
+
+    append_seconds = _timed(loop)
+
+    def hash_all() -> None:
+        for row in db.execute("SELECT * FROM t ORDER BY seq"):
+            hashlib.sha256(b"\x00" + json.dumps(row).encode()).digest()
+
+    verify_seconds = _timed(hash_all)
+    return {"append_seconds": append_seconds, "verify_seconds": verify_seconds,
+            "peak_rss_mib": _peak_rss_mib()}
+
+
+def phase_ledger_archiver(entries: int, workdir: str) -> dict[str, Any]:
+    from chain_of_custody.ledger import Ledger
+
+    from archiver.db import make_engine
+    from archiver.schema import upgrade
+    from chain_of_custody.keys import SigningKey
+
+    engine = make_engine(f"sqlite:///{Path(workdir) / 'ledger.db'}")
+    upgrade(engine)
+    ledger = Ledger(engine)
+    key = SigningKey.generate()
+
+    def loop() -> None:
+        for _seq, (_t, actor, action, subject, payload) in enumerate(_leaf_rows(entries)):
+            ledger.append(actor=actor, action=action, subject=subject,
+                          payload=json.loads(payload))
+
+    append_seconds = _timed(loop)
+    ledger.create_checkpoint(key, "bench/evidence-archiver")
+    verify_seconds = _timed(lambda: ledger.verify([key.public]))
+    return {"append_seconds": append_seconds, "verify_seconds": verify_seconds,
+            "peak_rss_mib": _peak_rss_mib()}
+
+
+def _make_blob(path: Path, size: int) -> None:
+    block = os.urandom(4 * MiB)
+    with path.open("wb") as fh:
+        written = 0
+        while written < size:
+            chunk = block[: min(len(block), size - written)]
+            fh.write(chunk)
+            written += len(chunk)
+
+
+def phase_ingest_baseline(size: int, workdir: str) -> dict[str, Any]:
+    source = Path(workdir) / "blob.bin"
+
+    def run() -> None:
+        sha256, sha512 = hashlib.sha256(), hashlib.sha512()
+        with source.open("rb") as fh:
+            while chunk := fh.read(MiB):
+                sha256.update(chunk)
+                sha512.update(chunk)
+
+    return {"seconds": _timed(run), "peak_rss_mib": _peak_rss_mib()}
+
+
+def phase_ingest_archiver(size: int, workdir: str) -> dict[str, Any]:
+    from storage.local import LocalBlobStore
+
+    from chain_of_custody.digest import digest_stream
+
+    source = Path(workdir) / "blob.bin"
+    store = LocalBlobStore(Path(workdir) / f"blobs-{time.time_ns()}")
+
+    def run() -> None:
+        with source.open("rb") as fh:
+            digest = digest_stream(fh)
+        store.put_file(source, sha256=digest.sha256, size=digest.size)
+
+    return {"seconds": _timed(run), "peak_rss_mib": _peak_rss_mib()}
+
+
+PHASES: dict[str, Callable[..., dict[str, Any]]] = {
+    name.removeprefix("phase_"): fn for name, fn in globals().items()
+    if name.startswith("phase_") and callable(fn)
+}
+
+
+# -- driver ------------------------------------------------------------------------------
+
+
+def _ratio(ours: float, base: float) -> str:
+    return f"{ours / base:6.2f}x" if base > 0 else "   n/a"
+
+
+def bench_capture(pages: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = _phase("capture_baseline", pages=pages, workdir=tmp)
+        ours = _phase("capture_archiver", pages=pages, workdir=tmp)
+    print(f"capture: {pages} local pages")
+    print(f"  baseline httpx + warcio loop: {pages / base['seconds']:8.1f} pages/s")
+    print(f"  archiver full pipeline:       {pages / ours['seconds']:8.1f} pages/s")
+    print(f"  time ratio archiver/baseline: {_ratio(ours['seconds'], base['seconds'])}"
+          "  (record + seal + sign + store + ledger + checkpoint per page)")
+    print(f"  peak RSS: baseline {base['peak_rss_mib']:.0f} MiB, "
+          f"archiver {ours['peak_rss_mib']:.0f} MiB")
+
+
+def bench_ledger(entries: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = _phase("ledger_baseline", entries=entries, workdir=tmp)
+        ours = _phase("ledger_archiver", entries=entries, workdir=tmp)
+    print(f"ledger: {entries} entries, one transaction per append (SQLite)")
+    print(f"  appends/s: baseline plain INSERT {entries / base['append_seconds']:9.0f}, "
+          f"ledger {entries / ours['append_seconds']:9.0f}  "
+          f"(time ratio {_ratio(ours['append_seconds'], base['append_seconds'])})")
+    print(f"  full verification: {ours['verify_seconds']:.2f} s; hashing the leaves alone "
+          f"{base['verify_seconds']:.2f} s  "
+          f"(ratio {_ratio(ours['verify_seconds'], base['verify_seconds'])})")
+    print(f"  peak RSS: ledger process {ours['peak_rss_mib']:.0f} MiB")
+
+
+def bench_ingest(size: int) -> None:
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
+        _make_blob(Path(tmp) / "blob.bin", size)
+        base = _phase("ingest_baseline", size=size, workdir=tmp)
+        ours = _phase("ingest_archiver", size=size, workdir=tmp)
+    print(f"ingest: one {size / MiB:.0f} MiB blob into the local store")
+    print(f"  hashlib sha256+sha512 alone: {size / MiB / base['seconds']:7.1f} MiB/s")
+    print(f"  digest + put_file + verify:  {size / MiB / ours['seconds']:7.1f} MiB/s  "
+          f"(time ratio {_ratio(ours['seconds'], base['seconds'])}; it reads the data "
+          "three times: digest, copy, verify)")
+    print(f"  peak RSS: hashlib {base['peak_rss_mib']:.0f} MiB, "
+          f"store {ours['peak_rss_mib']:.0f} MiB")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--only", choices=["capture", "ledger", "ingest"])
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--params", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        print(json.dumps(PHASES[args.phase](**json.loads(args.params))))
+        return 0
+    sys.path.insert(0, str(ROOT))
+    sizes = {"capture": 200, "ledger": 100_000, "ingest": 1024 * MiB}
+    if args.quick:
+        sizes = {"capture": 20, "ledger": 2_000, "ingest": 64 * MiB}
+    runners = {"capture": bench_capture, "ledger": bench_ledger, "ingest": bench_ingest}
+    for name, runner in runners.items():
+        if args.only in (None, name):
+            runner(sizes[name])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
