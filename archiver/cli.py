@@ -248,13 +248,14 @@ def _cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
             return EXIT_OK
         proof = archive.proof(args.seq)
     entry = proof.entry
-    data = {
+    proof_hex = [h.hex() for h in proof.hashes]
+    data: dict[str, Any] = {
         "seq": entry.seq,
         "leaf": entry.leaf_bytes().decode("utf-8"),
         "leaf_hash": entry.leaf_hash().hex(),
         "tree_size": proof.tree_size,
         "root_hash": proof.root_hash.hex(),
-        "inclusion_proof": [h.hex() for h in proof.hashes],
+        "inclusion_proof": proof_hex,
         "checkpoint": proof.checkpoint.note if proof.checkpoint else None,
     }
     if args.json:
@@ -265,7 +266,7 @@ def _cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
         print(f"  tree size:  {proof.tree_size}", file=out)
         print(f"  root hash:  {data['root_hash']} "
               f"(base64 {base64.b64encode(proof.root_hash).decode()})", file=out)
-        for i, h in enumerate(data["inclusion_proof"]):
+        for i, h in enumerate(proof_hex):
             print(f"  proof[{i}]:   {h}", file=out)
         if proof.checkpoint:
             print("  signed checkpoint:", file=out)

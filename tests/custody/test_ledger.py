@@ -1,0 +1,348 @@
+"""The custody ledger on SQLite and PostgreSQL: appends, proofs, triggers, and tampering
+behind the application's back (triggers dropped) named by ``Ledger.verify``."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import rfc8785
+import sqlalchemy as sa
+
+from archiver.db import make_engine
+from archiver.schema import upgrade
+from chain_of_custody import merkle
+from chain_of_custody.checkpoint import note_key_hash, verify_note
+from chain_of_custody.errors import LedgerError, LedgerIntegrityError, ProofError
+from chain_of_custody.keys import SigningKey
+from chain_of_custody.ledger import LEDGER_TABLES, Ledger, LedgerEntry
+
+ORIGIN = "test.example/evidence-archiver"
+
+
+def _clock() -> Callable[[], datetime]:
+    ticks = itertools.count()
+    start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    return lambda: start + timedelta(microseconds=next(ticks))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def key() -> SigningKey:
+    return SigningKey.generate()
+
+
+def _fill(ledger: Ledger, key: SigningKey, n: int, *, checkpoint_each: bool = True) -> None:
+    for i in range(n):
+        ledger.append(actor="tester", action="note.added", subject=f"capture:{i}",
+                      payload={"i": i, "text": f"entry {i}"})
+        if checkpoint_each:
+            ledger.create_checkpoint(key, ORIGIN)
+
+
+def _mth(leaves: list[bytes]) -> bytes:
+    """RFC 9162 §2.1.1 MTH, written out recursively and independently of the ledger."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return hashlib.sha256(b"\x00" + leaves[0]).digest()
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + _mth(leaves[:k]) + _mth(leaves[k:])).digest()
+
+
+def _drop_triggers(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        for table in LEDGER_TABLES:
+            if engine.dialect.name == "sqlite":
+                for op in ("update", "delete"):
+                    conn.exec_driver_sql(f"DROP TRIGGER {table}_refuse_{op}")
+            else:
+                conn.exec_driver_sql(f"DROP TRIGGER {table}_refuse_change ON {table}")
+                conn.exec_driver_sql(f"DROP TRIGGER {table}_refuse_truncate ON {table}")
+
+
+def _leaf_of(seq: int, time: str, payload: dict[str, object], subject: str) -> bytes:
+    entry = LedgerEntry(seq, time, "tester", "note.added", subject, payload)
+    return entry.leaf_hash()
+
+
+def test_appends_are_numbered_and_leaves_are_canonical_json(engine: sa.Engine) -> None:
+    """seq counts from 0; the leaf is RFC 8785 JSON of the entry; leaf hash per RFC 9162."""
+    ledger = Ledger(engine, clock=_clock())
+    first = ledger.append(actor="a", action="key.created", subject="key:1", payload={"z": 1,
+                                                                                      "a": [2]})
+    second = ledger.append(actor="b", action="note.added", subject="case:x", payload={})
+    assert (first.seq, second.seq) == (0, 1)
+    assert first.time == "2026-01-02T03:04:05.000000Z"
+    assert first.leaf_bytes() == (
+        b'{"action":"key.created","actor":"a","payload":{"a":[2],"z":1},"seq":0,'
+        b'"subject":"key:1","time":"2026-01-02T03:04:05.000000Z"}'
+    )
+    assert first.leaf_hash() == hashlib.sha256(b"\x00" + first.leaf_bytes()).digest()
+    assert ledger.entry(0) == first
+    assert ledger.size() == 2
+    assert [e.seq for e in ledger.entries(subject="case:x")] == [1]
+
+
+def test_roots_and_proofs_from_stored_nodes_match_an_independent_tree(
+    engine: sa.Engine, key: SigningKey
+) -> None:
+    """For 1..21 entries, stored-node roots equal a from-scratch MTH, and every
+    inclusion and consistency proof verifies against those roots."""
+    ledger = Ledger(engine, clock=_clock())
+    leaves: list[bytes] = []
+    roots = [_mth([])]
+    for i in range(21):
+        leaves.append(ledger.append(actor="t", action="note.added", subject=f"s{i}",
+                                    payload={"i": i}).leaf_bytes())
+        roots.append(_mth(leaves))
+    for size in range(1, 22):
+        assert ledger.root_hash(size) == roots[size]
+    for size in (1, 2, 7, 8, 13, 21):
+        for seq in range(size):
+            proof = ledger.inclusion_proof(seq, size)
+            merkle.verify_inclusion(merkle.leaf_hash(leaves[seq]), seq, size, proof,
+                                    roots[size])
+        for size1 in range(1, size + 1):
+            proof = ledger.consistency_proof(size1, size)
+            merkle.verify_consistency(size1, size, proof, roots[size1], roots[size])
+    with pytest.raises(ProofError, match="beyond the ledger's 21 entries"):
+        ledger.inclusion_proof(3, 22)
+
+
+def test_checkpoint_is_a_c2sp_signed_note_openssl_accepts(
+    engine: sa.Engine, key: SigningKey, tmp_path: Path
+) -> None:
+    """The note is origin/size/base64 root, signed '— origin base64(keyhash||sig)', and
+    openssl verifies the Ed25519 signature over the note text."""
+    ledger = Ledger(engine, clock=_clock())
+    _fill(ledger, key, 3, checkpoint_each=False)
+    checkpoint = ledger.create_checkpoint(key, ORIGIN)
+    text, _, signature_line = checkpoint.note.partition("\n\n")
+    text += "\n"
+    assert text == f"{ORIGIN}\n3\n{base64.b64encode(ledger.root_hash(3)).decode()}\n"
+    assert signature_line.startswith(f"\u2014 {ORIGIN} ")
+    blob = base64.b64decode(signature_line.split(" ")[2])
+    assert blob[:4] == hashlib.sha256(ORIGIN.encode() + b"\n\x01" + key.public.raw).digest()[:4]
+    assert blob[:4] == note_key_hash(ORIGIN, key.public)
+    (tmp_path / "note.txt").write_bytes(text.encode())
+    (tmp_path / "note.sig").write_bytes(blob[4:])
+    (tmp_path / "key.pem").write_bytes(key.public.pem())
+    verify = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "key.pem", "-rawin",
+              "-in", "note.txt", "-sigfile", "note.sig"]
+    done = subprocess.run(verify, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Signature Verified Successfully" in done.stdout
+    head = verify_note(checkpoint.note, ORIGIN, key.public)
+    assert (head.size, head.root_hash) == (3, ledger.root_hash(3))
+    assert ledger.latest_checkpoint() == checkpoint
+    assert ledger.checkpoint_covering(2) == checkpoint
+
+
+@pytest.mark.parametrize("table", LEDGER_TABLES)
+def test_database_refuses_update_and_delete_on_ledger_tables(
+    engine: sa.Engine, key: SigningKey, table: str
+) -> None:
+    """The append-only triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL)."""
+    ledger = Ledger(engine, clock=_clock())
+    _fill(ledger, key, 2)  # two entries complete one interior node; checkpoints exist
+    column = {"ledger_entries": "actor", "ledger_nodes": "hash",
+              "ledger_checkpoints": "origin"}[table]
+    value = "'x'" if column != "hash" else "hash"
+    statements = [f"UPDATE {table} SET {column} = {value}", f"DELETE FROM {table}"]
+    if engine.dialect.name == "postgresql":
+        statements.append(f"TRUNCATE {table}")
+    for statement in statements:
+        with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as conn:
+            conn.exec_driver_sql(statement)
+    ledger.verify([key.public])
+
+
+def test_concurrent_appends_get_distinct_consecutive_positions(
+    database_url: str, key: SigningKey
+) -> None:
+    """Four writers with their own engines append at once; the ledger stays one tree."""
+    setup = make_engine(database_url)
+    upgrade(setup)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        engine = make_engine(database_url)
+        try:
+            ledger = Ledger(engine)
+            for i in range(15):
+                ledger.append(actor=f"w{n}", action="note.added", subject=f"w{n}:{i}",
+                              payload={"i": i})
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    ledger = Ledger(setup)
+    ledger.create_checkpoint(key, ORIGIN)
+    report = ledger.verify([key.public])
+    assert report.entries == 60
+    assert sorted(e.subject for e in ledger.entries()) == sorted(
+        f"w{n}:{i}" for n in range(4) for i in range(15)
+    )
+    setup.dispose()
+
+
+def test_verify_reports_the_ledger_when_intact(engine: sa.Engine, key: SigningKey) -> None:
+    """An untouched ledger verifies, with its root and its unsigned tail counted."""
+    ledger = Ledger(engine, clock=_clock())
+    _fill(ledger, key, 9)
+    ledger.append(actor="t", action="access.viewed", subject="capture:1", payload={})
+    report = ledger.verify([key.public])
+    assert report.entries == 10
+    assert report.checkpoints == 9
+    assert report.root_hash == ledger.root_hash(10)
+    assert report.unsigned_entries == 1
+
+
+# -- tampering behind the application's back ------------------------------------------------
+
+
+@pytest.fixture
+def tampered(engine: sa.Engine, key: SigningKey) -> Ledger:
+    """Nine entries, a checkpoint after each, triggers dropped (as an attacker would)."""
+    ledger = Ledger(engine, clock=_clock())
+    _fill(ledger, key, 9)
+    _drop_triggers(engine)
+    return ledger
+
+
+def _verify_fails(ledger: Ledger, key: SigningKey) -> LedgerIntegrityError:
+    with pytest.raises(LedgerIntegrityError) as caught:
+        ledger.verify([key.public])
+    return caught.value
+
+
+def test_edited_payload_is_named(tampered: Ledger, key: SigningKey) -> None:
+    """A payload edited in place: the entry's content no longer matches its leaf hash."""
+    with tampered.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ledger_entries SET payload = :p WHERE seq = 5"),
+                     {"p": '{"i":5,"text":"forged"}'})
+    error = _verify_fails(tampered, key)
+    assert error.seq == 5
+    assert "entry 5 (note.added capture:5) was altered" in str(error)
+
+
+def test_edited_entry_with_recomputed_leaf_hash_is_named(tampered: Ledger,
+                                                         key: SigningKey) -> None:
+    """An edit that also recomputes the leaf hash is caught by the signed checkpoints."""
+    row = tampered.entry(4)
+    payload = {"i": 4, "text": "forged"}
+    forged = _leaf_of(4, row.time, payload, row.subject)
+    with tampered.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ledger_entries SET payload = :p, leaf_hash = :h "
+                             "WHERE seq = 4"),
+                     {"p": rfc8785.dumps(payload).decode(), "h": forged})
+    error = _verify_fails(tampered, key)
+    assert error.seq == 4
+    assert "entry 4 was altered, inserted or removed" in str(error)
+
+
+def test_deleted_entry_is_named(tampered: Ledger, key: SigningKey) -> None:
+    """A row deleted from the middle leaves a gap that is named."""
+    with tampered.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM ledger_entries WHERE seq = 3"))
+    error = _verify_fails(tampered, key)
+    assert error.seq == 3
+    assert "entry 3 is missing" in str(error)
+
+
+def test_deleted_tail_is_named(tampered: Ledger, key: SigningKey) -> None:
+    """Rows deleted from the end are found through the checkpoint that covered them."""
+    with tampered.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM ledger_entries WHERE seq >= 7"))
+    error = _verify_fails(tampered, key)
+    assert error.seq == 7
+    assert "entries from 7 on are missing" in str(error)
+
+
+def test_inserted_entry_is_named(tampered: Ledger, key: SigningKey) -> None:
+    """An entry slipped in at position 2 (later rows renumbered, every leaf hash
+    recomputed so each row is self-consistent) is named."""
+    rows = list(tampered.entries())
+    with tampered.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM ledger_entries"))
+        forged = [rows[0], rows[1], LedgerEntry(2, rows[1].time, "tester", "note.added",
+                                                "capture:planted", {"planted": True})]
+        forged += [LedgerEntry(e.seq + 1, e.time, e.actor, e.action, e.subject, e.payload)
+                   for e in rows[2:]]
+        for e in forged:
+            conn.execute(
+                sa.text("INSERT INTO ledger_entries (seq, time, actor, action, subject, "
+                        "payload, leaf_hash) VALUES (:s, :t, :a, :x, :sub, :p, :h)"),
+                {"s": e.seq, "t": e.time, "a": e.actor, "x": e.action, "sub": e.subject,
+                 "p": rfc8785.dumps(dict(e.payload)).decode(), "h": e.leaf_hash()},
+            )
+    error = _verify_fails(tampered, key)
+    assert error.seq == 2
+    assert "entry 2 was altered, inserted or removed" in str(error)
+
+
+def test_altered_stored_node_is_named(tampered: Ledger, key: SigningKey) -> None:
+    """A stored interior node that the entries do not produce is named by its range."""
+    with tampered.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ledger_nodes SET hash = :h WHERE level = 2 AND idx = 1"),
+                     {"h": b"\x00" * 32})
+    error = _verify_fails(tampered, key)
+    assert error.seq == 4
+    assert "entries 4-7 do not match the tree stored" in str(error)
+
+
+def test_forged_checkpoint_signature_is_named(tampered: Ledger, key: SigningKey) -> None:
+    """A checkpoint whose signature was altered fails, naming the checkpoint."""
+    latest = tampered.latest_checkpoint()
+    assert latest is not None
+    text, _, line = latest.note.partition("\n\n")
+    name, blob = line.rstrip("\n").rsplit(" ", 1)
+    raw = bytearray(base64.b64decode(blob))
+    raw[10] ^= 1
+    note = f"{text}\n\n{name} {base64.b64encode(bytes(raw)).decode()}\n"
+    with tampered.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ledger_checkpoints SET note = :n WHERE id = :i"),
+                     {"n": note, "i": latest.id})
+    error = _verify_fails(tampered, key)
+    assert f"checkpoint #{latest.id} (size 9)" in str(error)
+    assert "does not verify" in str(error)
+
+
+def test_checkpoint_by_another_key_is_refused(engine: sa.Engine, key: SigningKey) -> None:
+    """A checkpoint signed by a key outside the key history is refused."""
+    ledger = Ledger(engine, clock=_clock())
+    _fill(ledger, key, 2, checkpoint_each=False)
+    intruder = SigningKey.generate()
+    ledger.create_checkpoint(intruder, ORIGIN)
+    with pytest.raises(LedgerIntegrityError, match="not in the archive's key history"):
+        ledger.verify([key.public])
+
+
+def test_database_failures_are_ledger_errors(tmp_path: Path) -> None:
+    """A database without the ledger tables gives LedgerError, not a raw SQL error."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(LedgerError, match="cannot append to the ledger"):
+        Ledger(engine).append(actor="a", action="b", subject="c", payload={})
+    engine.dispose()
