@@ -21,13 +21,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
-from chain_of_custody.checkpoint import verify_note
-from chain_of_custody.ledger import Checkpoint, Ledger, LedgerEntry
-from storage.base import BlobStore
-from storage.errors import StorageError
-from storage.local import LocalBlobStore
-from storage.replicated import ReplicatedBlobStore
-from storage.s3 import S3BlobStore
 
 from archiver import models, schema
 from archiver.clock import Clock, IdFactory, new_capture_id, rfc3339, utc_now
@@ -37,13 +30,21 @@ from archiver.recorder import RecorderOptions, RecordingResult, record_capture
 from archiver.settings import LocalStoreSettings, Settings
 from archiver.versions import software_versions
 from chain_of_custody import merkle
+from chain_of_custody.checkpoint import verify_note
 from chain_of_custody.digest import Digest, Hasher, digest_bytes
 from chain_of_custody.errors import CustodyError, LedgerIntegrityError, VerificationError
 from chain_of_custody.keys import PublicKey, SigningKey
+from chain_of_custody.ledger import Checkpoint, Ledger, LedgerEntry, LedgerReport
 from chain_of_custody.manifest import Artifact, build_manifest, canonical_json, sign_manifest
 from chain_of_custody.manifest import verify_manifest as check_manifest
+from storage.base import BlobStore
+from storage.errors import StorageError
+from storage.local import LocalBlobStore
+from storage.replicated import ReplicatedBlobStore
+from storage.s3 import S3BlobStore
 
 SERVICE_ACTOR = "service:archiver"
+KEY_ACTIONS = ("key.created", "key.rotated")
 WARC_NAME = "capture.warc.gz"
 PROVENANCE_NAME = "provenance.json"
 MANIFEST_NAME = "manifest.json"
@@ -379,11 +380,30 @@ class Archive:
         ]
 
     def public_keys(self) -> dict[str, PublicKey]:
-        """Every key the archive ever signed with (the key history), by key id."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(models.signing_keys.c.public_pem)).all()
-        keys = [PublicKey.from_pem(row.public_pem.encode("ascii")) for row in rows]
-        return {key.key_id: key for key in keys}
+        """Every key the archive ever signed with, by key id.
+
+        Read from the key history *on the ledger* (``key.created`` / ``key.rotated``
+        entries), not from the ``signing_keys`` table: the table is mutable, the ledger
+        is append-only and verified, so a key swapped into the table is never trusted.
+        """
+        keys: dict[str, PublicKey] = {}
+        for entry in self.ledger.entries(actions=KEY_ACTIONS):
+            pem = entry.payload.get("public_key_pem")
+            try:
+                key = PublicKey.from_pem(str(pem).encode("ascii"))
+            except (CustodyError, UnicodeEncodeError) as exc:
+                raise LedgerIntegrityError(
+                    f"ledger entry {entry.seq} ({entry.action}) holds no valid public key",
+                    seq=entry.seq,
+                ) from exc
+            if key.key_id != entry.payload.get("key_id"):
+                raise LedgerIntegrityError(
+                    f"ledger entry {entry.seq} ({entry.action}) names key "
+                    f"{entry.payload.get('key_id')} but holds key {key.key_id}",
+                    seq=entry.seq,
+                )
+            keys[key.key_id] = key
+        return keys
 
     # -- capture ------------------------------------------------------------------------
 
@@ -879,7 +899,7 @@ class Archive:
             return latest
         return self.ledger.create_checkpoint(self.signing_key, self.origin)
 
-    def verify_ledger(self) -> Any:
+    def verify_ledger(self) -> LedgerReport:
         """Recompute the whole ledger. Raises :class:`LedgerIntegrityError` naming the
         first bad entry."""
         return self.ledger.verify(self.public_keys().values())

@@ -16,8 +16,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from storage.errors import StorageError
-
 from archiver import __version__
 from archiver.archive import Archive, CaptureView, initialise
 from archiver.errors import (
@@ -28,6 +26,7 @@ from archiver.errors import (
 )
 from archiver.settings import Settings, load_settings
 from chain_of_custody.errors import CustodyError, LedgerIntegrityError
+from storage.errors import StorageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_INITIALISED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
@@ -231,11 +230,16 @@ def _cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
             if args.json:
                 _emit_json(out, {"ok": True, "entries": report.entries,
                                  "checkpoints": report.checkpoints,
-                                 "root_hash": report.root_hash.hex()})
+                                 "root_hash": report.root_hash.hex(),
+                                 "unsigned_entries": report.unsigned_entries})
             else:
                 print(f"ok  ledger verified: {report.entries} entries, "
                       f"{report.checkpoints} checkpoints, root {report.root_hash.hex()}",
                       file=out)
+                if report.unsigned_entries:
+                    print(f"    {report.unsigned_entries} newest entries are not yet in a "
+                          "signed checkpoint ('archiver ledger checkpoint' signs them)",
+                          file=out)
             return EXIT_OK
         if args.ledger_command == "checkpoint":
             checkpoint = archive.checkpoint()

@@ -190,11 +190,10 @@ def phase_ledger_baseline(entries: int, workdir: str) -> dict[str, Any]:
 
 
 def phase_ledger_archiver(entries: int, workdir: str) -> dict[str, Any]:
-    from chain_of_custody.ledger import Ledger
-
     from archiver.db import make_engine
     from archiver.schema import upgrade
     from chain_of_custody.keys import SigningKey
+    from chain_of_custody.ledger import Ledger
 
     engine = make_engine(f"sqlite:///{Path(workdir) / 'ledger.db'}")
     upgrade(engine)
@@ -237,9 +236,8 @@ def phase_ingest_baseline(size: int, workdir: str) -> dict[str, Any]:
 
 
 def phase_ingest_archiver(size: int, workdir: str) -> dict[str, Any]:
-    from storage.local import LocalBlobStore
-
     from chain_of_custody.digest import digest_stream
+    from storage.local import LocalBlobStore
 
     source = Path(workdir) / "blob.bin"
     store = LocalBlobStore(Path(workdir) / f"blobs-{time.time_ns()}")

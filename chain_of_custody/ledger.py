@@ -32,7 +32,7 @@ Threat model notes:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -330,14 +330,21 @@ class Ledger:
         return self._in_transaction(None, run, "cannot read the ledger")
 
     def entries(
-        self, *, subject: str | None = None, start: int = 0, stop: int | None = None
+        self,
+        *,
+        subject: str | None = None,
+        actions: Collection[str] | None = None,
+        start: int = 0,
+        stop: int | None = None,
     ) -> Iterator[LedgerEntry]:
-        """Entries in ``seq`` order, optionally those of one ``subject`` only."""
+        """Entries in ``seq`` order, optionally of one ``subject`` or some ``actions``."""
         query = sa.select(entries_table).where(entries_table.c.seq >= start)
         if stop is not None:
             query = query.where(entries_table.c.seq < stop)
         if subject is not None:
             query = query.where(entries_table.c.subject == subject)
+        if actions is not None:
+            query = query.where(entries_table.c.action.in_(list(actions)))
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=_STREAM_ROWS).execute(
                 query.order_by(entries_table.c.seq)

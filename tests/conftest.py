@@ -4,22 +4,48 @@ Every test that takes ``database_url`` runs twice: on a fresh SQLite file and in
 schema of the PostgreSQL server on 127.0.0.1:5432. When that server is unreachable the
 PostgreSQL run is skipped *with the reason shown*, unless ``TEST_REQUIRE_POSTGRES=1``
 (set by ``.ci/run`` when it found a server), in which case it fails.
+
+``tests/fixtures/*.py`` are loaded by path: pywb installs a top-level ``tests`` package
+into site-packages, which shadows this repository's ``tests`` namespace, so
+``import tests.fixtures.site`` cannot work. The modules are registered in ``sys.modules``
+as ``fixture_site`` and ``warc_judges`` so test modules import them by those names.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import sqlalchemy as sa
+from moto.server import ThreadedMotoServer
 
 POSTGRES_BASE_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fixture_site = _load("fixture_site", FIXTURES / "site.py").fixture_site
+_load("warc_judges", FIXTURES / "warc_judges.py")
 
 
 def _postgres_unreachable_reason() -> str | None:
@@ -71,3 +97,28 @@ def vectors_dir() -> Path:
     path = VECTORS
     assert path.is_dir(), f"test vectors missing at {path}"
     return path
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a moto S3 server started once for the session."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake credentials in the environment, and nothing from the host's AWS config."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

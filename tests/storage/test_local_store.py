@@ -1,0 +1,221 @@
+"""LocalBlobStore specifics: layout, permissions, atomic publication, repair, verify."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from storage import BlobIntegrityError, BlobNotFound, LocalBlobStore, StorageError, StoreUnavailable
+
+MiB = 1024 * 1024
+
+
+def _blob(data: bytes) -> tuple[bytes, str, int]:
+    return data, hashlib.sha256(data).hexdigest(), len(data)
+
+
+DATA, SHA, SIZE = _blob(b"testimony recorded at the checkpoint\n" * 50)
+
+
+class _ExplodingStream(io.RawIOBase):
+    """A source that fails the test if anything reads it."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: object) -> int:
+        raise AssertionError("the source was read")
+
+
+class _BitFlippingStore(LocalBlobStore):
+    """A store whose write path flips one bit of the first chunk it writes, like bad RAM
+    or a buggy driver: the source hashes fine, the bytes on disk do not."""
+
+    def _write_chunk(self, out: BinaryIO, chunk: bytes) -> None:
+        if out.tell() == 0 and chunk:
+            chunk = bytes([chunk[0] ^ 0x01]) + chunk[1:]
+        out.write(chunk)
+
+
+def _tmp_files(root: Path) -> list[Path]:
+    tmp = root / "tmp"
+    return sorted(tmp.iterdir()) if tmp.exists() else []
+
+
+def test_blob_lands_read_only_in_the_documented_layout(tmp_path: Path) -> None:
+    """A put blob is root/sha256/ab/cd/<sha256>, mode 0o444, and nothing stays in tmp/."""
+    store = LocalBlobStore(tmp_path)
+    store.put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
+    path = tmp_path / "sha256" / SHA[:2] / SHA[2:4] / SHA
+    assert store.path_for(SHA) == path
+    assert path.read_bytes() == DATA
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert _tmp_files(tmp_path) == []
+    assert store.name == f"local:{tmp_path}"
+
+
+def test_directories_are_created_lazily(tmp_path: Path) -> None:
+    """A store on a directory that does not exist yet creates it on the first put only."""
+    root = tmp_path / "not" / "yet"
+    store = LocalBlobStore(root)
+    assert not store.exists(SHA)
+    assert list(store.iter_blobs()) == []
+    assert not root.exists()
+    store.put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
+    assert store.exists(SHA)
+
+
+def test_refused_put_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """A source that does not match leaves neither a blob nor a temporary file."""
+    store = LocalBlobStore(tmp_path)
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    with pytest.raises(BlobIntegrityError, match=f"refused blob {wrong}"):
+        store.put_stream(io.BytesIO(DATA), sha256=wrong, size=SIZE)
+    with pytest.raises(BlobIntegrityError, match="longer than the expected 10 bytes"):
+        store.put_stream(io.BytesIO(DATA), sha256=SHA, size=10)
+    assert _tmp_files(tmp_path) == []
+    assert list(store.iter_blobs()) == []
+
+
+def test_damaged_copy_is_repaired_by_putting_the_good_bytes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second put re-hashes the held copy and replaces a damaged one with good bytes,
+    logging the damage it found."""
+    store = LocalBlobStore(tmp_path)
+    store.put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
+    path = store.path_for(SHA)
+    path.chmod(0o644)
+    with open(path, "r+b") as damaged:
+        damaged.seek(7)
+        damaged.write(bytes([DATA[7] ^ 0xFF]))
+    assert path.read_bytes() != DATA
+    with caplog.at_level("WARNING", logger="storage.local"):
+        store.put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
+    assert path.read_bytes() == DATA
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert f"held copy of blob {SHA} is damaged" in caplog.text
+
+
+def test_truncated_copy_is_repaired_by_putting_the_good_bytes(tmp_path: Path) -> None:
+    """A held copy cut short (a crash of some other tool) counts as damaged and is repaired."""
+    store = LocalBlobStore(tmp_path)
+    store.put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
+    path = store.path_for(SHA)
+    path.chmod(0o644)
+    os.truncate(path, SIZE // 2)
+    store.put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
+    assert path.read_bytes() == DATA
+
+
+def test_intact_copy_makes_a_put_a_no_op_that_does_not_read_the_source(tmp_path: Path) -> None:
+    """Putting a blob already held intact writes nothing and never reads the source."""
+    store = LocalBlobStore(tmp_path)
+    store.put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
+    before = store.path_for(SHA).stat()
+    store.put_stream(io.BufferedReader(_ExplodingStream()), sha256=SHA, size=SIZE)
+    after = store.path_for(SHA).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_blob_of_several_chunks_roundtrips(tmp_path: Path) -> None:
+    """A 5 MiB + 3 byte blob (several 1 MiB chunks and a ragged end) roundtrips."""
+    data, sha, size = _blob(os.urandom(5 * MiB + 3))
+    source = tmp_path / "video.mp4"
+    source.write_bytes(data)
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put_file(source, sha256=sha, size=size)
+    with store.open(sha) as stream:
+        assert hashlib.sha256(stream.read()).hexdigest() == sha
+
+
+def test_verify_after_write_catches_corruption_on_the_write_path(tmp_path: Path) -> None:
+    """Bytes damaged between the hashed source and the disk are caught before the rename:
+    BlobIntegrityError, no blob under its address, no temporary file."""
+    data, sha, size = _blob(os.urandom(3 * MiB))
+    store = _BitFlippingStore(tmp_path)
+    with pytest.raises(BlobIntegrityError, match=f"verify after write failed for blob {sha}"):
+        store.put_stream(io.BytesIO(data), sha256=sha, size=size)
+    assert not store.exists(sha)
+    assert _tmp_files(tmp_path) == []
+    # The same bytes through a sound write path are stored fine.
+    LocalBlobStore(tmp_path).put_stream(io.BytesIO(data), sha256=sha, size=size)
+    assert store.exists(sha)
+
+
+def test_concurrent_puts_of_the_same_blob_all_succeed(tmp_path: Path) -> None:
+    """Eight writers putting the same blob at once all succeed; one intact copy remains."""
+    data, sha, size = _blob(os.urandom(3 * MiB))
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def put() -> None:
+        # Separate store objects, as separate processes would have.
+        store = LocalBlobStore(tmp_path)
+        barrier.wait()
+        try:
+            store.put_stream(io.BytesIO(data), sha256=sha, size=size)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=put) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    store = LocalBlobStore(tmp_path)
+    assert store.path_for(sha).read_bytes() == data
+    assert list(store.iter_blobs()) == [sha]
+    assert _tmp_files(tmp_path) == []
+
+
+def test_open_returns_a_read_only_file(tmp_path: Path) -> None:
+    """The stream from open cannot be written through."""
+    store = LocalBlobStore(tmp_path)
+    store.put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
+    with store.open(SHA) as stream:
+        assert not stream.writable()
+        with pytest.raises(io.UnsupportedOperation):
+            stream.write(b"x")
+
+
+def test_iter_blobs_skips_entries_outside_the_layout(tmp_path: Path) -> None:
+    """Stray files, misplaced blobs and temporary files are not listed as blobs."""
+    store = LocalBlobStore(tmp_path)
+    store.put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
+    other = hashlib.sha256(b"other").hexdigest()
+    (tmp_path / "sha256" / "README").write_text("not a blob")
+    (tmp_path / "sha256" / SHA[:2] / SHA[2:4] / "notes.txt").write_text("not a blob")
+    (tmp_path / "sha256" / SHA[:2] / SHA[2:4] / other).write_bytes(b"other")  # misplaced
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    (tmp_path / "tmp" / other).write_bytes(b"other")
+    assert list(store.iter_blobs()) == [SHA]
+
+
+def test_unwritable_root_is_store_unavailable_naming_store_and_blob(tmp_path: Path) -> None:
+    """A root that cannot hold directories (here: it is a file) gives StoreUnavailable."""
+    root = tmp_path / "occupied"
+    root.write_text("a file where the store should be")
+    store = LocalBlobStore(root)
+    with pytest.raises(StoreUnavailable) as caught:
+        store.put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
+    assert f"local:{root}" in str(caught.value)
+    assert SHA in str(caught.value)
+
+
+def test_unreadable_source_file_is_a_storage_error_naming_the_path(tmp_path: Path) -> None:
+    """A source file that cannot be opened is a StorageError naming the file and blob."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    missing = tmp_path / "gone.mp4"
+    with pytest.raises(StorageError, match=rf"cannot read {missing} to store blob {SHA}") as caught:
+        store.put_file(missing, sha256=SHA, size=SIZE)
+    assert not isinstance(caught.value, (BlobIntegrityError, StoreUnavailable, BlobNotFound))
+    assert not store.exists(SHA)
