@@ -28,7 +28,6 @@ from moto.server import ThreadedMotoServer
 POSTGRES_BASE_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -90,13 +89,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'archive.db'}"
     return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def vectors_dir() -> Path:
-    path = VECTORS
-    assert path.is_dir(), f"test vectors missing at {path}"
-    return path
 
 
 @pytest.fixture(scope="session")
