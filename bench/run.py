@@ -49,6 +49,9 @@ def _page(i: int) -> bytes:
 
 class _Pages(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm on, a keep-alive
+    # client (the baseline) would wait for a delayed ACK on every page and look slow.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         i = int(self.path.strip("/").split("/")[-1] or 0)

@@ -15,6 +15,7 @@ become warnings in the result.
 
 from __future__ import annotations
 
+import functools
 import ssl
 import uuid
 import zlib
@@ -214,15 +215,29 @@ def record_capture(
 def _ssl_context(options: RecorderOptions) -> ssl.SSLContext:
     """Raises ConfigError when ``ca_bundle`` cannot be loaded."""
     if not options.verify_tls:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
+        return _unverified_context()
     cafile = options.ca_bundle if options.ca_bundle is not None else Path(certifi.where())
     try:
-        return ssl.create_default_context(cafile=str(cafile))
+        found = cafile.stat()
+        # Keyed on the file's identity and mtime: an edited bundle is loaded afresh.
+        return _verifying_context(str(cafile), found.st_ino, found.st_mtime_ns, found.st_size)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"capture.ca_bundle {cafile} cannot be loaded: {exc}") from exc
+
+
+# Parsing a CA bundle takes longer than a whole local capture, so contexts are built
+# once per bundle and shared: an SSLContext is safe to use from several connections.
+@functools.lru_cache(maxsize=8)
+def _verifying_context(cafile: str, _ino: int, _mtime_ns: int, _size: int) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)
+
+
+@functools.lru_cache(maxsize=1)
+def _unverified_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 @contextmanager
