@@ -415,21 +415,29 @@ class Archive:
         note: str | None = None,
         actor: str | None = None,
         via: str = "cli",
+        source: str | None = None,
+        capture_id: str | None = None,
     ) -> CaptureView:
         """Capture one URL, seal, store and record it. A failed capture is recorded too.
+
+        ``via`` says through what the request came (``cli``, ``api``, ``watch``);
+        ``source`` optionally names what made it (``watch:<id>``, ``job:<id>``) and is
+        recorded in the manifest and the ledger; ``capture_id`` lets a caller that
+        tracks the capture (a job queue) choose its id, else a new one is made.
 
         Returns the capture as recorded (``status`` ``completed`` or ``failed``); raises
         only for problems of the archive itself (key, database), not of the target.
         """
         key = self.signing_key  # a wrong passphrase must stop us before any fetch
         actor = actor or self.settings.operator
-        capture_id = self.new_id()
+        capture_id = capture_id or self.new_id()
         requested_at = rfc3339(self.clock())
         requested = {
             "url": url,
             "by": actor,
             "at": requested_at,
             "via": via,
+            "source": source,
             "case": case,
             "note": note,
         }
@@ -439,7 +447,8 @@ class Archive:
                 actor=actor,
                 action="capture.requested",
                 subject=f"capture:{capture_id}",
-                payload={"url": url, "case": case, "note": note, "via": via},
+                payload={"url": url, "case": case, "note": note, "via": via,
+                         "source": source},
                 connection=conn,
             )
         work = self.settings.work_dir / capture_id
