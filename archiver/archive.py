@@ -12,11 +12,13 @@ content-addressed blobs, never a ledger entry pointing at something half-written
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,7 +28,14 @@ from archiver import models, schema
 from archiver.clock import Clock, IdFactory, new_capture_id, rfc3339, utc_now
 from archiver.db import make_engine
 from archiver.errors import ArchiverError, CaptureError, NotFoundError, NotInitialisedError
-from archiver.recorder import RecorderOptions, RecordingResult, record_capture
+from archiver.fetchers import Fetcher, FetcherReport
+from archiver.recorder import (
+    ExchangeSummary,
+    PageCapture,
+    RecorderOptions,
+    capture_page,
+    open_session,
+)
 from archiver.settings import LocalStoreSettings, Settings
 from archiver.versions import software_versions
 from chain_of_custody import merkle
@@ -94,6 +103,8 @@ class CaptureView:
     key_id: str | None
     ledger_seq: int | None
     artifacts: tuple[ArtifactView, ...] = ()
+    outcomes: Mapping[str, Any] = field(default_factory=dict)
+    """Each fetcher's outcome (``media``, ``browser``): status, reason, message."""
 
     @property
     def ok(self) -> bool:
@@ -126,6 +137,7 @@ class CaptureView:
             "key_id": self.key_id,
             "ledger_seq": self.ledger_seq,
             "artifacts": [a.as_json() for a in self.artifacts],
+            "outcomes": dict(self.outcomes),
         }
 
 
@@ -173,6 +185,29 @@ class Proof:
     checkpoint: Checkpoint | None
 
 
+@dataclass(frozen=True)
+class CaptureRecording:
+    """What one capture recorded into its WARC: the page, then every fetcher's report."""
+
+    page: PageCapture
+    exchanges: tuple[ExchangeSummary, ...]
+    warnings: tuple[str, ...]
+    started: datetime
+    ended: datetime
+    warc_digest: Digest
+    reports: tuple[FetcherReport, ...]
+
+    @property
+    def outcomes(self) -> dict[str, dict[str, Any]]:
+        return {report.name: report.outcome.as_json() for report in self.reports}
+
+
+def build_fetchers(settings: Settings) -> list[Fetcher]:
+    """The fetchers that run after the page, in order, as the settings ask for them."""
+    fetchers: list[Fetcher] = []
+    return fetchers
+
+
 def build_store(settings: Settings) -> ReplicatedBlobStore:
     """Every configured store, behind one replicated store (a write counts when all hold it)."""
     stores: list[BlobStore] = []
@@ -205,6 +240,7 @@ def recorder_options(settings: Settings) -> RecorderOptions:
         max_subresources=c.max_subresources,
         max_subresource_bytes=c.max_subresource_bytes,
         max_total_bytes=c.max_total_bytes,
+        max_media_bytes=c.max_media_bytes,
         verify_tls=c.verify_tls,
         ca_bundle=c.ca_bundle,
         user_agent=c.user_agent,
@@ -310,10 +346,12 @@ class Archive:
         store: ReplicatedBlobStore,
         clock: Clock = utc_now,
         new_id: IdFactory = new_capture_id,
+        fetchers: Sequence[Fetcher] = (),
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.store = store
+        self.fetchers = tuple(fetchers)
         self.clock = clock
         self.new_id = new_id
         self.ledger = Ledger(engine, clock=clock)
@@ -345,7 +383,7 @@ class Archive:
                 if _meta(conn, "origin") is None:
                     raise NotInitialisedError(f"the archive was never initialised: {hint}")
             return cls(settings, engine=engine, store=build_store(settings), clock=clock,
-                       new_id=new_id)
+                       new_id=new_id, fetchers=build_fetchers(settings))
         except BaseException:
             engine.dispose()
             raise
@@ -455,13 +493,7 @@ class Archive:
         work.mkdir(parents=True, mode=0o700)
         try:
             try:
-                result = record_capture(
-                    url,
-                    warc_path=work / WARC_NAME,
-                    options=recorder_options(self.settings),
-                    warcinfo=self._warcinfo(capture_id),
-                    clock=self.clock,
-                )
+                result = self._record(url, work, capture_id)
                 artifacts = self._seal(work, capture_id, requested, result, key)
                 self._store(work, artifacts)
             except (CaptureError, StorageError) as exc:
@@ -474,6 +506,23 @@ class Archive:
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _record(self, url: str, work: Path, capture_id: str) -> CaptureRecording:
+        """The page, then each fetcher, into one WARC, published when all are done."""
+        with open_session(
+            work / WARC_NAME,
+            options=recorder_options(self.settings),
+            warcinfo=self._warcinfo(capture_id),
+            clock=self.clock,
+        ) as session:
+            page = capture_page(session, url)
+            reports = tuple(fetcher.run(session, page, work) for fetcher in self.fetchers)
+            ended = self.clock()
+            digest = session.publish()
+        return CaptureRecording(
+            page=page, exchanges=tuple(session.exchanges), warnings=tuple(session.warnings),
+            started=session.started, ended=ended, warc_digest=digest, reports=reports,
+        )
 
     def _warcinfo(self, capture_id: str) -> dict[str, str]:
         versions = software_versions()
@@ -494,17 +543,23 @@ class Archive:
         work: Path,
         capture_id: str,
         requested: Mapping[str, Any],
-        result: RecordingResult,
+        result: CaptureRecording,
         key: SigningKey,
     ) -> list[tuple[Artifact, Path]]:
-        warc = Artifact(WARC_NAME, "warc", "application/warc", result.warc_digest)
+        page = result.page
+        files = [(Artifact(WARC_NAME, "warc", "application/warc", result.warc_digest),
+                  work / WARC_NAME)]
+        for report in result.reports:
+            files += [(Artifact(d.name, d.role, d.media_type, d.digest), d.path)
+                      for d in report.artifacts]
         provenance_bytes = canonical_json(self._provenance(capture_id, result))
         provenance_path = work / PROVENANCE_NAME
         provenance_path.write_bytes(provenance_bytes)
-        provenance = Artifact(
-            PROVENANCE_NAME, "provenance", "application/json", digest_bytes(provenance_bytes)
-        )
-        sealed = [warc, provenance]
+        files.append((Artifact(PROVENANCE_NAME, "provenance", "application/json",
+                               digest_bytes(provenance_bytes)), provenance_path))
+        software = dict(software_versions())
+        for report in result.reports:
+            software.update(report.software)
         manifest = build_manifest(
             capture_id=capture_id,
             requested=requested,
@@ -512,17 +567,21 @@ class Archive:
                 "started": rfc3339(result.started),
                 "ended": rfc3339(result.ended),
                 "host": socket.gethostname(),
-                "software": software_versions(),
+                "software": software,
+                "fetchers": {
+                    report.name: {"outcome": report.outcome.as_json(), **report.summary}
+                    for report in result.reports
+                },
             },
             target={
-                "final_url": result.final_url,
-                "http_status": result.status,
-                "peer_ip": result.peer_ip,
-                "tls_certificate_sha256": result.tls_certificate_sha256,
-                "redirects": [{"url": u, "status": s} for u, s in result.redirects],
-                "content_type": result.page_content_type,
+                "final_url": page.final_url,
+                "http_status": page.status,
+                "peer_ip": page.peer_ip,
+                "tls_certificate_sha256": page.tls_certificate_sha256,
+                "redirects": [{"url": u, "status": s} for u, s in page.redirects],
+                "content_type": page.content_type,
             },
-            artifacts=sealed,
+            artifacts=[artifact for artifact, _ in files],
             key_id=key.key_id,
         )
         signed = sign_manifest(manifest, key)
@@ -531,16 +590,16 @@ class Archive:
         # Manifest and signature are stored and listed like artifacts, but the manifest
         # cannot list itself: roles "manifest"/"signature" exist only outside it.
         return [
-            (warc, work / WARC_NAME),
-            (provenance, provenance_path),
+            *files,
             (Artifact(MANIFEST_NAME, "manifest", "application/json", signed.digest),
              work / MANIFEST_NAME),
             (Artifact(SIGNATURE_NAME, "signature", "application/octet-stream",
                       digest_bytes(signed.signature)), work / SIGNATURE_NAME),
         ]
 
-    def _provenance(self, capture_id: str, result: RecordingResult) -> dict[str, Any]:
+    def _provenance(self, capture_id: str, result: CaptureRecording) -> dict[str, Any]:
         duration = (result.ended - result.started).total_seconds()
+        page = result.page
         return {
             "type": "evidence-archiver/provenance/v1",
             "capture_id": capture_id,
@@ -558,27 +617,33 @@ class Archive:
                 "duration_ms": round(duration * 1000, 3),
             },
             "network": {
-                "requested_url": result.requested_url,
-                "final_url": result.final_url,
-                "peer_ip": result.peer_ip,
-                "peer_port": result.peer_port,
-                "tls_certificate_sha256": result.tls_certificate_sha256,
-                "redirects": [{"url": u, "status": s} for u, s in result.redirects],
+                "requested_url": page.requested_url,
+                "final_url": page.final_url,
+                "peer_ip": page.peer_ip,
+                "peer_port": page.peer_port,
+                "tls_certificate_sha256": page.tls_certificate_sha256,
+                "redirects": [{"url": u, "status": s} for u, s in page.redirects],
                 "exchanges": [
                     {
                         "url": x.url,
                         "method": x.method,
+                        "role": x.role,
                         "status": x.status,
                         "peer_ip": x.peer_ip,
                         "started": rfc3339(x.started),
                         "ended": rfc3339(x.ended),
                         "response_bytes": x.response_bytes,
                         "truncated": x.truncated,
+                        "revisit_of": x.revisit_of,
                     }
                     for x in result.exchanges
                 ],
             },
-            "subresources_fetched": result.subresources_fetched,
+            "subresources_fetched": page.subresources_fetched,
+            "fetchers": {
+                report.name: {"outcome": report.outcome.as_json(), **report.provenance}
+                for report in result.reports
+            },
             "warnings": list(result.warnings),
         }
 
@@ -627,7 +692,7 @@ class Archive:
         actor: str,
         via: str,
         requested_at: str,
-        result: RecordingResult,
+        result: CaptureRecording,
         artifacts: Sequence[tuple[Artifact, Path]],
         key: SigningKey,
     ) -> CaptureView:
@@ -640,8 +705,9 @@ class Archive:
                 subject=f"capture:{capture_id}",
                 payload={
                     "url": url,
-                    "final_url": result.final_url,
-                    "http_status": result.status,
+                    "final_url": result.page.final_url,
+                    "http_status": result.page.status,
+                    "fetchers": result.outcomes,
                     "manifest_sha256": manifest.digest.sha256,
                     "signature_sha256": by_name[SIGNATURE_NAME].digest.sha256,
                     "key_id": key.key_id,
@@ -658,11 +724,27 @@ class Archive:
                     id=capture_id, url=url, case_id=case_id, note=note, requested_by=actor,
                     requested_via=via, requested_at=requested_at, status="completed",
                     started=rfc3339(result.started), ended=rfc3339(result.ended),
-                    final_url=result.final_url, http_status=result.status,
+                    final_url=result.page.final_url, http_status=result.page.status,
                     manifest_sha256=manifest.digest.sha256, key_id=key.key_id,
-                    ledger_seq=entry.seq,
+                    ledger_seq=entry.seq, outcomes=json.dumps(result.outcomes, sort_keys=True),
                 )
             )
+            for report in result.reports:
+                if report.outcome.reason == "removed":
+                    # The platform's refusal is itself evidence, sealed in this capture.
+                    self.ledger.append(
+                        actor=SERVICE_ACTOR,
+                        action="target.gone",
+                        subject=f"capture:{capture_id}",
+                        payload={
+                            "url": url,
+                            "fetcher": report.name,
+                            "reason": report.outcome.reason,
+                            "message": report.outcome.message,
+                            "manifest_sha256": manifest.digest.sha256,
+                        },
+                        connection=conn,
+                    )
             conn.execute(
                 sa.insert(models.artifacts),
                 [
@@ -954,6 +1036,7 @@ def _capture_view(row: Any, artifact_rows: Sequence[Any]) -> CaptureView:
             ArtifactView(a.name, a.role, a.media_type, a.size, a.sha256, a.sha512)
             for a in artifact_rows
         ),
+        outcomes=json.loads(row.outcomes) if row.outcomes else {},
     )
 
 

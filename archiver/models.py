@@ -56,6 +56,7 @@ captures = sa.Table(
     sa.Column("manifest_sha256", sa.String(64), nullable=True),
     sa.Column("key_id", sa.String(64), nullable=True),
     sa.Column("ledger_seq", sa.BigInteger, nullable=True),
+    sa.Column("outcomes", sa.Text, nullable=True),
 )
 
 artifacts = sa.Table(

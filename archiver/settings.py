@@ -61,6 +61,9 @@ class CaptureSettings(_Section):
     max_subresources: int = Field(default=300, ge=0)
     max_subresource_bytes: int = Field(default=100 * MiB, gt=0)
     max_total_bytes: int = Field(default=2 * GiB, gt=0)
+    max_media_bytes: int = Field(default=2 * GiB, gt=0)
+    """One media response (a video) on the wire; past it the download stops, recorded
+    as truncated, and the media outcome says so."""
     verify_tls: bool = True
     ca_bundle: Path | None = None
     user_agent: str = Field(default_factory=_default_user_agent)

@@ -25,18 +25,33 @@ from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from warcio.recordloader import ArcWarcRecord
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from archiver.recorder.wire import MessageSpool, warc_digest
-from chain_of_custody.digest import Digest, HashingWriter
+from chain_of_custody.digest import Digest, Hasher, HashingWriter
 
 WARC_VERSION = "WARC/1.1"
 PEM_CONTENT_TYPE = "application/x-pem-file"
+REVISIT_PROFILE = "http://netpreserve.org/warc/1.1/revisit/identical-payload-digest"
 _FIELD_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class _RawHeaderBlock(StatusAndHeaders):  # type: ignore[misc]
+    """An HTTP header block that warcio writes verbatim instead of re-serialising."""
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__("", [], protocol="")
+        self.headers_buff = raw
+
+    def compute_headers_buffer(self, header_filter: object = None) -> None:
+        return None
+
+    def __bool__(self) -> bool:  # warcio skips a header block that looks empty
+        return True
 
 
 def warc_date(moment: datetime) -> str:
@@ -197,6 +212,73 @@ class WarcFile:
         ]
         self._write("metadata", headers, PEM_CONTENT_TYPE, BytesIO(block), len(block))
 
+    def write_revisit(
+        self,
+        *,
+        record_id: str,
+        url: str,
+        date: datetime,
+        header_block: bytes,
+        payload_digest: str,
+        peer_ip: str | None,
+        concurrent_to: str,
+        refers_to: str,
+        refers_to_url: str,
+        refers_to_date: datetime,
+    ) -> None:
+        """A ``revisit`` record (identical-payload-digest profile) for a response whose
+        payload is already in this WARC: the block is the HTTP header block as received,
+        and the record points at the earlier response record of this same file."""
+        headers = self._common("revisit", record_id, url, date)
+        if peer_ip is not None:
+            headers.append(("WARC-IP-Address", peer_ip))
+        headers += [
+            ("WARC-Concurrent-To", concurrent_to),
+            ("WARC-Profile", REVISIT_PROFILE),
+            ("WARC-Refers-To", refers_to),
+            ("WARC-Refers-To-Target-URI", refers_to_url),
+            ("WARC-Refers-To-Date", warc_date(refers_to_date)),
+            ("WARC-Block-Digest", warc_digest_of(header_block)),
+            ("WARC-Payload-Digest", payload_digest),
+        ]
+        # warcio writes only the HTTP headers of a revisit, re-serialised from parsed
+        # fields; _RawHeaderBlock makes it write the header bytes exactly as received.
+        rec_headers = StatusAndHeaders("", headers, protocol=WARC_VERSION)
+        record = ArcWarcRecord(
+            "warc", "revisit", rec_headers, BytesIO(b""), _RawHeaderBlock(header_block),
+            "application/http; msgtype=response", len(header_block),
+        )
+        record.payload_length = 0
+        self._writer.write_record(record)
+
+    def write_file_record(
+        self,
+        rec_type: str,
+        *,
+        record_id: str,
+        url: str,
+        date: datetime,
+        path: Path,
+        content_type: str,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> Digest:
+        """A ``resource``, ``conversion`` or ``metadata`` record whose block is the file at
+        ``path``, streamed (never held in memory). Returns the file's digest, computed in
+        a first pass (the record's header carries it, so it must be known first)."""
+        if rec_type not in ("resource", "conversion", "metadata"):
+            raise ValueError(f"not a file record type: {rec_type}")
+        with path.open("rb") as handle:
+            hashed = hashlib.sha256()
+            digest = _digest_file(handle, hashed)
+            handle.seek(0)
+            block_digest = warc_digest(hashed)
+            headers = self._common(rec_type, record_id, url, date)
+            headers += list(extra or [])
+            headers += [("WARC-Block-Digest", block_digest),
+                        ("WARC-Payload-Digest", block_digest)]
+            self._write(rec_type, headers, content_type, handle, digest.size)
+        return digest
+
     def publish(self) -> Digest:
         """fsync, rename to the final path, fsync the directory; the file's digest."""
         self._hashing.flush()
@@ -219,3 +301,12 @@ class WarcFile:
 
 def warc_digest_of(data: bytes) -> str:
     return warc_digest(hashlib.sha256(data))
+
+
+def _digest_file(handle: BinaryIO, sha256: Any) -> Digest:
+    """SHA-256 (fed into ``sha256`` too), SHA-512 and size of a file, 1 MiB at a time."""
+    hasher = Hasher()
+    while chunk := handle.read(1024 * 1024):
+        hasher.update(chunk)
+        sha256.update(chunk)
+    return hasher.digest()

@@ -149,6 +149,7 @@ class MessageSpool:
         self._block = hashlib.sha256()
         self._payload = hashlib.sha256()
         self._headers = _HeaderBlockScanner()
+        self.header_size = 0  # bytes of the HTTP header block (status line included)
 
     def feed(self, data: bytes) -> None:
         if self.limit is not None and self.size + len(data) > self.limit:
@@ -169,6 +170,7 @@ class MessageSpool:
         self.size += len(data)
         self._block.update(data)
         in_headers = self._headers.feed(data)
+        self.header_size += in_headers
         if in_headers < len(data):
             self._payload.update(data[in_headers:])
 
@@ -179,6 +181,18 @@ class MessageSpool:
     @property
     def payload_digest(self) -> str:
         return warc_digest(self._payload)
+
+    @property
+    def headers_complete(self) -> bool:
+        return self._headers.done
+
+    def header_block(self, *, max_size: int = 1024 * 1024) -> bytes | None:
+        """The HTTP header block as received, or None if incomplete or over ``max_size``."""
+        if not self._headers.done or self.header_size > max_size:
+            return None
+        stream = self.reader()
+        block = stream.read(self.header_size)
+        return block if len(block) == self.header_size else None
 
     def reader(self) -> IO[bytes]:
         """A stream over the spooled bytes from the start (the spool stays usable)."""
@@ -235,8 +249,8 @@ def certificate_chain(ssl_object: Any) -> tuple[bytes, ...]:
 class Wire:
     """Everything one connection carried: request bytes, response spool, peer, TLS."""
 
-    # Request bytes stay in memory: we only send GET requests with our own headers, a
-    # few hundred bytes. The cap is a guard against a bug, not a feature.
+    # Request bytes stay in memory: requests are GETs and small API POSTs (yt-dlp's
+    # metadata calls), a few kilobytes. The cap is a guard against a bug, not a feature.
     MAX_REQUEST_BYTES = 1024 * 1024
 
     def __init__(self, spool_dir: Path, *, limit: int | None) -> None:

@@ -86,6 +86,7 @@ def upgrade() -> None:
         sa.Column("manifest_sha256", sa.String(64), nullable=True),
         sa.Column("key_id", sa.String(64), nullable=True),
         sa.Column("ledger_seq", sa.BigInteger, nullable=True),
+        sa.Column("outcomes", sa.Text, nullable=True),
     )
     op.create_index("ix_captures_case_id", "captures", ["case_id"])
     op.create_table(

@@ -1,0 +1,666 @@
+"""A recording session: one capture's WARC, time limit and byte budget, shared by every
+fetcher of that capture (the page fetcher, yt-dlp, the browser).
+
+Every fetcher asks the session for exchanges instead of opening connections itself::
+
+    with open_session(path, options=…, warcinfo=…) as session:
+        page = session.follow(OutgoingRequest(url=…), role="page")
+        media = session.exchange(OutgoingRequest(url=…, headers=…), role="media",
+                                 body=open(…, "wb"))
+        digest = session.publish()
+
+so every byte any of them exchanged with a server is in the one WARC, with the same
+fidelity (exact wire bytes, peer address, TLS chain) and behind the same SSRF guard,
+which runs at connect time for every connection (see :mod:`archiver.recorder.wire`).
+
+What a caller gets back is an :class:`Exchange`: status, parsed headers, and, when it
+passed a ``body`` file, the entity body written there with transfer framing and
+Content-Encoding undone (the WARC keeps both, as received). Bodies never sit in memory.
+
+The same payload received twice (the page fetcher and the browser loading one image) is
+stored once: the second response becomes a ``revisit`` record (identical-payload-digest
+profile) pointing at the first response record of this same WARC.
+
+Exchanges are serialised by a lock: the WARC is one sequential file, and the fetchers
+that share a session call it from their own threads.
+
+Failures of one exchange raise ``archiver.errors`` (httpx, httpcore, ssl and socket
+errors are translated in :func:`_translated`, and only there).
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Literal
+from urllib.parse import urljoin, urlsplit
+
+import certifi
+import httpcore
+import httpx
+
+from archiver.clock import utc_now
+from archiver.errors import (
+    ConfigError,
+    FetchFailed,
+    FetchTimeout,
+    TlsError,
+    TooManyRedirects,
+)
+from archiver.recorder.guard import AddressPolicy, check_url, non_global_reason
+from archiver.recorder.links import (
+    BodyDecoder,
+    CssUrlScanner,
+    Link,
+    PageLinkParser,
+    resolve_links,
+    text_decoder,
+)
+from archiver.recorder.model import ExchangeSummary, RecorderOptions, Role, new_record_id
+from archiver.recorder.warcfile import WarcFile
+from archiver.recorder.wire import (
+    ByteLimitReached,
+    Deadline,
+    RecordingBackend,
+    TlsPeer,
+    Wire,
+)
+from chain_of_custody.digest import Digest
+
+MiB = 1024 * 1024
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+# Decoded text fed to the link extractors per document. Bounds parser memory (an
+# unterminated comment is buffered by html.parser) and CPU against decompression bombs.
+PARSE_LIMIT = 32 * MiB
+MAX_LINKS = 10_000
+# Only what we can undo for the caller and the link extractors; the WARC keeps it encoded.
+ACCEPT_ENCODING = "gzip, deflate"
+# Headers a fetcher may not set: they describe one connection (ours: one exchange each,
+# then closed), or the framing httpx computes, or the encodings we can decode.
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding",
+})
+# Credentials a fetcher attached for one site are not sent to the next on a redirect.
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutgoingRequest:
+    """What a fetcher wants sent. Hop-by-hop headers are replaced by the session's."""
+
+    url: str
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    content: bytes = b""
+
+
+@dataclass(slots=True, kw_only=True)
+class Exchange:
+    """One recorded request/response, as the fetcher that asked for it sees it."""
+
+    url: str
+    method: str
+    status: int  # 0 when the response ended inside its header block
+    reason: str
+    headers: httpx.Headers
+    summary: ExchangeSummary
+    truncated: bool
+    tls: TlsPeer | None
+    body_size: int = 0  # decoded bytes written to the caller's body file
+    body_problem: str | None = None
+    links: list[Link] = field(default_factory=list)
+    revisit_of: str | None = None  # the response record this one revisits
+
+    @property
+    def location(self) -> str | None:
+        if self.status not in REDIRECT_STATUSES:
+            return None
+        value: str | None = self.headers.get("location")
+        return value
+
+    @property
+    def content_type(self) -> str | None:
+        value: str | None = self.headers.get("content-type")
+        return value
+
+    @property
+    def media_type(self) -> str:
+        return (self.content_type or "").split(";")[0].strip().lower()
+
+
+class _BodyWriter:
+    """Writes the entity body (Content-Encoding undone) to the caller's file, bounded."""
+
+    def __init__(self, target: IO[bytes], content_encoding: str | None, *, limit: int) -> None:
+        self._target = target
+        self._decoder = BodyDecoder(content_encoding, max_output=limit)
+        self.size = 0
+        self.problem: str | None = None
+        if not self._decoder.supported:
+            self.problem = f"content-encoding {content_encoding!r} cannot be decoded"
+
+    def feed(self, raw: bytes) -> None:
+        if self.problem is not None:
+            return
+        try:
+            data = self._decoder.feed(raw)
+        except zlib.error as exc:
+            self.problem = f"the body could not be decoded ({exc})"
+            return
+        self._target.write(data)
+        self.size += len(data)
+        if self._decoder.exhausted:
+            self.problem = "the decoded body is larger than its limit"
+
+
+class _LinkSink:
+    """Feeds a response body (as received) to a link extractor, decoding on the way."""
+
+    def __init__(self, kind: Literal["html", "css"], response: httpx.Response) -> None:
+        self.kind = kind
+        self._decoder = BodyDecoder(
+            response.headers.get("content-encoding"), max_output=PARSE_LIMIT
+        )
+        self._text = text_decoder(response.charset_encoding)
+        self._html = PageLinkParser(max_links=MAX_LINKS) if kind == "html" else None
+        self._css = CssUrlScanner() if kind == "css" else None
+        self.problem: str | None = None
+        if not self._decoder.supported:
+            encoding = response.headers.get("content-encoding")
+            self.problem = f"content-encoding {encoding!r} not decoded, links not followed"
+
+    def feed(self, raw: bytes) -> None:
+        if self.problem is not None:
+            return
+        try:
+            data = self._decoder.feed(raw)
+        except zlib.error as exc:
+            self.problem = f"body could not be decoded for link extraction ({exc})"
+            return
+        self._parse(self._text.decode(data))
+        if self._decoder.exhausted:
+            self.problem = f"links after the first {PARSE_LIMIT} decoded bytes not followed"
+
+    def _parse(self, text: str) -> None:
+        if self._html is not None:
+            self._html.feed(text)
+        elif self._css is not None:
+            self._css.feed(text)
+
+    def links(self, document_url: str) -> list[Link]:
+        if self.problem is None:
+            self._parse(self._text.decode(b"", final=True))
+        if self._html is not None:
+            return self._html.finish(document_url)
+        assert self._css is not None
+        self._css.close()
+        return resolve_links(document_url, [(u, "other") for u in self._css.found[:MAX_LINKS]])
+
+
+class RecordingSession:
+    """The state of one capture while it runs: WARC, deadline, byte budget, exchanges."""
+
+    def __init__(
+        self,
+        *,
+        warc: WarcFile,
+        options: RecorderOptions,
+        deadline: Deadline,
+        clock: Callable[[], datetime],
+        ssl_context: ssl.SSLContext,
+        spool_dir: Path,
+        policy: AddressPolicy,
+        started: datetime | None = None,
+    ) -> None:
+        self.started = started if started is not None else clock()
+        self.warc = warc
+        self.options = options
+        self.deadline = deadline
+        self.clock = clock
+        self.ssl_context = ssl_context
+        self.spool_dir = spool_dir
+        self.policy = policy
+        self.exchanges: list[ExchangeSummary] = []
+        self.warnings: list[str] = []
+        self.total_bytes = 0
+        self.seen_urls: set[str] = set()
+        self._payloads: dict[str, tuple[str, str, datetime]] = {}
+        self._lock = threading.RLock()
+        self._digest: Digest | None = None
+
+    def warn(self, message: str) -> None:
+        with self._lock:
+            self.warnings.append(message)
+
+    def limit_for(self, role: Role) -> int:
+        """Bytes a response of ``role`` may take on the wire, within the total budget."""
+        per = {
+            "page": self.options.max_response_bytes,
+            "media": self.options.max_media_bytes,
+        }.get(role, self.options.max_subresource_bytes)
+        return max(0, min(per, self.options.max_total_bytes - self.total_bytes))
+
+    # -- exchanges --------------------------------------------------------------------
+
+    def follow(
+        self,
+        request: OutgoingRequest,
+        *,
+        role: Role,
+        body: IO[bytes] | None = None,
+        parse_links: bool = False,
+        deadline: Deadline | None = None,
+    ) -> tuple[Exchange, list[tuple[str, int]]]:
+        """:meth:`exchange`, following redirects (each hop recorded and guarded).
+
+        Returns the last exchange and the ``(url, status)`` of every redirect hop. Raises
+        as :meth:`exchange`, and :class:`TooManyRedirects` past ``max_redirects``.
+        """
+        redirects: list[tuple[str, int]] = []
+        current = request
+        while True:
+            done = self.exchange(current, role=role, body=body, parse_links=parse_links,
+                                 deadline=deadline)
+            location = done.location
+            if location is None or done.truncated:
+                return done, redirects
+            redirects.append((done.url, done.status))
+            if len(redirects) > self.options.max_redirects:
+                raise TooManyRedirects(
+                    f"more than {self.options.max_redirects} redirects fetching "
+                    f"{request.url} (capture.max_redirects); last hop {done.url} → {location}"
+                )
+            try:
+                target = urljoin(done.url, location)
+            except ValueError as exc:  # e.g. "http://[bad" is not a URL at all
+                raise FetchFailed(
+                    f"{done.url} redirected to an invalid Location {location!r}"
+                ) from exc
+            current = _redirected(current, done.status, target)
+
+    def exchange(
+        self,
+        request: OutgoingRequest,
+        *,
+        role: Role,
+        body: IO[bytes] | None = None,
+        parse_links: bool = False,
+        deadline: Deadline | None = None,
+    ) -> Exchange:
+        """Send ``request`` once over a fresh, guarded, recorded connection.
+
+        The entity body of a non-redirect response is written to ``body`` when given.
+        With ``parse_links`` the links of an HTML page (role ``page``) or a stylesheet
+        (other roles) are extracted while the body streams. A response over the role's
+        byte limit is kept truncated (``truncated``, ``WARC-Truncated: length``); what
+        the caller does with that is its decision.
+
+        Raises FetchRefused (scheme, or an address the guard refuses), FetchTimeout,
+        TlsError, FetchFailed.
+        """
+        deadline = deadline or self.deadline
+        parsed = check_url(
+            request.url, allow_private_networks=self.options.allow_private_networks,
+            policy=self.policy,
+        )
+        url = str(parsed)
+        with self._lock:
+            self.seen_urls.add(url)
+            if deadline.expired:
+                raise FetchTimeout(
+                    f"the capture time limit of {deadline.seconds:g} s ran out "
+                    f"before fetching {url}"
+                )
+            wire = Wire(self.spool_dir, limit=self.limit_for(role))
+            try:
+                return self._exchange(request, url, parsed, role, wire, body, parse_links,
+                                      deadline)
+            finally:
+                wire.close()
+
+    def _exchange(
+        self,
+        request: OutgoingRequest,
+        url: str,
+        parsed: httpx.URL,
+        role: Role,
+        wire: Wire,
+        body: IO[bytes] | None,
+        parse_links: bool,
+        deadline: Deadline,
+    ) -> Exchange:
+        backend = RecordingBackend(
+            url=url, wire=wire, deadline=deadline,
+            allow_private_networks=self.options.allow_private_networks, policy=self.policy,
+        )
+        started = self.clock()
+        status, reason, headers = 0, "", httpx.Headers()
+        sink: _LinkSink | None = None
+        writer: _BodyWriter | None = None
+        truncated = False
+        with _translated(url, deadline), self._transport(backend) as transport:
+            try:
+                response = transport.handle_request(self._request(request, parsed, role))
+                try:
+                    status, headers = response.status_code, response.headers
+                    reason = response.reason_phrase
+                    if parse_links:
+                        sink = self._sink_for(role, response)
+                    if body is not None and status not in REDIRECT_STATUSES:
+                        writer = _BodyWriter(body, headers.get("content-encoding"),
+                                             limit=_decoded_limit(self.limit_for(role)))
+                    for chunk in response.iter_raw():
+                        if sink is not None:
+                            sink.feed(chunk)
+                        if writer is not None:
+                            writer.feed(chunk)
+                finally:
+                    response.close()
+            except ByteLimitReached:
+                truncated = True
+        ended = self.clock()
+        self.total_bytes += wire.response.size
+        summary, revisit_of = self._write(url, request.method, role, wire,
+                                          status or None, started, ended)
+        done = Exchange(
+            url=url, method=request.method, status=status, reason=reason, headers=headers,
+            summary=summary, truncated=truncated,
+            tls=wire.tls if wire.tls is not None and wire.tls.chain_der else None,
+            body_size=writer.size if writer is not None else 0,
+            body_problem=writer.problem if writer is not None else None,
+            revisit_of=revisit_of,
+        )
+        if sink is not None and not truncated:
+            if sink.problem is not None:
+                self.warnings.append(f"{url}: {sink.problem}")
+            done.links = sink.links(url)
+        return done
+
+    def _sink_for(self, role: Role, response: httpx.Response) -> _LinkSink | None:
+        if not 200 <= response.status_code < 300:
+            return None
+        media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if role == "page" and media in HTML_TYPES:
+            return _LinkSink("html", response)
+        if role != "page" and media == "text/css":
+            return _LinkSink("css", response)
+        return None
+
+    def _request(self, request: OutgoingRequest, url: httpx.URL, role: Role) -> httpx.Request:
+        headers = [(k, v) for k, v in request.headers if k.lower() not in _HOP_BY_HOP]
+        names = {k.lower() for k, _ in headers}
+        if "user-agent" not in names:
+            headers.insert(0, ("User-Agent", self.options.user_agent))
+        if "accept" not in names:
+            headers.append(("Accept", (
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+                if role == "page" else "*/*"
+            )))
+        headers += [("Accept-Encoding", ACCEPT_ENCODING), ("Connection", "close")]
+        return httpx.Request(request.method, url, headers=headers,
+                             content=request.content or None)
+
+    def _transport(self, backend: RecordingBackend) -> httpx.HTTPTransport:
+        transport = httpx.HTTPTransport(
+            verify=self.ssl_context, http1=True, http2=False, retries=0
+        )
+        # httpx has no public parameter for an httpcore network backend; its transport
+        # sends every request through ``_pool``, so we give it a pool built on ours.
+        # HTTP/1.1 only (the WARC records HTTP/1.x text); no keep-alive and no retries:
+        # one connection per exchange, so a connection's bytes are one exchange's bytes.
+        transport._pool = httpcore.ConnectionPool(
+            ssl_context=self.ssl_context,
+            max_connections=1,
+            max_keepalive_connections=0,
+            http1=True,
+            http2=False,
+            retries=0,
+            network_backend=backend,
+        )
+        return transport
+
+    def _write(
+        self,
+        url: str,
+        method: str,
+        role: Role,
+        wire: Wire,
+        status: int | None,
+        started: datetime,
+        ended: datetime,
+    ) -> tuple[ExchangeSummary, str | None]:
+        request_id = self.warc.record_id()
+        response_id = self.warc.record_id()
+        peer_ip, peer_port = wire.peer if wire.peer is not None else (None, None)
+        self.warc.write_http(
+            "request", record_id=request_id, url=url, date=started, spool=wire.request,
+            peer_ip=peer_ip, concurrent_to=response_id,
+        )
+        revisit_of = self._write_response(url, wire, response_id, request_id, peer_ip,
+                                          status, started)
+        certificate_id = None
+        if wire.tls is not None and wire.tls.chain_der:
+            certificate_id = self.warc.record_id()
+            self.warc.write_certificate_chain(
+                record_id=certificate_id, url=url, date=started, pem=wire.tls.chain_pem,
+                refers_to=response_id,
+            )
+        summary = ExchangeSummary(
+            url=url, method=method, role=role, status=status, peer_ip=peer_ip,
+            peer_port=peer_port, request_record_id=request_id,
+            response_record_id=response_id, certificate_record_id=certificate_id,
+            response_bytes=wire.response.size, truncated=wire.response.truncated,
+            started=started, ended=ended, revisit_of=revisit_of,
+        )
+        self.exchanges.append(summary)
+        return summary, revisit_of
+
+    def _write_response(
+        self,
+        url: str,
+        wire: Wire,
+        response_id: str,
+        request_id: str,
+        peer_ip: str | None,
+        status: int | None,
+        started: datetime,
+    ) -> str | None:
+        spool = wire.response
+        payload_size = spool.size - spool.header_size
+        earlier = None
+        if (
+            status is not None and 200 <= status < 300 and not spool.truncated
+            and payload_size > 0
+        ):
+            earlier = self._payloads.get(spool.payload_digest)
+        header_block = spool.header_block() if earlier is not None else None
+        if earlier is not None and header_block is not None:
+            refers_to, refers_url, refers_date = earlier
+            self.warc.write_revisit(
+                record_id=response_id, url=url, date=started, header_block=header_block,
+                payload_digest=spool.payload_digest, peer_ip=peer_ip,
+                concurrent_to=request_id, refers_to=refers_to, refers_to_url=refers_url,
+                refers_to_date=refers_date,
+            )
+            return refers_to
+        self.warc.write_http(
+            "response", record_id=response_id, url=url, date=started, spool=spool,
+            peer_ip=peer_ip, concurrent_to=request_id,
+        )
+        if status is not None and 200 <= status < 300 and not spool.truncated:
+            self._payloads.setdefault(spool.payload_digest, (response_id, url, started))
+        return None
+
+    # -- other records ------------------------------------------------------------------
+
+    def write_file(
+        self,
+        rec_type: Literal["resource", "conversion", "metadata"],
+        *,
+        url: str,
+        path: Path,
+        content_type: str,
+        refers_to: str | None = None,
+        refers_to_url: str | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> tuple[str, Digest]:
+        """Add a file the capture derived (a merged video, a screenshot, info.json) as a
+        record of this WARC; returns its record id and the file's digest."""
+        fields: list[tuple[str, str]] = []
+        if refers_to is not None:
+            fields.append(("WARC-Refers-To", refers_to))
+        if refers_to_url is not None:
+            fields.append(("WARC-Refers-To-Target-URI", refers_to_url))
+        fields += list((extra or {}).items())
+        with self._lock:
+            record_id = self.warc.record_id()
+            digest = self.warc.write_file_record(
+                rec_type, record_id=record_id, url=url, date=self.clock(), path=path,
+                content_type=content_type, extra=fields,
+            )
+        return record_id, digest
+
+    def response_record_for(self, url: str) -> str | None:
+        """The record id of the last 2xx response (or its revisit) recorded for ``url``."""
+        with self._lock:
+            for summary in reversed(self.exchanges):
+                if summary.url == url and summary.status is not None and (
+                    200 <= summary.status < 300
+                ):
+                    return summary.response_record_id
+        return None
+
+    def publish(self) -> Digest:
+        """Close the WARC and make it visible at its path; returns the file's digest."""
+        with self._lock:
+            self._digest = self.warc.publish()
+            return self._digest
+
+
+def _decoded_limit(wire_limit: int) -> int:
+    # A compressed body legitimately decodes to several times its size; a decompression
+    # bomb decodes to thousands of times. Allow the first, stop the second.
+    return max(16 * wire_limit, 64 * MiB)
+
+
+def _redirected(previous: OutgoingRequest, status: int, target: str) -> OutgoingRequest:
+    """The request a client sends after ``status`` to ``target`` (RFC 9110 §15.4)."""
+    method, content, headers = previous.method, previous.content, previous.headers
+    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+        method, content = "GET", b""
+        headers = tuple((k, v) for k, v in headers if k.lower() != "content-type")
+    if urlsplit(target).netloc != urlsplit(previous.url).netloc:
+        headers = tuple((k, v) for k, v in headers if k.lower() not in _CREDENTIALS)
+    return OutgoingRequest(url=target, method=method, headers=headers, content=content)
+
+
+@contextmanager
+def open_session(
+    warc_path: Path,
+    *,
+    options: RecorderOptions,
+    warcinfo: Mapping[str, str],
+    clock: Callable[[], datetime] = utc_now,
+    new_record_id: Callable[[], str] = new_record_id,
+    address_policy: AddressPolicy = non_global_reason,
+) -> Iterator[RecordingSession]:
+    """A session writing a new WARC at ``warc_path`` (warcinfo first). The file appears
+    there only if the caller calls :meth:`RecordingSession.publish`; leaving the block
+    without publishing (an exception) deletes it.
+
+    Raises ConfigError when ``options.ca_bundle`` cannot be loaded, FileExistsError
+    when ``warc_path`` exists, ValueError for a warcinfo field that would break a record.
+    """
+    context = _ssl_context(options)
+    started = clock()
+    with WarcFile(warc_path, new_record_id=new_record_id) as warc:
+        warc.write_warcinfo(warcinfo, date=started)
+        yield RecordingSession(
+            warc=warc, options=options, deadline=Deadline(options.timeout_seconds),
+            clock=clock, ssl_context=context, spool_dir=warc_path.parent,
+            policy=address_policy, started=started,
+        )
+
+
+def _ssl_context(options: RecorderOptions) -> ssl.SSLContext:
+    """Raises ConfigError when ``ca_bundle`` cannot be loaded."""
+    if not options.verify_tls:
+        return _unverified_context()
+    cafile = options.ca_bundle if options.ca_bundle is not None else Path(certifi.where())
+    try:
+        found = cafile.stat()
+        # Keyed on the file's identity and mtime: an edited bundle is loaded afresh.
+        return _verifying_context(str(cafile), found.st_ino, found.st_mtime_ns, found.st_size)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"capture.ca_bundle {cafile} cannot be loaded: {exc}") from exc
+
+
+# Parsing a CA bundle takes longer than a whole local capture, so contexts are built
+# once per bundle and shared: an SSLContext is safe to use from several connections.
+@functools.lru_cache(maxsize=8)
+def _verifying_context(cafile: str, _ino: int, _mtime_ns: int, _size: int) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)
+
+
+@functools.lru_cache(maxsize=1)
+def _unverified_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@contextmanager
+def _translated(url: str, deadline: Deadline) -> Iterator[None]:
+    """The one place where httpx/httpcore/ssl/socket failures become archiver errors.
+
+    httpcore maps socket and ssl errors to its own exceptions (``raise … from exc``) and
+    httpx maps those to its own; we walk the cause chain for the ssl error underneath.
+    Our own signals (FetchRefused from the guard, ByteLimitReached) pass through both
+    libraries untouched and are not handled here.
+    """
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise FetchTimeout(
+            f"the capture time limit of {deadline.seconds:g} s ran out while fetching {url}"
+        ) from exc
+    except httpx.TransportError as exc:
+        tls = _ssl_cause(exc)
+        if tls is not None:
+            if isinstance(tls, ssl.SSLCertVerificationError):
+                shown = f"certificate verify failed: {tls.verify_message}"
+            else:
+                shown = str(tls.reason or tls)
+            raise TlsError(f"TLS failure fetching {url}: {shown}") from exc
+        raise FetchFailed(f"could not fetch {url}: {exc or type(exc).__name__}") from exc
+    except (httpcore.ProtocolError, httpcore.NetworkError) as exc:  # outside httpx's map
+        raise FetchFailed(f"could not fetch {url}: {exc or type(exc).__name__}") from exc
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+__all__ = [
+    "Exchange",
+    "OutgoingRequest",
+    "RecordingSession",
+    "open_session",
+]
