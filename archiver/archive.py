@@ -19,16 +19,20 @@ import socket
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 
 from archiver import models, schema
+from archiver.browser import BrowserFetcher, BrowserOptions
 from archiver.clock import Clock, IdFactory, new_capture_id, rfc3339, utc_now
 from archiver.db import make_engine
 from archiver.errors import ArchiverError, CaptureError, NotFoundError, NotInitialisedError
 from archiver.fetchers import Fetcher, FetcherReport
+from archiver.media import MediaFetcher, MediaOptions
+from archiver.media import similar as media_similar
 from archiver.recorder import (
     ExchangeSummary,
     PageCapture,
@@ -37,6 +41,7 @@ from archiver.recorder import (
     open_session,
 )
 from archiver.settings import LocalStoreSettings, Settings
+from archiver.timestamps import StampResult, Timestamper
 from archiver.versions import software_versions
 from chain_of_custody import merkle
 from chain_of_custody.checkpoint import verify_note
@@ -46,6 +51,7 @@ from chain_of_custody.keys import PublicKey, SigningKey
 from chain_of_custody.ledger import Checkpoint, Ledger, LedgerEntry, LedgerReport
 from chain_of_custody.manifest import Artifact, build_manifest, canonical_json, sign_manifest
 from chain_of_custody.manifest import verify_manifest as check_manifest
+from chain_of_custody.timestamp import StoredToken, TimestampLog
 from storage.base import BlobStore
 from storage.errors import StorageError
 from storage.local import LocalBlobStore
@@ -205,6 +211,12 @@ class CaptureRecording:
 def build_fetchers(settings: Settings) -> list[Fetcher]:
     """The fetchers that run after the page, in order, as the settings ask for them."""
     fetchers: list[Fetcher] = []
+    # The browser first: the media fetcher picks up the media URLs it saw. Present even
+    # when turned off, so every capture says why it has no browser view.
+    fetchers.append(BrowserFetcher(BrowserOptions.from_settings(settings.browser)))
+    # Media always runs: with media.enabled = false it still downloads a URL that is
+    # itself a video or image (the page fetcher leaves such bodies to it).
+    fetchers.append(MediaFetcher(MediaOptions.from_settings(settings.media)))
     return fetchers
 
 
@@ -809,14 +821,20 @@ class Archive:
         )
         if case is not None:
             query = query.where(models.cases.c.name == case)
+        a = models.artifacts
+        artifacts_query = (
+            sa.select(a).join(c, c.c.id == a.c.capture_id)
+            .outerjoin(models.cases, models.cases.c.id == c.c.case_id)
+            .order_by(a.c.name)
+        )
+        if case is not None:
+            artifacts_query = artifacts_query.where(models.cases.c.name == case)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-            artifact_rows = conn.execute(
-                sa.select(models.artifacts).order_by(models.artifacts.c.name)
-            ).all()
+            artifact_rows = conn.execute(artifacts_query).all()
         by_capture: dict[str, list[Any]] = {}
-        for a in artifact_rows:
-            by_capture.setdefault(a.capture_id, []).append(a)
+        for artifact in artifact_rows:
+            by_capture.setdefault(artifact.capture_id, []).append(artifact)
         return [_capture_view(row, by_capture.get(row.id, [])) for row in rows]
 
     def record_view(self, capture: CaptureView, *, actor: str | None = None) -> None:
@@ -984,11 +1002,11 @@ class Archive:
     # -- ledger -------------------------------------------------------------------------
 
     def checkpoint(self) -> Checkpoint:
-        """Sign the current ledger head as a checkpoint (unless the latest already does)."""
-        latest = self.ledger.latest_checkpoint()
-        if latest is not None and latest.tree_size == self.ledger.size():
-            return latest
-        return self.ledger.create_checkpoint(self.signing_key, self.origin)
+        """Sign the current ledger head as a checkpoint (unless the latest already does),
+        then have it timestamped by the configured TSAs. A TSA that is down never makes
+        this fail: the checkpoint stays unstamped by it, and a later one is stamped."""
+        checkpoint, _results = self.stamped_checkpoint(force=False)
+        return checkpoint
 
     def verify_ledger(self) -> LedgerReport:
         """Recompute the whole ledger. Raises :class:`LedgerIntegrityError` naming the
@@ -1011,6 +1029,57 @@ class Archive:
         hashes = tuple(self.ledger.inclusion_proof(seq, tree_size))
         merkle.verify_inclusion(entry.leaf_hash(), seq, tree_size, list(hashes), root)
         return Proof(entry, tree_size, root, hashes, checkpoint)
+
+    # -- trusted timestamps (RFC 3161) --------------------------------------------------
+
+    @cached_property
+    def timestamper(self) -> Timestamper:
+        """Asks the configured TSAs for tokens; remembers which failed recently."""
+        return Timestamper(self.settings.timestamp, TimestampLog(self.engine),
+                           clock=self.clock)
+
+    def stamped_checkpoint(self, *, force: bool) -> tuple[Checkpoint, list[StampResult]]:
+        """The checkpoint of the current head (signed now unless the latest is of it), and
+        what each configured TSA answered when asked for its token (``force``: ask a TSA
+        that failed moments ago too). TSA failures are in the results, never raised."""
+        latest = self.ledger.latest_checkpoint()
+        if latest is None or latest.tree_size != self.ledger.size():
+            latest = self.ledger.create_checkpoint(self.signing_key, self.origin)
+        return latest, self.timestamper.stamp(latest, force=force)
+
+    def timestamps(self, checkpoint: Checkpoint) -> list[StoredToken]:
+        """The RFC 3161 tokens held for ``checkpoint``, oldest first."""
+        return self.timestamper.log.for_checkpoint(checkpoint.id)
+
+    # -- similar media (archiver similar) ------------------------------------------------
+
+    def index_media_hashes(self) -> int:
+        """Add the PDQ hashes of every completed capture not indexed yet, read from its
+        signed manifest; returns how many captures were indexed."""
+        def read_manifest(sha256: str) -> dict[str, Any]:
+            checks: list[Check] = []
+            data = self._read_small_blob(sha256, MANIFEST_NAME, checks)
+            if data is None:
+                raise ArchiverError(f"cannot index media hashes: {checks[0].problem}")
+            manifest: dict[str, Any] = json.loads(data)
+            return manifest
+
+        return media_similar.index_pending(self.engine, read_manifest, now=rfc3339(self.clock()))
+
+    def similar_to_capture(self, capture_id: str, *, max_distance: int) -> tuple[
+            CaptureView, list[Any]]:
+        """Captures whose media look like those of ``capture_id`` (itself excluded).
+        Raises :class:`NotFoundError`."""
+        capture = self.get_capture(capture_id)
+        self.index_media_hashes()
+        query = media_similar.capture_hashes(self.engine, capture.id)
+        return capture, media_similar.search(self.engine, query, max_distance=max_distance,
+                                       exclude=capture.id)
+
+    def similar_to_hashes(self, query: Sequence[str], *, max_distance: int) -> list[Any]:
+        """Captures with media within ``max_distance`` of any of the PDQ ``query`` hashes."""
+        self.index_media_hashes()
+        return media_similar.search(self.engine, list(query), max_distance=max_distance)
 
 
 def _capture_view(row: Any, artifact_rows: Sequence[Any]) -> CaptureView:

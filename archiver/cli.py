@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from archiver import __version__
+from archiver import __version__, cli_export, cli_media, cli_watch
 from archiver.archive import Archive, CaptureView, initialise
 from archiver.errors import (
     ArchiverError,
@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--case", help="case name to file the captures under")
     p.add_argument("--note", help="free-text note recorded with the request")
     p.add_argument("--json", action="store_true", help="one JSON object per URL per line")
+    cli_watch.add_queue_arguments(p)
 
     p = sub.add_parser("show", help="show one capture (recorded as access.viewed)")
     p.add_argument("id", help="capture id or unique prefix")
@@ -83,12 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     q = lsub.add_parser("proof", help="inclusion proof of one entry")
     q.add_argument("seq", type=int)
     q.add_argument("--json", action="store_true")
+    cli_export.add_parsers(sub, lsub)
+    cli_watch.add_parsers(sub)
+    cli_media.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out, err = sys.stdout, sys.stderr
+    if args.command == "verify-bundle":  # needs no archive, database or configuration
+        return cli_export.cmd_verify_bundle(args, out, err)
     try:
         settings = load_settings(args.config)
         handler = _HANDLERS[args.command]
@@ -139,6 +145,8 @@ def _cmd_init(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_capture(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    if args.queue:
+        return cli_watch.queue_captures(settings, args, out)
     status = EXIT_OK
     with Archive.open(settings) as archive:
         for url in args.urls:
@@ -217,6 +225,8 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
 
 
 def _cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    if args.ledger_command == "timestamp":
+        return cli_export.cmd_ledger_timestamp(settings, args, out)
     with Archive.open(settings) as archive:
         if args.ledger_command == "verify":
             try:
@@ -314,6 +324,10 @@ def _print_capture(out: TextIO, capture: CaptureView, *, full: bool = False) -> 
         if capture.note:
             print(f"  note:         {capture.note}", file=out)
         print(f"  ledger entry: {capture.ledger_seq}", file=out)
+    for name, outcome in sorted(capture.outcomes.items()):
+        detail = ": ".join(str(v) for v in (outcome.get("reason"), outcome.get("message")) if v)
+        print(f"  {name + ':':13} {outcome.get('status')}{'  ' + detail if detail else ''}",
+              file=out)
     if capture.artifacts:
         print("  artifacts:", file=out)
         width = max(len(a.name) for a in capture.artifacts)
@@ -336,6 +350,14 @@ _HANDLERS: dict[str, Callable[[Settings, argparse.Namespace, TextIO], int]] = {
     "verify": _cmd_verify,
     "key": _cmd_key,
     "ledger": _cmd_ledger,
+    "export": cli_export.cmd_export,
+    "watch": cli_watch.cmd_watch,
+    "jobs": cli_watch.cmd_jobs,
+    "gone": cli_watch.cmd_gone,
+    "status": cli_watch.cmd_status,
+    "daemon": cli_watch.cmd_daemon,
+    "worker": cli_watch.cmd_worker,
+    "similar": cli_media.cmd_similar,
 }
 
 

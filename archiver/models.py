@@ -70,3 +70,143 @@ artifacts = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False, index=True),
     sa.Column("sha512", sa.String(128), nullable=False),
 )
+
+# -- the daemon (migration 0002): watches, jobs, revisits, processes ----------------------
+#
+# Written by ``archiver.watch``, ``archiver.jobs``, ``archiver.revisit`` and
+# ``archiver.daemon``. Times are RFC 3339 text in the one fixed-width UTC form of
+# ``archiver.clock.rfc3339``, so comparing them as text compares them as times.
+# URLs are unbounded text; where one must be unique or looked up, its SHA-256 is the key.
+
+_big_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: rowid alias
+
+watches = sa.Table(
+    "watches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("url_sha256", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("source_url", sa.Text, nullable=False),
+    sa.Column("pattern", sa.Text, nullable=True),
+    sa.Column("case_name", sa.String(200), nullable=True),
+    sa.Column("every_seconds", sa.Float, nullable=False),
+    sa.Column("anchor", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created", sa.Text, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("changed", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("synced_version", sa.Integer, nullable=True),
+    sa.Column("state", sa.Text, nullable=True),
+    sa.Column("polls", sa.Integer, nullable=False),
+    sa.Column("polls_ok", sa.Integer, nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_poll_at", sa.Text, nullable=True),
+    sa.Column("last_ok_at", sa.Text, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_new_posts", sa.Integer, nullable=True),
+    sa.Column("posts_seen", sa.Integer, nullable=False),
+)
+sa.Index(
+    "ux_watches_live_url", watches.c.url_sha256, unique=True,
+    sqlite_where=watches.c.status != "removed", postgresql_where=watches.c.status != "removed",
+)
+
+watch_posts = sa.Table(
+    "watch_posts",
+    metadata,
+    sa.Column("watch_id", sa.Integer, sa.ForeignKey("watches.id"), primary_key=True),
+    sa.Column("key_sha256", sa.String(64), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("first_seen", sa.Text, nullable=False),
+    sa.Column("job_id", _big_id, nullable=True),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", _big_id, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("url_sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("priority", sa.SmallInteger, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("not_before", sa.Text, nullable=False),
+    sa.Column("created", sa.Text, nullable=False),
+    sa.Column("requested_by", sa.Text, nullable=False),
+    sa.Column("via", sa.String(16), nullable=False),
+    sa.Column("source", sa.Text, nullable=True),
+    sa.Column("case_name", sa.String(200), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("watch_id", sa.Integer, sa.ForeignKey("watches.id"), nullable=True),
+    sa.Column("revisit_of", sa.String(36), nullable=True),
+    sa.Column("capture_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("worker", sa.String(160), nullable=True),
+    sa.Column("lease_until", sa.Text, nullable=True),
+    sa.Column("started", sa.Text, nullable=True),
+    sa.Column("finished", sa.Text, nullable=True),
+    sa.Column("result", sa.String(16), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+)
+sa.Index("ix_jobs_claim", jobs.c.state, jobs.c.priority, jobs.c.not_before, jobs.c.id)
+sa.Index("ix_jobs_state_host", jobs.c.state, jobs.c.host)
+
+job_attempts = sa.Table(
+    "job_attempts",
+    metadata,
+    sa.Column("job_id", _big_id, sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("capture_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("worker", sa.String(160), nullable=False),
+    sa.Column("started", sa.Text, nullable=False),
+    sa.Column("finished", sa.Text, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+)
+
+job_hosts = sa.Table(
+    "job_hosts",
+    metadata,
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("next_start_at", sa.Text, nullable=False),
+)
+
+revisits = sa.Table(
+    "revisits",
+    metadata,
+    sa.Column("capture_id", sa.String(36), sa.ForeignKey("captures.id"), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("watch_id", sa.Integer, sa.ForeignKey("watches.id"), nullable=True),
+    sa.Column("case_name", sa.String(200), nullable=True),
+    sa.Column("captured_at", sa.Text, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("due_at", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("visits", sa.Integer, nullable=False),
+    sa.Column("last_capture_id", sa.String(36), nullable=True),
+    sa.Column("last_visit_at", sa.Text, nullable=True),
+    sa.Column("gone_seq", sa.BigInteger, nullable=True),
+)
+sa.Index("ix_revisits_due", revisits.c.state, revisits.c.due_at)
+
+daemon_processes = sa.Table(
+    "daemon_processes",
+    metadata,
+    sa.Column("id", sa.String(160), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("parent_id", sa.String(160), nullable=True),
+    sa.Column("started", sa.Text, nullable=False),
+    sa.Column("heartbeat_at", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("job_id", _big_id, nullable=True),
+    sa.Column("scheduler", sa.Boolean, nullable=False),
+)
+
+APSCHEDULER_TABLE = "apscheduler_jobs"
+"""APScheduler 3's SQLAlchemy job store table; created by migration 0002 in its layout."""

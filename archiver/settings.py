@@ -11,15 +11,25 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import re
 import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import rfc8785
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from archiver.durations import parse_duration
 from archiver.errors import ConfigError
 
 MiB = 1024 * 1024
@@ -69,6 +79,83 @@ class CaptureSettings(_Section):
     user_agent: str = Field(default_factory=_default_user_agent)
 
 
+class BrowserSettings(_Section):
+    """The browser view of each capture: headless Chromium, every request recorded."""
+
+    enabled: bool = True
+    """Off: captures carry no screenshot, PDF or rendered DOM, and say so (skipped, disabled)."""
+    executable: Path = Path("/usr/bin/chromium")
+    """Chromium binary (Debian's package). Missing or failing to start: the capture goes on
+    without the browser view and records why (skipped, browser-unavailable)."""
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    """The whole browser phase, start to artifacts, within capture.timeout_seconds."""
+    network_idle_seconds: float = Field(default=10.0, gt=0)
+    """After the page's load event, how long to wait for no request in flight for 500 ms."""
+    request_timeout_seconds: float = Field(default=20.0, gt=0)
+    """One request of the browser (a long-poll or endless stream is cut there, unrecorded)."""
+    max_requests: int = Field(default=2000, ge=1)
+    """Requests one page may make; past them the browser's requests are refused (noted)."""
+    max_scrolls: int = Field(default=20, ge=0)
+    """Viewport-high scroll steps to load lazy content (0: no scrolling)."""
+    viewport_width: int = Field(default=1280, ge=200, le=8192)
+    viewport_height: int = Field(default=900, ge=200, le=8192)
+    user_agent: str | None = None
+    """Default: Chromium's own (headless) user agent."""
+    pdf: bool = True
+    """Also print the page to PDF (print layout, backgrounds included)."""
+
+    @field_validator("user_agent")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and ("\r" in value or "\n" in value):
+            raise ValueError("must be one line")
+        return value
+
+
+class MediaSettings(_Section):
+    """The media fetcher: yt-dlp (and the page's images), recorded into the capture's WARC."""
+
+    enabled: bool = True
+    """Off: no yt-dlp extraction and no page images; a URL that is itself a video or an
+    image is still downloaded (the page fetcher leaves such bodies to the media fetcher)."""
+    timeout_seconds: float = Field(default=1800.0, gt=0)
+    """Time budget of the media fetcher, counted from its start (not capture.timeout_seconds:
+    a long video outlasts a page by far). A download still running then fails (timeout)."""
+    max_items: int = Field(default=20, ge=1)
+    """Videos and images kept from one post (a gallery, a playlist)."""
+    cookies_file: Path | None = None
+    """Netscape cookies.txt for sites that need a login. It is copied, never written to,
+    and the cookies it holds are sent, so they are recorded in the WARC's requests."""
+    proxy: str | None = None
+    """Not supported (an error when set): see :meth:`_no_proxy`."""
+    format: str = "bv*+ba/b"
+    """yt-dlp format selection; the default (yt-dlp's own) takes the best video and the
+    best audio, merged by ffmpeg on this machine, else the best single file."""
+    write_subtitles: bool = True
+    """Subtitles the uploader provided, every language (not automatic captions)."""
+    write_thumbnails: bool = True
+    frame_samples: int = Field(default=8, ge=0, le=64)
+    """Frames of each video hashed with PDQ (evenly spaced); 0: no video hashes."""
+    images: bool = True
+    """Also keep the page's <img> images (at least ``min_image_side`` pixels each way)."""
+    min_image_side: int = Field(default=100, ge=1)
+
+    @field_validator("proxy")
+    @classmethod
+    def _no_proxy(cls, value: str | None) -> str | None:
+        # yt-dlp's traffic goes through the capture's recorder, which connects to the
+        # target itself: the SSRF guard checks the address it connects to, and the WARC
+        # records that address and the exact bytes. Through a proxy both would be the
+        # proxy's, and the proxy could reach what the guard refuses. Refused, not ignored.
+        if value is not None:
+            raise ValueError(
+                "not supported: media is fetched through the capture recorder, which "
+                "connects to servers itself (SSRF guard, peer address, exact bytes); "
+                "run the archiver on a machine with the vantage point you need instead"
+            )
+        return value
+
+
 class LocalStoreSettings(_Section):
     kind: Literal["local"] = "local"
     path: Path | None = None
@@ -101,6 +188,109 @@ class LedgerSettings(_Section):
     checkpoint_after_capture: bool = True
 
 
+class TsaSettings(_Section):
+    url: str = Field(pattern=r"^https?://")
+    """The Time-Stamping Authority's RFC 3161 endpoint (HTTP POST, timestamp-query)."""
+    ca_file: Path
+    """PEM: the TSA's CA certificates (root, and intermediates if any). Tokens are checked
+    against them before they are kept, and they travel with the tokens into bundles."""
+
+
+class TimestampSettings(_Section):
+    authorities: tuple[TsaSettings, ...] = ()
+    """Every checkpoint gets an RFC 3161 token from each. None configured: no trusted time."""
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    retry_after_seconds: float = Field(default=300.0, ge=0)
+    """After a TSA failed, checkpoints made in this many seconds (after captures) do not ask
+    it again; ``archiver ledger timestamp`` and exports always ask."""
+
+
+def _duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+"""A duration: a number of seconds, or text such as ``"90s"``, ``"15m"``, ``"1h30m"``, ``"7d"``."""
+
+
+class DaemonSettings(_Section):
+    workers: int = Field(default=2, ge=0)
+    """Worker processes ``archiver daemon`` runs; each makes one capture at a time."""
+    poll_threads: int = Field(default=8, ge=1)
+    """Threads polling watched sources (listing posts; captures are the workers' job)."""
+    drain_seconds: Seconds = 60.0
+    """On SIGTERM, how long in-flight captures may take to finish before they are stopped."""
+    lease_seconds: Seconds = 60.0
+    """A running job whose worker sent no heartbeat for this long is run again."""
+    idle_poll_seconds: Seconds = 1.0
+    """How often an idle worker looks for a job."""
+    sync_seconds: Seconds = 5.0
+    """How soon the scheduler picks up watchlist changes made by other processes."""
+    per_host_concurrency: int = Field(default=2, ge=1)
+    """Captures running at once against one host, across every worker."""
+    per_host_rate: float = Field(default=1.0, ge=0)
+    """Captures started per second against one host, across every worker (0: no limit)."""
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: Seconds = 30.0
+    """First retry delay of a capture that failed for a passing reason; doubles each time."""
+    retry_max_seconds: Seconds = 3600.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "text"] = "auto"
+    """``auto``: JSON lines when stderr is not a terminal, text when it is."""
+
+
+class WatchSettings(_Section):
+    default_every: Seconds = 900.0
+    """How often a watch is polled unless ``watch add --every`` says otherwise."""
+    min_every: Seconds = 60.0
+    """The shortest polling interval a watch may have (protects the watched platforms)."""
+    backfill: int = Field(default=20, ge=0)
+    """On a watch's first poll, how many of the posts already there are captured."""
+    max_pages: int = Field(default=3, ge=1)
+    """Pages of a paginated source (outbox, author feed, channel preview) read per poll."""
+    page_size: int = Field(default=50, ge=1, le=100)
+    """Posts asked for per page where the source lets us choose (Bluesky)."""
+    timeout_seconds: Seconds = 30.0
+    max_listing_bytes: int = Field(default=16 * MiB, gt=0)
+    """A listing (feed, outbox page, preview page) larger than this fails the poll."""
+    bluesky_appview: str = "https://public.api.bsky.app"
+    """Base URL of the public Bluesky AppView serving ``app.bsky.feed.getAuthorFeed``."""
+    bluesky_web: str = "https://bsky.app"
+    """Base URL of Bluesky's web pages; a post's URL is
+    ``<bluesky_web>/profile/<handle>/post/<id>``."""
+
+
+class RemovalMarker(_Section):
+    """How one platform says a post is gone while answering 200: a page to match."""
+
+    name: str
+    final_url: str | None = None
+    """Regular expression searched in the revisit's final URL (after redirects)."""
+    body: str | None = None
+    """Regular expression searched in the text of the revisit's final page (first MiB)."""
+
+    @field_validator("final_url", "body")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+
+class RevisitSettings(_Section):
+    enabled: bool = True
+    schedule: tuple[Seconds, ...] = (3600.0, 21600.0, 86400.0, 604800.0, 2592000.0)
+    """When to revisit a captured post, counted from its capture (default 1h, 6h, 1d, 7d, 30d)."""
+    queued: bool = True
+    """Revisit investigators' queued captures too, not only what watches found."""
+    check_seconds: Seconds = 30.0
+    """How often the scheduler queues the revisits that are due."""
+    removal_markers: tuple[RemovalMarker, ...] = ()
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ARCHIVER_",
@@ -116,8 +306,14 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     signing: SigningSettings = SigningSettings()
     capture: CaptureSettings = CaptureSettings()
+    browser: BrowserSettings = BrowserSettings()
+    media: MediaSettings = MediaSettings()
     storage: StorageSettings = StorageSettings()
     ledger: LedgerSettings = LedgerSettings()
+    timestamp: TimestampSettings = TimestampSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    watch: WatchSettings = WatchSettings()
+    revisit: RevisitSettings = RevisitSettings()
 
     @classmethod
     def settings_customise_sources(

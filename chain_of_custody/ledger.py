@@ -32,7 +32,7 @@ Threat model notes:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -91,8 +91,11 @@ _STREAM_ROWS = 2000
 T = TypeVar("T")
 
 
-def append_only_trigger_ddl(dialect: str) -> list[str]:
-    """Statements that make the ledger tables refuse UPDATE, DELETE (and TRUNCATE).
+def append_only_trigger_ddl(
+    dialect: str, tables: Sequence[str] = LEDGER_TABLES
+) -> list[str]:
+    """Statements that make ``tables`` (default: the ledger's) refuse UPDATE, DELETE (and
+    TRUNCATE). Other insert-only tables of this package (timestamp tokens) use it too.
 
     Raises ``ValueError`` for a database other than SQLite and PostgreSQL.
     """
@@ -100,7 +103,7 @@ def append_only_trigger_ddl(dialect: str) -> list[str]:
         return [
             f"CREATE TRIGGER {table}_refuse_{op.lower()} BEFORE {op} ON {table} "
             f"BEGIN SELECT RAISE(ABORT, '{table} is append-only, {op} refused'); END"
-            for table in LEDGER_TABLES
+            for table in tables
             for op in ("UPDATE", "DELETE")
         ]
     if dialect == "postgresql":
@@ -111,7 +114,7 @@ def append_only_trigger_ddl(dialect: str) -> list[str]:
             "USING ERRCODE = 'insufficient_privilege'; "
             "END $fn$"
         ]
-        for table in LEDGER_TABLES:
+        for table in tables:
             statements.append(
                 f"CREATE TRIGGER {table}_refuse_change BEFORE UPDATE OR DELETE ON {table} "
                 "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()"
@@ -337,20 +340,30 @@ class Ledger:
         start: int = 0,
         stop: int | None = None,
     ) -> Iterator[LedgerEntry]:
-        """Entries in ``seq`` order, optionally of one ``subject`` or some ``actions``."""
-        query = sa.select(entries_table).where(entries_table.c.seq >= start)
+        """Entries in ``seq`` order, optionally of one ``subject`` or some ``actions``.
+
+        Read in pages of a few thousand, each on a short-lived connection, so a caller
+        that stops early holds no connection and memory stays bounded.
+        """
+        e = entries_table.c
+        query = sa.select(entries_table)
         if stop is not None:
-            query = query.where(entries_table.c.seq < stop)
+            query = query.where(e.seq < stop)
         if subject is not None:
-            query = query.where(entries_table.c.subject == subject)
+            query = query.where(e.subject == subject)
         if actions is not None:
-            query = query.where(entries_table.c.action.in_(list(actions)))
-        with self.engine.connect() as conn:
-            result = conn.execution_options(yield_per=_STREAM_ROWS).execute(
-                query.order_by(entries_table.c.seq)
-            )
-            for row in result:
+            query = query.where(e.action.in_(list(actions)))
+        after = start - 1
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    query.where(e.seq > after).order_by(e.seq).limit(_STREAM_ROWS)
+                ).all()
+            for row in rows:
                 yield _entry_from_row(row)
+            if len(rows) < _STREAM_ROWS:
+                return
+            after = rows[-1].seq
 
     def root_hash(self, size: int) -> bytes:
         """The root of the tree of the first ``size`` entries."""

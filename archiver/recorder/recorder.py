@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import httpx
+
 from archiver.clock import utc_now
 from archiver.errors import CaptureError, ResponseTooLarge
 from archiver.recorder.guard import AddressPolicy, check_url, non_global_reason
@@ -63,6 +65,11 @@ class PageCapture:
     links: tuple[Link, ...]
     subresources_fetched: int
     response_record_id: str
+    body_deferred: bool = False
+    """The page is itself a video, audio file or image: its body was not read by the
+    page fetcher (the page's response record holds the status line, the headers and
+    whatever arrived with them, marked ``WARC-Truncated``); the media fetcher downloads
+    it once, as media, into the same WARC."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,10 +159,18 @@ def record_capture(
 def capture_page(session: RecordingSession, url: str) -> PageCapture:
     """Fetch the page ``url`` and its redirects into ``session``, then (when enabled) its
     subresources. Raises ``archiver.errors`` for the page; subresource failures become
-    session warnings."""
+    session warnings.
+
+    A page that turns out to be a video, an audio file or an image (a direct media URL,
+    by its Content-Type) is not downloaded here: reading stops after its headers and
+    ``body_deferred`` is set, so the media fetcher downloads it once, with the media
+    limits (``capture.max_media_bytes``, its own time budget), instead of twice, and a
+    video larger than ``capture.max_response_bytes`` does not fail the capture."""
     page, redirects = session.follow(OutgoingRequest(url=url), role="page",
-                                     parse_links=session.options.fetch_subresources)
-    if page.truncated:
+                                     parse_links=session.options.fetch_subresources,
+                                     on_headers=_reads_as_page)
+    deferred = page.truncated and _is_media_body(page.status, page.headers)
+    if page.truncated and not deferred:
         raise ResponseTooLarge(
             f"the response from {page.url} is larger than "
             f"{page.summary.response_bytes} bytes ({_page_limit_name(session)})"
@@ -175,7 +190,21 @@ def capture_page(session: RecordingSession, url: str) -> PageCapture:
         links=tuple(page.links),
         subresources_fetched=fetched,
         response_record_id=page.summary.response_record_id,
+        body_deferred=deferred,
     )
+
+
+MEDIA_BODY_TYPES = ("video/", "audio/", "image/")
+
+
+def _is_media_body(status: int, headers: httpx.Headers) -> bool:
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    return 200 <= status < 300 and media_type.startswith(MEDIA_BODY_TYPES)
+
+
+def _reads_as_page(status: int, headers: httpx.Headers) -> bool:
+    """False (stop after the headers) for a 2xx whose body is a video, audio or image."""
+    return not _is_media_body(status, headers)
 
 
 def _page_limit_name(session: RecordingSession) -> str:

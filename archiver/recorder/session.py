@@ -93,6 +93,15 @@ _HOP_BY_HOP = frozenset({
 _CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
+class StopReading(Exception):
+    """Raised by a caller's ``body`` file (or returned as False from ``on_headers``) to
+    stop reading a response: the record keeps what arrived, marked ``WARC-Truncated``.
+
+    The media fetcher uses it when yt-dlp stops reading a response it only probed; the
+    page fetcher when the page turns out to be a video it leaves to the media fetcher.
+    """
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutgoingRequest:
     """What a fetcher wants sent. Hop-by-hop headers are replaced by the session's."""
@@ -236,10 +245,19 @@ class RecordingSession:
         self._payloads: dict[str, tuple[str, str, datetime]] = {}
         self._lock = threading.RLock()
         self._digest: Digest | None = None
+        self.discovered_media: list[str] = []
+        """Media URLs a fetcher saw but did not fetch as media (the browser's <video>
+        sources and audio/video/HLS/DASH responses), in order, for the media fetcher."""
 
     def warn(self, message: str) -> None:
         with self._lock:
             self.warnings.append(message)
+
+    def add_discovered_media(self, url: str) -> None:
+        """Hand a media URL to the fetchers that run later (thread-safe, no duplicates)."""
+        with self._lock:
+            if url not in self.discovered_media:
+                self.discovered_media.append(url)
 
     def limit_for(self, role: Role) -> int:
         """Bytes a response of ``role`` may take on the wire, within the total budget."""
@@ -259,6 +277,7 @@ class RecordingSession:
         body: IO[bytes] | None = None,
         parse_links: bool = False,
         deadline: Deadline | None = None,
+        on_headers: Callable[[int, httpx.Headers], bool] | None = None,
     ) -> tuple[Exchange, list[tuple[str, int]]]:
         """:meth:`exchange`, following redirects (each hop recorded and guarded).
 
@@ -269,7 +288,7 @@ class RecordingSession:
         current = request
         while True:
             done = self.exchange(current, role=role, body=body, parse_links=parse_links,
-                                 deadline=deadline)
+                                 deadline=deadline, on_headers=on_headers)
             location = done.location
             if location is None or done.truncated:
                 return done, redirects
@@ -295,6 +314,7 @@ class RecordingSession:
         body: IO[bytes] | None = None,
         parse_links: bool = False,
         deadline: Deadline | None = None,
+        on_headers: Callable[[int, httpx.Headers], bool] | None = None,
     ) -> Exchange:
         """Send ``request`` once over a fresh, guarded, recorded connection.
 
@@ -302,7 +322,10 @@ class RecordingSession:
         With ``parse_links`` the links of an HTML page (role ``page``) or a stylesheet
         (other roles) are extracted while the body streams. A response over the role's
         byte limit is kept truncated (``truncated``, ``WARC-Truncated: length``); what
-        the caller does with that is its decision.
+        the caller does with that is its decision. ``on_headers(status, headers)`` is
+        called once the response headers are in (redirects included); when it returns
+        False, or the ``body`` file raises :class:`StopReading`, the rest of the response
+        is not read and the record is kept truncated the same way.
 
         Raises FetchRefused (scheme, or an address the guard refuses), FetchTimeout,
         TlsError, FetchFailed.
@@ -323,7 +346,7 @@ class RecordingSession:
             wire = Wire(self.spool_dir, limit=self.limit_for(role))
             try:
                 return self._exchange(request, url, parsed, role, wire, body, parse_links,
-                                      deadline)
+                                      deadline, on_headers)
             finally:
                 wire.close()
 
@@ -337,6 +360,7 @@ class RecordingSession:
         body: IO[bytes] | None,
         parse_links: bool,
         deadline: Deadline,
+        on_headers: Callable[[int, httpx.Headers], bool] | None = None,
     ) -> Exchange:
         backend = RecordingBackend(
             url=url, wire=wire, deadline=deadline,
@@ -353,6 +377,8 @@ class RecordingSession:
                 try:
                     status, headers = response.status_code, response.headers
                     reason = response.reason_phrase
+                    if on_headers is not None and not on_headers(status, headers):
+                        raise StopReading
                     if parse_links:
                         sink = self._sink_for(role, response)
                     if body is not None and status not in REDIRECT_STATUSES:
@@ -367,10 +393,16 @@ class RecordingSession:
                     response.close()
             except ByteLimitReached:
                 truncated = True
+            except StopReading:
+                # The caller wants no more of it: keep what arrived (what httpcore had
+                # read past the headers too), marked truncated since it may be partial.
+                truncated = True
+                wire.response.truncated = True
         ended = self.clock()
         self.total_bytes += wire.response.size
         summary, revisit_of = self._write(url, request.method, role, wire,
-                                          status or None, started, ended)
+                                          status or None, started, ended,
+                                          _payload_type(headers))
         done = Exchange(
             url=url, method=request.method, status=status, reason=reason, headers=headers,
             summary=summary, truncated=truncated,
@@ -437,6 +469,7 @@ class RecordingSession:
         status: int | None,
         started: datetime,
         ended: datetime,
+        payload_type: str | None = None,
     ) -> tuple[ExchangeSummary, str | None]:
         request_id = self.warc.record_id()
         response_id = self.warc.record_id()
@@ -446,7 +479,7 @@ class RecordingSession:
             peer_ip=peer_ip, concurrent_to=response_id,
         )
         revisit_of = self._write_response(url, wire, response_id, request_id, peer_ip,
-                                          status, started)
+                                          status, started, payload_type)
         certificate_id = None
         if wire.tls is not None and wire.tls.chain_der:
             certificate_id = self.warc.record_id()
@@ -473,6 +506,7 @@ class RecordingSession:
         peer_ip: str | None,
         status: int | None,
         started: datetime,
+        payload_type: str | None,
     ) -> str | None:
         spool = wire.response
         payload_size = spool.size - spool.header_size
@@ -494,7 +528,7 @@ class RecordingSession:
             return refers_to
         self.warc.write_http(
             "response", record_id=response_id, url=url, date=started, spool=spool,
-            peer_ip=peer_ip, concurrent_to=request_id,
+            peer_ip=peer_ip, concurrent_to=request_id, payload_type=payload_type,
         )
         if status is not None and 200 <= status < 300 and not spool.truncated:
             self._payloads.setdefault(spool.payload_digest, (response_id, url, started))
@@ -544,6 +578,15 @@ class RecordingSession:
         with self._lock:
             self._digest = self.warc.publish()
             return self._digest
+
+
+def _payload_type(headers: httpx.Headers) -> str | None:
+    """What the payload bytes are, for choosing how hard to compress them in the WARC."""
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        return "application/gzip"  # compressed already, whatever it decodes to
+    value: str | None = headers.get("content-type")
+    return value
 
 
 def _decoded_limit(wire_limit: int) -> int:
@@ -662,5 +705,6 @@ __all__ = [
     "Exchange",
     "OutgoingRequest",
     "RecordingSession",
+    "StopReading",
     "open_session",
 ]

@@ -142,3 +142,30 @@ def test_every_fetcher_passes_the_guard(fixture_site: FixtureSite, tmp_path: Pat
     ) as session:
         session.exchange(OutgoingRequest(url=fixture_site.url("/clip.mp4")), role="media")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("content_type", "level"), [
+    ("video/mp4", 0), ("audio/mpeg", 0), ("image/jpeg; q=1", 0), ("application/gzip", 0),
+    ("image/svg+xml", 6), ("text/html; charset=utf-8", 6), (None, 6),
+])
+def test_already_compressed_payloads_are_stored_not_deflated_again(
+    content_type: str | None, level: int
+) -> None:
+    """Video, audio, raster images and compressed bodies get gzip level 0 (a stored
+    member: valid gzip at memory speed); text keeps level 6."""
+    from archiver.recorder.warcfile import gzip_level_for
+
+    assert gzip_level_for(content_type) == level
+
+
+def test_a_video_record_takes_no_more_room_than_the_video(fixture_site: FixtureSite,
+                                                          tmp_path: Path) -> None:
+    """A stored gzip member costs a few bytes per 64 KiB: the WARC holding the clip is
+    barely larger than the clip (and warcio reads it back intact)."""
+    warc = tmp_path / "s.warc.gz"
+    with open_session(warc, options=_options(), warcinfo=WARCINFO) as session:
+        session.exchange(OutgoingRequest(url=fixture_site.url("/clip.mp4")), role="media")
+        session.publish()
+    clip = fixture_site.body("/clip.mp4")
+    assert len(clip) < warc.stat().st_size < len(clip) * 1.01 + 8192
+    assert warcio_check(warc).returncode == 0

@@ -1,0 +1,275 @@
+"""``VERIFY.md``: how a person checks an evidence bundle by hand, with standard tools.
+
+Every shell block in it is meant to be run as written, from the bag's folder, with
+bash; the tests run each block of a real bundle and require it to succeed, and one of
+them to fail on a tampered copy. Values (key ids, file names, genTime) are filled in for
+the bundle at hand, so nothing needs editing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from chain_of_custody.bundle import (
+    CHECKPOINT_FILE,
+    SIGNATURE_FILE,
+    SIGNED_TAG_MANIFEST,
+    key_path,
+    token_paths,
+)
+
+_FOLD = '''python3 - <<'EOF'
+import base64, glob, hashlib, json
+note = open("data/custody/checkpoint.note", encoding="utf-8").read().split("\\n")
+size, root = int(note[1]), base64.b64decode(note[2])
+def sha256(data): return hashlib.sha256(data).digest()
+proofs = sorted(glob.glob("data/custody/proofs/*.json"))
+for path in proofs:
+    proof = json.load(open(path))
+    seq = proof["seq"]
+    leaf = open(f"data/custody/entries/{seq}.json", "rb").read()
+    node, fn, sn = sha256(b"\\x00" + leaf), seq, size - 1      # RFC 9162, 2.1.3.2
+    for sibling in map(bytes.fromhex, proof["inclusion_proof"]):
+        if fn & 1 or fn == sn:
+            node = sha256(b"\\x01" + sibling + node)
+            while fn and not fn & 1:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            node = sha256(b"\\x01" + node + sibling)
+        fn, sn = fn >> 1, sn >> 1
+    assert sn == 0 and node == root, f"entry {seq}: its proof does NOT lead to the signed root"
+print(f"all {len(proofs)} entries are in the signed checkpoint of {size} entries")
+EOF'''
+
+_ARTIFACTS = '''for dir in data/captures/*/; do
+  python3 - "$dir" <<'EOF'
+import hashlib, json, os, sys
+folder = sys.argv[1]
+manifest = json.load(open(os.path.join(folder, "manifest.json"), encoding="utf-8"))
+for a in manifest["artifacts"]:
+    data = hashlib.sha256(), hashlib.sha512()
+    size = 0
+    with open(os.path.join(folder, a["name"]), "rb") as f:
+        while chunk := f.read(1 << 20):
+            data[0].update(chunk); data[1].update(chunk); size += len(chunk)
+    assert (size, data[0].hexdigest(), data[1].hexdigest()) == \\
+        (a["size"], a["sha256"], a["sha512"]), f"{folder}{a['name']} differs from the manifest"
+    print(f"ok  {folder}{a['name']}  {a['role']}  {size} bytes")
+print(f"ok  {folder}: case {manifest['requested']['case']!r}, requested by "
+      f"{manifest['requested']['by']} at {manifest['requested']['at']}")
+EOF
+done'''
+
+_MANIFEST_SIGNATURES = '''for dir in data/captures/*/; do
+  key=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["signer"]["key_id"])' \\
+        "$dir/manifest.json")
+  echo "$dir: signed by key $key"
+  openssl pkeyutl -verify -pubin -inkey "data/keys/$key.pem" -rawin \\
+      -in "$dir/manifest.json" -sigfile "$dir/manifest.sig"
+done'''
+
+_ON_LEDGER = '''for dir in data/captures/*/; do
+  digest=$(sha256sum "$dir/manifest.json" | cut -d' ' -f1)
+  grep -l "\\"manifest_sha256\\":\\"$digest\\"" data/custody/entries/*.json \\
+    | xargs grep -l '"action":"capture.completed"'
+done'''
+
+_WARCS = '''for dir in data/captures/*/; do
+  python3 -c 'import json, sys; [print(sys.argv[1] + a["name"]) for a in
+    json.load(open(sys.argv[1] + "manifest.json"))["artifacts"] if a["role"] == "warc"]' "$dir" \\
+  | while read -r warc; do warcio check -v "$warc"; done
+done'''
+
+
+def _epoch(gen_time: str) -> int:
+    return int(datetime.fromisoformat(gen_time.replace("Z", "+00:00")).timestamp())
+
+
+def verify_md(
+    *,
+    case: str,
+    origin: str,
+    exported_at: str,
+    exported_by: str,
+    signing_key_id: str,
+    checkpoint_key_id: str,
+    tree_size: int,
+    tokens: Sequence[tuple[int, str, str]],
+    timestamp_problems: Sequence[str],
+    has_replay: bool,
+) -> str:
+    """The text of VERIFY.md for one bundle. ``tokens``: (number, TSA URL, genTime)."""
+    key = key_path(signing_key_id)
+    checkpoint_key = key_path(checkpoint_key_id)
+    parts = [f"""# Verifying this evidence bundle by hand
+
+This bundle was exported by Evidence Archiver from the archive `{origin}` on
+{exported_at}, at the request of {exported_by}, for the case “{case}”. It is a BagIt 1.0
+bag (RFC 8493). Everything below uses standard tools only: bash, coreutils
+(`sha256sum`, `sha512sum`, `base64`), OpenSSL 3, Python 3 and its standard library,
+and for the web captures the Library of Congress `bagit.py`, `warcio` and `wacz`
+(`pip install bagit warcio wacz`). Run each block from this folder (the one holding
+this file). `archiver verify-bundle` runs every check at once; you need not trust it.
+
+What is where:
+
+- `data/captures/<capture id>/`: every file of each capture, as captured (WARC, media,
+  screenshots, ...); `manifest.json` lists them with their sizes, SHA-256 and SHA-512,
+  and `manifest.sig` is the archive's Ed25519 signature over it;
+- `data/replay/<capture id>.wacz`: the capture's WARC packaged for ReplayWeb.page;
+- `data/custody/entries/<n>.json`: every custody event about these captures, this case
+  and the archive's keys; ledger entry *n*, byte for byte the leaf that was hashed;
+- `data/custody/proofs/<n>.json`: the inclusion proof of entry *n* in the checkpoint;
+- `data/custody/checkpoint.note`: the signed checkpoint (a C2SP signed note) of the
+  ledger's Merkle tree of {tree_size} entries;
+- `data/custody/timestamps/`: RFC 3161 timestamp tokens of that checkpoint, and the
+  Time-Stamping Authority's CA certificates;
+- `data/keys/`: the archive's public keys (`<key id>.pem`) and their history;
+- `data/report/`: the custody report, for reading (PDF and HTML);
+- `data/bundle.json`: the index of all the above.
+
+## 1. Nothing was added, removed or altered
+
+```sh
+bagit.py --validate .
+```
+
+or with coreutils alone (every digest, then: every payload file is listed):
+
+```sh
+sha256sum --quiet -c manifest-sha256.txt
+sha512sum --quiet -c manifest-sha512.txt
+sha256sum --quiet -c tagmanifest-sha256.txt
+sha512sum --quiet -c tagmanifest-sha512.txt
+diff <(find data -type f | LC_ALL=C sort) <(cut -d' ' -f3- manifest-sha256.txt | LC_ALL=C sort)
+```
+
+## 2. Who made it
+
+The bundle is signed by the archive's key `{signing_key_id}`. A key id is the
+SHA-256 of the raw 32-byte Ed25519 public key; compute it from the key file:
+
+```sh
+openssl pkey -pubin -in {key} -outform DER | tail -c 32 | sha256sum
+```
+
+**Compare it with the key id the archive publishes**, obtained independently of this
+bundle (its website, a court filing, the people who run it). Only that comparison says
+*who* made the bundle; everything else here only says that it is intact. Then check the
+signature over the tag manifest:
+
+```sh
+openssl pkeyutl -verify -pubin -inkey {key} -rawin \\
+    -in {SIGNED_TAG_MANIFEST} -sigfile {SIGNATURE_FILE}
+```
+
+It prints `Signature Verified Successfully`. `{SIGNED_TAG_MANIFEST}` lists the digest of
+every file outside `data/`, among them `manifest-sha256.txt`, which lists the digest of
+every file in `data/`: with step 1, this one signature covers every byte of the bundle.
+
+## 3. Each capture, as it was sealed when captured
+
+The capture manifest is canonical JSON (RFC 8785) signed when the capture was made:
+
+```sh
+{_MANIFEST_SIGNATURES}
+```
+
+Every file of a capture has the size and digests its signed manifest lists:
+
+```sh
+{_ARTIFACTS}
+```
+
+Each capture is on the custody ledger: an entry `capture.completed` names its
+manifest's SHA-256 (the command prints that entry's file):
+
+```sh
+{_ON_LEDGER}
+```
+"""]
+    parts.append(f"""
+The WARC files hold every HTTP exchange as it went over the wire; `warcio` recomputes
+every record's block and payload digest:
+
+```sh
+{_WARCS}
+```
+""")
+    if has_replay:
+        parts.append("""
+To look at a capture as its visitors saw it, open `data/replay/<capture id>.wacz` in
+ReplayWeb.page (https://replayweb.page, or its desktop app, which works offline). The
+WACZ holds the capture's WARC unchanged (`unzip -p data/replay/ID.wacz
+archive/capture.warc.gz | sha256sum` equals the manifest's digest); check the package:
+
+```sh
+for wacz in data/replay/*.wacz; do wacz validate -f "$wacz"; done
+```
+""")
+    parts.append(f"""
+## 4. The custody ledger: every event, in the signed checkpoint
+
+Each entry file is the exact leaf of the archive's ledger, an RFC 9162 Merkle tree (the
+Certificate Transparency tree). The leaf hash of entry *n* is
+`(printf '\\000'; cat data/custody/entries/n.json) | sha256sum`; its inclusion proof
+folds it, hash by hash, up to the root signed in the checkpoint. This does it for every
+entry:
+
+```sh
+{_FOLD}
+```
+
+The checkpoint's three first lines (origin, tree size, base64 root) are what the
+archive's key `{checkpoint_key_id}` signed; the last line carries the signature after a
+4-byte key hash (C2SP signed note):
+
+```sh
+work=$(mktemp -d)
+awk 'NF == 0 {{exit}} {{print}}' {CHECKPOINT_FILE} > "$work/checkpoint.txt"
+tail -n 1 {CHECKPOINT_FILE} | cut -d' ' -f3 | base64 -d | tail -c 64 > "$work/checkpoint.sig"
+openssl pkeyutl -verify -pubin -inkey {checkpoint_key} -rawin \\
+    -in "$work/checkpoint.txt" -sigfile "$work/checkpoint.sig"
+```
+
+## 5. When: trusted timestamps
+""")
+    if tokens:
+        parts.append(f"""
+A Time-Stamping Authority (RFC 3161) signed that `{CHECKPOINT_FILE}`, byte for byte,
+existed at the time in its token (`genTime`); so did every entry the checkpoint covers.
+This does not depend on the archive's clock. `openssl ts -verify` checks a token; use
+the TSA's CA certificate *as the TSA publishes it* (`-CAfile`) rather than the copy
+here, to know that the TSA is who it says. TSA certificates expire and tokens do not:
+`-attime` checks the certificates as of the token's own time.
+""")
+        for number, tsa, gen_time in tokens:
+            token_file, ca_file = token_paths(number)
+            parts.append(f"""
+Token {number}, from `{tsa}`, genTime {gen_time}:
+
+```sh
+openssl ts -reply -in {token_file} -text | grep -E 'Time stamp|TSA|Serial|Hash Algorithm'
+openssl ts -verify -data {CHECKPOINT_FILE} -in {token_file} \\
+    -CAfile {ca_file} -attime {_epoch(gen_time)}
+```
+""")
+    else:
+        reasons = "; ".join(timestamp_problems) or "none was obtained"
+        parts.append(f"""
+**This bundle carries NO trusted timestamp** ({reasons}). The times it states are those
+of the archive's own clock, and nothing independent confirms them: the bundle proves
+what was captured and that it was not altered since it was signed, not when.
+""")
+    parts.append("""
+## 6. The custody report
+
+`data/report/custody-report.pdf` (and `.html`) tells the same story in plain words:
+what was captured, when, by whom, every file with its digests, every custody event. It
+is derived from the files above and is covered by the same manifests and signature.
+""")
+    return "".join(parts)
+
+
+__all__ = ["verify_md"]

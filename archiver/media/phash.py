@@ -1,0 +1,164 @@
+"""Perceptual hashes: PDQ (Meta's 256-bit image hash) of images and of sampled video
+frames, so re-encoded, resized or recompressed copies of the same footage are found.
+
+Two PDQ hashes of the same picture differ in few bits (a JPEG re-encode: a handful; a
+resize: a little more); unrelated pictures differ in about half of the 256. A hash's
+``quality`` (0-100) says how much structure the picture had: a flat frame (a black
+intro, a blank slide) gets a low quality and a hash that "matches" every other flat
+frame, so :data:`MIN_QUALITY` hashes are kept but not used to match.
+
+Hashes are written as 64 hex digits (the 256 bits in numpy ``packbits`` order). Frames
+come from ffmpeg (``-ss`` before ``-i``: a seek, not a decode of everything before),
+scaled to at most 512 pixels wide; images are decoded by Pillow, reduced to at most
+1024 pixels, never more than :data:`MAX_PIXELS` decoded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pdqhash
+from PIL import Image, UnidentifiedImageError
+
+MIN_QUALITY = 50
+"""PDQ's own advice: below this a hash says too little to match on."""
+MAX_PIXELS = 64_000_000
+DEFAULT_MAX_DISTANCE = 31
+"""Hamming distance (of 256 bits) under which two PDQ hashes are taken as the same
+picture; PDQ's authors use 31 as the match threshold."""
+_FFMPEG_TIMEOUT = 120
+
+
+class HashError(Exception):
+    """A file could not be hashed (not an image or video ffmpeg/Pillow can decode)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHash:
+    """The PDQ hash of an image (``position`` 0) or of one sampled video frame."""
+
+    position: int
+    seconds: float | None
+    pdq: str
+    quality: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"position": self.position, "seconds": self.seconds, "pdq": self.pdq,
+                "quality": self.quality}
+
+
+def image_hash(path: Path, *, position: int = 0, seconds: float | None = None) -> FrameHash:
+    """PDQ of the image at ``path``. Raises :class:`HashError`."""
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise HashError(f"{path.name}: {image.width}x{image.height} is too large "
+                                "to hash")
+            image.draft("RGB", (1024, 1024))  # JPEG: decode at a reduced size
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise HashError(f"{path.name} is not an image Pillow can read: {exc}") from exc
+    rgb.thumbnail((1024, 1024))
+    bits, quality = pdqhash.compute(np.asarray(rgb))
+    return FrameHash(position, seconds, _hex(bits), int(quality))
+
+
+def is_image(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            return image.format is not None
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
+def video_hashes(path: Path, *, samples: int, workdir: Path,
+                 duration: float | None = None) -> list[FrameHash]:
+    """PDQ of ``samples`` frames spread evenly over the video (at the middle of each of
+    ``samples`` equal parts). Raises :class:`HashError` when no frame can be decoded."""
+    if samples <= 0:
+        return []
+    ffmpeg = _tool("ffmpeg")
+    if duration is None or duration <= 0:
+        duration = probe_duration(path)
+    times = [duration * (i + 0.5) / samples for i in range(samples)] if duration else [0.0]
+    workdir.mkdir(parents=True, exist_ok=True)
+    hashes: list[FrameHash] = []
+    for position, seconds in enumerate(times):
+        frame = workdir / f"frame-{position:03d}.png"
+        done = subprocess.run(
+            [ffmpeg, "-nostdin", "-v", "error", "-y", "-ss", f"{seconds:.3f}", "-i", str(path),
+             "-frames:v", "1", "-vf", "scale='min(512,iw)':-2", str(frame)],
+            capture_output=True, timeout=_FFMPEG_TIMEOUT, check=False,
+        )
+        if done.returncode != 0 or not frame.exists():
+            continue
+        try:
+            hashes.append(image_hash(frame, position=position, seconds=round(seconds, 3)))
+        finally:
+            frame.unlink(missing_ok=True)
+    if not hashes:
+        raise HashError(f"ffmpeg could not decode a frame of {path.name}")
+    return hashes
+
+
+def probe_duration(path: Path) -> float | None:
+    done = subprocess.run(
+        [_tool("ffprobe"), "-v", "error", "-show_entries", "format=duration",
+         "-of", "default=noprint_wrappers=1:nokey=1", str(path)],
+        capture_output=True, text=True, timeout=_FFMPEG_TIMEOUT, check=False,
+    )
+    try:
+        return float(done.stdout.strip())
+    except ValueError:
+        return None
+
+
+def file_hashes(path: Path, *, samples: int, workdir: Path) -> list[FrameHash]:
+    """An image's hash, or a video's frame hashes. Raises :class:`HashError`."""
+    if is_image(path):
+        return [image_hash(path)]
+    return video_hashes(path, samples=samples, workdir=workdir)
+
+
+def distances(query: list[str], candidates: list[str]) -> np.ndarray[Any, Any]:
+    """Hamming distances, ``len(query)`` by ``len(candidates)``."""
+    q = _bits(query)
+    c = _bits(candidates)
+    xor = np.bitwise_xor(q[:, None, :], c[None, :, :])
+    counts: np.ndarray[Any, Any] = np.unpackbits(xor, axis=2).sum(axis=2)
+    return counts
+
+
+def _bits(hashes: list[str]) -> np.ndarray[Any, Any]:
+    if not hashes:
+        return np.zeros((0, 32), dtype=np.uint8)
+    return np.frombuffer(b"".join(bytes.fromhex(h) for h in hashes),
+                         dtype=np.uint8).reshape(len(hashes), 32)
+
+
+def _hex(bits: Any) -> str:
+    return bytes(np.packbits(np.asarray(bits, dtype=np.uint8))).hex()
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise HashError(f"{name} is not installed (apt-get install ffmpeg)")
+    return found
+
+
+def ffmpeg_version() -> str | None:
+    """ffmpeg's version string (named in manifests when it merged or sampled), or None."""
+    found = shutil.which("ffmpeg")
+    if found is None:
+        return None
+    done = subprocess.run([found, "-version"], capture_output=True, text=True,
+                          timeout=_FFMPEG_TIMEOUT, check=False)
+    first = done.stdout.splitlines()[0] if done.stdout else ""
+    parts = first.split()
+    return parts[2] if len(parts) > 2 and parts[:2] == ["ffmpeg", "version"] else None

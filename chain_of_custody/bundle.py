@@ -1,0 +1,1094 @@
+"""Evidence bundles: their layout, and the verifier that checks one with nothing else.
+
+A bundle is a BagIt 1.0 bag (RFC 8493) serialised as a ZIP holding one folder::
+
+    <bag>/bagit.txt  bag-info.txt  VERIFY.md
+    <bag>/manifest-sha256.txt  manifest-sha512.txt         every payload file (data/...)
+    <bag>/tagmanifest-sha256.txt  tagmanifest-sha512.txt   every other file, manifests too
+    <bag>/tagmanifest-sha256.txt.sig                       Ed25519 over tagmanifest-sha256.txt
+    <bag>/data/bundle.json                                 what the bundle holds, and why
+    <bag>/data/captures/<capture id>/<artifact>            every artifact; manifest.json/.sig
+    <bag>/data/replay/<capture id>.wacz                    the capture's WARC(s) for replay
+    <bag>/data/custody/checkpoint.note                     signed checkpoint (C2SP signed note)
+    <bag>/data/custody/entries/<seq>.json                  each ledger entry's leaf (RFC 8785)
+    <bag>/data/custody/proofs/<seq>.json                   its inclusion proof (RFC 9162)
+    <bag>/data/custody/timestamps/<n>.tsr, <n>-ca.pem      RFC 3161 tokens of the checkpoint
+    <bag>/data/keys/<key id>.pem, history.json             the archive's public keys
+    <bag>/data/report/custody-report.html, .pdf            the custody report, for people
+
+What the signature proves: the tag manifest lists the digest of every tag file, among
+them the payload manifests, which list the digest of every payload file. One Ed25519
+signature over ``tagmanifest-sha256.txt`` therefore covers every byte of the bag. It
+attributes the bag to the archive only if the verifier already trusts the key (given as
+``trusted_key_ids``); without that, a consistent bag could have been made by anyone, and
+the report says so in as many words. The same holds for the TSA: a token checked against
+the CA certificate shipped in the bundle shows consistency, one checked against a CA the
+verifier brings (``tsa_roots``) shows the time.
+
+Independently of the bag: each ``manifest.json`` is signed at capture time, each capture
+is on the ledger by an entry naming its manifest's digest, each entry folds into the
+signed checkpoint by its inclusion proof, and the checkpoint's tokens date it.
+
+Threat model notes:
+
+* The ZIP is read in place, never extracted. Names are checked first: one top folder, no
+  absolute paths, ``..``, backslashes, symbolic links, or two members of one name (a ZIP
+  with duplicates could show one tool one file and us another).
+* Every file is hashed as it streams; JSON, notes and keys are read whole only below
+  :data:`MAX_SMALL_FILE` bytes. A member whose CRC does not match is reported, not raised.
+* The layout is fixed: the verifier derives every path from ids, so ``bundle.json``
+  cannot point a capture's manifest at another capture's file.
+* Every problem is reported, not just the first: a court expert needs the whole picture.
+
+WARC record digests are checked by a ``warc_checker`` the caller injects (this package
+must not depend on a WARC library, see the design's package table); without one the
+check is reported as not done, never as passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import stat
+import zipfile
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import rfc8785
+from cryptography import x509
+
+from chain_of_custody import merkle
+from chain_of_custody.checkpoint import TreeHead, verify_note
+from chain_of_custody.digest import CHUNK_SIZE, Digest, Hasher
+from chain_of_custody.errors import CustodyError, ProofError, VerificationError
+from chain_of_custody.keys import PublicKey
+from chain_of_custody.manifest import verify_manifest
+from chain_of_custody.timestamp import load_certificates, split_chain, verify_token
+
+BUNDLE_TYPE = "evidence-archiver/bundle/v1"
+PROOF_TYPE = "evidence-archiver/inclusion-proof/v1"
+KEY_HISTORY_TYPE = "evidence-archiver/key-history/v1"
+BAGIT_VERSION = "1.0"
+ALGORITHMS = ("sha256", "sha512")
+SIGNED_TAG_MANIFEST = "tagmanifest-sha256.txt"
+SIGNATURE_FILE = "tagmanifest-sha256.txt.sig"
+VERIFY_FILE = "VERIFY.md"
+INDEX_FILE = "data/bundle.json"
+CHECKPOINT_FILE = "data/custody/checkpoint.note"
+KEY_HISTORY_FILE = "data/keys/history.json"
+REPORT_HTML = "data/report/custody-report.html"
+REPORT_PDF = "data/report/custody-report.pdf"
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"
+KEY_ACTIONS = ("key.created", "key.rotated")
+MAX_SMALL_FILE = 64 * 1024 * 1024
+CLOCK_TOLERANCE = timedelta(minutes=5)
+_MAX_LISTED = 20  # problems of one kind printed one by one; beyond, a count
+
+WarcChecker = Callable[[IO[bytes]], "WarcCheck"]
+"""Reads one WARC file to its end and checks every record's block and payload digest."""
+
+
+@dataclass(frozen=True)
+class WarcCheck:
+    """What a :data:`WarcChecker` found: records read, digests verified, problems."""
+
+    records: int
+    digests_checked: int
+    problems: tuple[str, ...] = ()
+
+
+def capture_dir(capture_id: str) -> str:
+    return f"data/captures/{capture_id}"
+
+
+def replay_path(capture_id: str) -> str:
+    return f"data/replay/{capture_id}.wacz"
+
+
+def entry_path(seq: int) -> str:
+    return f"data/custody/entries/{seq}.json"
+
+
+def proof_path(seq: int) -> str:
+    return f"data/custody/proofs/{seq}.json"
+
+
+def token_paths(number: int) -> tuple[str, str]:
+    """(token, CA certificates) of the ``number``-th (1-based) timestamp token."""
+    return (f"data/custody/timestamps/{number}.tsr",
+            f"data/custody/timestamps/{number}-ca.pem")
+
+
+def key_path(key_id: str) -> str:
+    return f"data/keys/{key_id}.pem"
+
+
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\%]")
+
+
+def check_file_name(name: str) -> str:
+    """Return ``name`` if it can be one path component of a bag, else raise ValueError.
+
+    Refused: empty, ``.``/``..``, leading dot, separators, control characters, and ``%``
+    (which BagIt manifests would have to escape, and not every validator un-escapes).
+    """
+    if not name or name.startswith(".") or _UNSAFE_NAME.search(name) or len(name) > 200:
+        raise ValueError(f"{name!r} cannot be a file name in an evidence bundle")
+    return name
+
+
+def manifest_line(digest_hex: str, path: str) -> str:
+    """One manifest line: digest, two spaces, path (so ``sha256sum -c`` reads it too)."""
+    encoded = path.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return f"{digest_hex}  {encoded}\n"
+
+
+def _decode_path(text: str) -> str:
+    return re.sub(r"%(0D|0A|25)", lambda m: {"0D": "\r", "0A": "\n", "25": "%"}[m.group(1)],
+                  text, flags=re.IGNORECASE)
+
+
+def tag_text(fields: Sequence[tuple[str, str]]) -> str:
+    """A BagIt tag file (``bag-info.txt``): ``Label: value`` lines, values on one line."""
+    lines = []
+    for label, value in fields:
+        flat = " ".join(str(value).split())
+        lines.append(f"{label}: {flat}\n")
+    return "".join(lines)
+
+
+def parse_tags(text: str) -> dict[str, list[str]]:
+    """Tag file labels and values (continuation lines, which begin with whitespace,
+    are joined to the value before them)."""
+    tags: dict[str, list[str]] = {}
+    last: str | None = None
+    for line in text.splitlines():
+        if line[:1] in (" ", "\t") and last is not None:
+            tags[last][-1] += " " + line.strip()
+            continue
+        label, sep, value = line.partition(":")
+        if not sep:
+            raise VerificationError(f"malformed tag line {line[:80]!r}")
+        last = label.strip()
+        tags.setdefault(last, []).append(value.strip())
+    return tags
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+OK, FAIL, WARN = "ok", "fail", "warn"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named check and its outcome: ``ok``, ``fail`` or ``warn`` (not a failure, but
+    something the person relying on the bundle must know: what was *not* established)."""
+
+    name: str
+    status: str
+    detail: str = ""
+
+    def as_json(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class BundleReport:
+    """Everything :func:`verify_bundle` checked, in order."""
+
+    path: str
+    checks: tuple[Check, ...]
+    case: str | None = None
+    signer_key_id: str | None = None
+    signer_trusted: bool | None = None
+    """True: signed by a trusted key; False: by another; None: no trusted key given."""
+    timestamps: tuple[str, ...] = ()
+    """The genTime of every token that verified (RFC 3339)."""
+
+    @property
+    def ok(self) -> bool:
+        return all(check.status != FAIL for check in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.status == FAIL]
+
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if c.status == WARN]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "bundle": self.path,
+            "ok": self.ok,
+            "case": self.case,
+            "signer_key_id": self.signer_key_id,
+            "signer_trusted": self.signer_trusted,
+            "timestamps": list(self.timestamps),
+            "checks": [c.as_json() for c in self.checks],
+        }
+
+
+class BundleError(VerificationError):
+    """The file is not a bundle at all (missing, unreadable, not a ZIP)."""
+
+
+# -- reading the ZIP in place -------------------------------------------------------------
+
+
+class _Zip:
+    """The bag inside a ZIP: members by their path relative to the bag's folder."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self.zip = zipfile.ZipFile(path)
+        except FileNotFoundError as exc:
+            raise BundleError(f"{path}: no such file") from exc
+        except IsADirectoryError as exc:
+            raise BundleError(f"{path} is a directory, not a bundle (.zip)") from exc
+        except zipfile.BadZipFile as exc:
+            raise BundleError(f"{path} is not a ZIP file, so not an evidence bundle") from exc
+        except OSError as exc:
+            raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        self.root = ""
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        self.problems: list[str] = []
+        self._index()
+
+    def close(self) -> None:
+        self.zip.close()
+
+    def _index(self) -> None:
+        infos = self.zip.infolist()
+        tops = {info.filename.split("/", 1)[0] for info in infos}
+        if len(tops) != 1 or not infos:
+            self.problems.append(
+                f"the ZIP must hold exactly one folder (the bag), it holds {len(tops)} "
+                "top-level entries"
+            )
+            return
+        self.root = tops.pop()
+        seen: set[str] = set()
+        for info in infos:
+            name = info.filename
+            if name in seen:
+                self.problems.append(f"the ZIP holds two members named {name!r}")
+                continue
+            seen.add(name)
+            parts = name.split("/")
+            if (name.startswith("/") or "\\" in name or "\x00" in name
+                    or any(p in ("", ".", "..") for p in parts[:-1])
+                    or parts[-1] in (".", "..")):
+                self.problems.append(f"unsafe member name {name!r}")
+                continue
+            if stat.S_ISLNK(info.external_attr >> 16):
+                self.problems.append(f"member {name!r} is a symbolic link")
+                continue
+            if info.is_dir():
+                continue
+            if len(parts) < 2:
+                self.problems.append(f"member {name!r} is outside the bag's folder")
+                continue
+            self.members[name[len(self.root) + 1:]] = info
+
+    def has(self, name: str) -> bool:
+        return name in self.members
+
+    def open(self, name: str) -> IO[bytes]:
+        return self.zip.open(self.members[name])
+
+    def read_small(self, name: str) -> bytes:
+        """A whole (small) file. Raises VerificationError if absent, too big or damaged."""
+        info = self.members.get(name)
+        if info is None:
+            raise VerificationError(f"{name} is missing from the bundle")
+        if info.file_size > MAX_SMALL_FILE:
+            raise VerificationError(f"{name} is {info.file_size} bytes, too large to be one")
+        try:
+            with self.zip.open(info) as stream:
+                return stream.read(MAX_SMALL_FILE + 1)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise VerificationError(f"{name} is damaged in the ZIP: {exc}") from exc
+
+    def digest(self, name: str) -> Digest:
+        """Both digests of a member, streamed. Raises VerificationError when damaged."""
+        hasher = Hasher()
+        try:
+            with self.zip.open(self.members[name]) as stream:
+                while chunk := stream.read(CHUNK_SIZE):
+                    hasher.update(chunk)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise VerificationError(f"{name} is damaged in the ZIP: {exc}") from exc
+        return hasher.digest()
+
+
+# -- the verifier -------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    """What earlier checks established, for later ones."""
+
+    digests: dict[str, Digest] = field(default_factory=dict)
+    index: dict[str, Any] | None = None
+    keys: dict[str, PublicKey] = field(default_factory=dict)
+    signer: str | None = None
+    head: TreeHead | None = None
+    note: bytes | None = None
+    entries: dict[int, dict[str, Any]] = field(default_factory=dict)
+    token_times: list[str] = field(default_factory=list)
+    trusted: bool | None = None
+
+
+def verify_bundle(
+    path: Path,
+    *,
+    trusted_key_ids: Collection[str] = (),
+    tsa_roots: Sequence[x509.Certificate] | None = None,
+    warc_checker: WarcChecker | None = None,
+) -> BundleReport:
+    """Check an evidence bundle completely, offline: the bag, every digest, every
+    signature, every inclusion proof, the checkpoint, the timestamp tokens, every WARC.
+
+    ``trusted_key_ids``: key ids (SHA-256 hex of the raw Ed25519 key) the person
+    verifying trusts; the bundle must be signed by one of them. ``tsa_roots``: the TSA
+    CA certificates they trust (default: those shipped in the bundle, reported as not
+    anchored). Returns the report of every check; raises :class:`BundleError` only when
+    the file is not a ZIP at all.
+    """
+    bundle = _Zip(path)
+    try:
+        return _Verifier(bundle, str(path), trusted_key_ids, tsa_roots, warc_checker).run()
+    finally:
+        bundle.close()
+
+
+class _Verifier:
+    def __init__(
+        self,
+        bundle: _Zip,
+        path: str,
+        trusted_key_ids: Collection[str],
+        tsa_roots: Sequence[x509.Certificate] | None,
+        warc_checker: WarcChecker | None,
+    ) -> None:
+        self.bundle = bundle
+        self.path = path
+        self.trusted = {k.lower() for k in trusted_key_ids}
+        self.tsa_roots = tsa_roots
+        self.warc_checker = warc_checker
+        self.checks: list[Check] = []
+        self.state = _State()
+
+    def ok(self, name: str, detail: str = "") -> None:
+        self.checks.append(Check(name, OK, detail))
+
+    def fail(self, name: str, detail: str) -> None:
+        self.checks.append(Check(name, FAIL, detail))
+
+    def warn(self, name: str, detail: str) -> None:
+        self.checks.append(Check(name, WARN, detail))
+
+    def fail_many(self, name: str, problems: Sequence[str]) -> None:
+        for problem in problems[:_MAX_LISTED]:
+            self.fail(name, problem)
+        if len(problems) > _MAX_LISTED:
+            self.fail(name, f"... and {len(problems) - _MAX_LISTED} more problems like these")
+
+    def run(self) -> BundleReport:
+        if self.bundle.problems:
+            self.fail_many("ZIP structure", self.bundle.problems)
+            return self._report()
+        self.ok("ZIP structure", f"one bag folder {self.bundle.root!r}, "
+                                 f"{len(self.bundle.members)} files")
+        steps = (("bagit.txt", self._bagit_txt), ("bag", self._bag),
+                 ("bundle signature", self._signature), ("signer", self._trust),
+                 ("bundle index", self._index), ("key history", self._keys),
+                 ("checkpoint", self._checkpoint), ("ledger entries", self._entries),
+                 ("timestamp", self._timestamps), ("captures", self._captures))
+        for name, step in steps:
+            try:
+                step()
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                # Signed JSON of an unexpected shape: a failed check, never a traceback.
+                self.fail(name, f"malformed bundle data ({type(exc).__name__}: {exc})")
+        return self._report()
+
+    def _report(self) -> BundleReport:
+        index = self.state.index or {}
+        case = index.get("case")
+        return BundleReport(
+            path=self.path,
+            checks=tuple(self.checks),
+            case=case if isinstance(case, str) else None,
+            signer_key_id=self.state.signer,
+            signer_trusted=self.state.trusted,
+            timestamps=tuple(self.state.token_times),
+        )
+
+    # -- the bag ------------------------------------------------------------------------
+
+    def _bagit_txt(self) -> None:
+        name = "bagit.txt"
+        try:
+            raw = self.bundle.read_small(name)
+            if raw.startswith(b"\xef\xbb\xbf"):
+                raise VerificationError("bagit.txt must not begin with a byte-order mark")
+            tags = parse_tags(raw.decode("utf-8"))
+        except (VerificationError, UnicodeDecodeError) as exc:
+            self.fail(name, f"not a BagIt bag: {exc}")
+            return
+        version = tags.get("BagIt-Version", [""])[0]
+        encoding = tags.get("Tag-File-Character-Encoding", [""])[0]
+        if version != BAGIT_VERSION or encoding.upper() != "UTF-8":
+            self.fail(name, f"declares BagIt-Version {version!r} and encoding {encoding!r}; "
+                            f"a bundle is BagIt {BAGIT_VERSION}, UTF-8")
+            return
+        self.ok(name, f"BagIt {version}, {encoding}")
+
+    def _read_manifest(self, name: str) -> dict[str, str] | None:
+        try:
+            text = self.bundle.read_small(name).decode("utf-8")
+        except (VerificationError, UnicodeDecodeError) as exc:
+            self.fail(name, f"{name}: {exc}")
+            return None
+        entries: dict[str, str] = {}
+        problems = []
+        algorithm = name.rsplit("-", 1)[1].removesuffix(".txt")
+        width = {"sha256": 64, "sha512": 128}[algorithm]
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split(None, 1)
+            if len(parts) != 2 or not re.fullmatch(f"[0-9a-fA-F]{{{width}}}", parts[0]):
+                problems.append(f"{name} line {number} is not '<{algorithm}> <path>'")
+                continue
+            file_path = _decode_path(parts[1].lstrip("*").rstrip("\r"))
+            if file_path in entries:
+                problems.append(f"{name} lists {file_path} twice")
+                continue
+            if (file_path.startswith("/") or ".." in file_path.split("/")
+                    or "\\" in file_path):
+                problems.append(f"{name} lists an unsafe path {file_path!r}")
+                continue
+            entries[file_path] = parts[0].lower()
+        if problems:
+            self.fail_many(name, problems)
+        return entries
+
+    def _bag(self) -> None:
+        payload = sorted(n for n in self.bundle.members if n.startswith("data/"))
+        tags = sorted(n for n in self.bundle.members if not n.startswith("data/"))
+        damaged = []
+        for name in payload + tags:
+            try:
+                self.state.digests[name] = self.bundle.digest(name)
+            except VerificationError as exc:
+                damaged.append(str(exc))
+        if damaged:
+            self.fail_many("ZIP members", damaged)
+        for algorithm in ALGORITHMS:
+            name = f"manifest-{algorithm}.txt"
+            if not self.bundle.has(name):
+                self.fail(f"payload ({name})", f"{name} is missing: a bundle has payload "
+                                               f"manifests for {' and '.join(ALGORITHMS)}")
+                continue
+            listed = self._read_manifest(name)
+            if listed is not None:
+                self._compare(f"payload ({name})", name, algorithm, listed, payload,
+                              "payload file")
+        self._oxum(payload)
+        for algorithm in ALGORITHMS:
+            name = f"tagmanifest-{algorithm}.txt"
+            if not self.bundle.has(name):
+                self.fail(f"tag files ({name})", f"{name} is missing")
+                continue
+            listed = self._read_manifest(name)
+            if listed is None:
+                continue
+            covered = [t for t in tags
+                       if not t.startswith("tagmanifest-") and t != SIGNATURE_FILE]
+            for must in ("bagit.txt", "bag-info.txt", "manifest-sha256.txt",
+                         "manifest-sha512.txt", VERIFY_FILE):
+                if must not in listed and self.bundle.has(must):
+                    self.fail(f"tag files ({name})", f"{name} does not list {must}")
+            self._compare(f"tag files ({name})", name, algorithm, listed, covered, "tag file")
+
+    def _compare(self, check: str, manifest: str, algorithm: str, listed: Mapping[str, str],
+                 present: Sequence[str], kind: str) -> None:
+        problems = []
+        for name in sorted(set(listed) - set(present)):
+            problems.append(f"{name} is listed in {manifest} but missing from the bag "
+                            "(a file was removed)")
+        for name in sorted(set(present) - set(listed)):
+            problems.append(f"{name} is in the bag but not in {manifest} "
+                            f"(a {kind} was added)")
+        for name in sorted(set(present) & set(listed)):
+            digest = self.state.digests.get(name)
+            if digest is None:
+                continue  # damaged: already reported
+            if getattr(digest, algorithm) != listed[name]:
+                problems.append(f"{name} does not match its {algorithm} in {manifest} "
+                                "(the file was altered)")
+        if problems:
+            self.fail_many(check, problems)
+        else:
+            total = sum(self.state.digests[n].size for n in present if n in self.state.digests)
+            self.ok(check, f"{len(present)} {kind}s, {total} bytes, every {algorithm} matches")
+
+    def _oxum(self, payload: Sequence[str]) -> None:
+        name = "bag-info.txt"
+        try:
+            tags = parse_tags(self.bundle.read_small(name).decode("utf-8"))
+        except (VerificationError, UnicodeDecodeError) as exc:
+            self.fail(name, f"{name}: {exc}")
+            return
+        oxum = tags.get("Payload-Oxum", [""])[0]
+        size = sum(self.bundle.members[n].file_size for n in payload)
+        if oxum != f"{size}.{len(payload)}":
+            self.fail(name, f"Payload-Oxum is {oxum!r}, the payload is {size} bytes in "
+                            f"{len(payload)} files")
+        else:
+            self.ok(name, f"Payload-Oxum {oxum}")
+
+    # -- who signed ---------------------------------------------------------------------
+
+    def _signature(self) -> None:
+        check = "bundle signature"
+        try:
+            tags = parse_tags(self.bundle.read_small("bag-info.txt").decode("utf-8"))
+        except (VerificationError, UnicodeDecodeError):
+            tags = {}
+        key_id = tags.get("Evidence-Signing-Key-Id", [""])[0].lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", key_id):
+            self.fail(check, "bag-info.txt names no Evidence-Signing-Key-Id")
+            return
+        self.state.signer = key_id
+        if not self.bundle.has(SIGNATURE_FILE):
+            self.fail(check, f"the bundle is not signed: {SIGNATURE_FILE} is missing")
+            return
+        try:
+            key = self._key_file(key_id)
+            signature = self.bundle.read_small(SIGNATURE_FILE)
+            signed = self.bundle.read_small(SIGNED_TAG_MANIFEST)
+            key.verify(signature, signed)
+        except CustodyError as exc:
+            self.fail(check, f"{SIGNED_TAG_MANIFEST} signature by key {key_id} does not "
+                             f"verify: {exc}")
+            return
+        self.ok(check, f"{SIGNED_TAG_MANIFEST} is signed by key {key_id} (Ed25519), so "
+                       "every file listed under it is as signed")
+
+    def _key_file(self, key_id: str) -> PublicKey:
+        name = key_path(key_id)
+        key = PublicKey.from_pem(self.bundle.read_small(name))
+        if key.key_id != key_id:
+            raise VerificationError(f"{name} holds key {key.key_id}, not {key_id}")
+        return key
+
+    def _trust(self) -> None:
+        check = "signer"
+        signer = self.state.signer
+        if signer is None:
+            self.fail(check, "cannot tell who signed: the bundle names no signing key")
+            return
+        if not self.trusted:
+            self.state.trusted = None
+            self.warn(check, f"integrity checked, but NOT who signed: no trusted key was "
+                             f"given. The bundle is signed by key {signer}; it is the "
+                             "archive's only if that is the key id the archive publishes "
+                             "(pass it with --trusted-key)")
+            return
+        if signer in self.trusted:
+            self.state.trusted = True
+            self.ok(check, f"signed by the trusted key {signer}")
+        else:
+            self.state.trusted = False
+            self.fail(check, f"the bundle is signed by key {signer}, which is not a trusted "
+                             f"key ({', '.join(sorted(self.trusted))})")
+
+    # -- what the bundle says it holds --------------------------------------------------
+
+    def _index(self) -> None:
+        check = "bundle index"
+        try:
+            index = json.loads(self.bundle.read_small(INDEX_FILE))
+        except (VerificationError, ValueError) as exc:
+            self.fail(check, f"{INDEX_FILE} is unreadable: {exc}")
+            return
+        if not isinstance(index, dict) or index.get("type") != BUNDLE_TYPE:
+            self.fail(check, f"{INDEX_FILE} is not a {BUNDLE_TYPE} document")
+            return
+        problems = []
+        for key, kind in (("case", str), ("captures", list), ("custody", dict),
+                          ("archive", dict)):
+            if not isinstance(index.get(key), kind):
+                problems.append(f"{INDEX_FILE} has no valid {key!r}")
+        if problems:
+            self.fail_many(check, problems)
+            return
+        self.state.index = index
+        try:
+            tags = parse_tags(self.bundle.read_small("bag-info.txt").decode("utf-8"))
+        except (VerificationError, UnicodeDecodeError):
+            tags = {}
+        if _words(tags.get("Evidence-Case", [""])[0]) != _words(index["case"]):
+            problems.append("bag-info.txt and bundle.json name different cases")
+        archive_key = index["archive"].get("signing_key_id")
+        if self.state.signer and archive_key != self.state.signer:
+            problems.append(f"bundle.json names signing key {archive_key}, bag-info.txt "
+                            f"{self.state.signer}")
+        listed = {str(c.get("id")) for c in index["captures"] if isinstance(c, dict)}
+        for member in self.bundle.members:
+            for prefix in ("data/captures/", "data/replay/"):
+                if member.startswith(prefix):
+                    capture = member[len(prefix):].split("/")[0].removesuffix(".wacz")
+                    if capture not in listed:
+                        problems.append(f"{member} belongs to capture {capture}, which "
+                                        "bundle.json does not list")
+        if problems:
+            self.fail_many(check, problems)
+        else:
+            self.ok(check, f"case {index['case']!r}: {len(listed)} captures, "
+                           f"{len(index['custody'].get('entries', []))} ledger entries")
+
+    def _keys(self) -> None:
+        check = "key history"
+        keys: dict[str, PublicKey] = {}
+        problems = []
+        try:
+            history = json.loads(self.bundle.read_small(KEY_HISTORY_FILE))
+            listed = [str(k["key_id"]) for k in history["keys"]]
+        except (VerificationError, ValueError, KeyError, TypeError) as exc:
+            self.fail(check, f"{KEY_HISTORY_FILE} is unreadable: {exc}")
+            return
+        for key_id in listed:
+            try:
+                keys[key_id] = self._key_file(key_id)
+            except CustodyError as exc:
+                problems.append(f"key {key_id}: {exc}")
+        files = {n for n in self.bundle.members
+                 if n.startswith("data/keys/") and n.endswith(".pem")}
+        for extra in sorted(files - {key_path(k) for k in listed}):
+            problems.append(f"{extra} is not in the key history")
+        if self.state.signer and self.state.signer not in keys:
+            problems.append(f"the bundle's signing key {self.state.signer} is not in the key "
+                            "history")
+        self.state.keys = keys
+        if problems:
+            self.fail_many(check, problems)
+        else:
+            self.ok(check, f"{len(keys)} key(s): " + ", ".join(keys))
+
+    # -- the ledger ---------------------------------------------------------------------
+
+    def _checkpoint(self) -> None:
+        check = "checkpoint"
+        index = self.state.index
+        if index is None:
+            self.fail(check, "cannot check the checkpoint: the bundle index is unreadable")
+            return
+        described = index["custody"].get("checkpoint") or {}
+        key_id = str(described.get("key_id", ""))
+        origin = str(index["archive"].get("origin", ""))
+        try:
+            note_bytes = self.bundle.read_small(CHECKPOINT_FILE)
+            note = note_bytes.decode("utf-8")
+            key = self.state.keys.get(key_id)
+            if key is None:
+                raise VerificationError(f"it names key {key_id or '(none)'}, which is not "
+                                        "in the key history")
+            head = verify_note(note, origin, key)
+        except (VerificationError, UnicodeDecodeError) as exc:
+            self.fail(check, f"{CHECKPOINT_FILE}: {exc}")
+            return
+        if (head.size != described.get("tree_size")
+                or head.root_hash.hex() != described.get("root_hash")):
+            self.fail(check, "bundle.json describes another tree than the signed checkpoint")
+            return
+        self.state.head = head
+        self.state.note = note_bytes
+        self.ok(check, f"signed by key {key_id} for {origin}: tree of {head.size} entries, "
+                       f"root {head.root_hash.hex()}")
+
+    def _entries(self) -> None:
+        check = "ledger entries"
+        index, head = self.state.index, self.state.head
+        if index is None or head is None:
+            self.fail(check, "cannot check the ledger entries without a valid checkpoint")
+            return
+        seqs = index["custody"].get("entries")
+        if not isinstance(seqs, list) or not all(isinstance(s, int) for s in seqs):
+            self.fail(check, "bundle.json lists no ledger entries")
+            return
+        problems = []
+        for seq in seqs:
+            try:
+                self.state.entries[seq] = self._entry(seq, head)
+            except (VerificationError, ValueError) as exc:
+                problems.append(f"entry {seq}: {exc}")
+        expected = {entry_path(s) for s in seqs} | {proof_path(s) for s in seqs}
+        for member in sorted(self.bundle.members):
+            if member.startswith("data/custody/") and member.endswith(".json") \
+                    and member not in expected:
+                problems.append(f"{member} is not a listed entry or proof")
+        for key_id, key in self.state.keys.items():
+            if not any(e.get("action") in KEY_ACTIONS
+                       and isinstance(e.get("payload"), dict)
+                       and e["payload"].get("key_id") == key_id
+                       and _same_key(e["payload"].get("public_key_pem"), key)
+                       for e in self.state.entries.values()):
+                problems.append(f"key {key_id} is not registered by any ledger entry in "
+                                "the bundle")
+        if problems:
+            self.fail_many(check, problems)
+        else:
+            self.ok(check, f"{len(seqs)} entries, each folds by its inclusion proof into "
+                           f"the signed root of {head.size} entries")
+
+    def _entry(self, seq: int, head: TreeHead) -> dict[str, Any]:
+        leaf = self.bundle.read_small(entry_path(seq))
+        entry = json.loads(leaf)
+        if not isinstance(entry, dict) or entry.get("seq") != seq:
+            raise VerificationError(f"{entry_path(seq)} is not the entry of seq {seq}")
+        if rfc8785.dumps(entry) != leaf:
+            raise VerificationError(f"{entry_path(seq)} is not in RFC 8785 canonical form, so "
+                                    "it is not the leaf that was hashed")
+        proof = json.loads(self.bundle.read_small(proof_path(seq)))
+        if not isinstance(proof, dict) or proof.get("type") != PROOF_TYPE \
+                or proof.get("seq") != seq:
+            raise VerificationError(f"{proof_path(seq)} is not the inclusion proof of {seq}")
+        if proof.get("tree_size") != head.size:
+            raise VerificationError(f"its proof is for a tree of {proof.get('tree_size')} "
+                                    f"entries, the checkpoint's has {head.size}")
+        leaf_hash = merkle.leaf_hash(leaf)
+        try:
+            path = [bytes.fromhex(h) for h in proof.get("inclusion_proof", [])]
+            computed = merkle.root_from_inclusion_proof(leaf_hash, seq, head.size, path)
+        except (ValueError, TypeError) as exc:
+            raise ProofError(f"its inclusion proof is malformed: {exc}") from exc
+        if computed != head.root_hash:
+            raise ProofError(
+                f"({entry.get('action')} {entry.get('subject')}) its inclusion proof leads "
+                f"to root {computed.hex()}, not to the signed checkpoint's root "
+                f"{head.root_hash.hex()}"
+            )
+        return entry
+
+    def _timestamps(self) -> None:
+        index, note = self.state.index, self.state.note
+        if index is None or note is None:
+            self.fail("timestamp", "cannot check timestamps without a valid checkpoint")
+            return
+        described = index["custody"].get("timestamps") or []
+        if not described:
+            reasons = "; ".join(str(r) for r in index["custody"].get("timestamp_problems", []))
+            self.warn("timestamp", "NO trusted timestamp: the checkpoint carries no RFC 3161 "
+                                   "token, so the times in this bundle rest on the archive's "
+                                   "own clock" + (f" (exporter: {reasons})" if reasons else ""))
+            return
+        problems = [str(r) for r in index["custody"].get("timestamp_problems", [])]
+        if problems:
+            self.warn("timestamp", "the exporter could not get every timestamp: "
+                                   + "; ".join(problems))
+        files = {n for n in self.bundle.members if n.startswith("data/custody/timestamps/")}
+        for number, item in enumerate(described, 1):
+            token_file, ca_file = token_paths(number)
+            files -= {token_file, ca_file}
+            self._token(f"timestamp {number} ({item.get('tsa', '?')})", token_file, ca_file,
+                        note)
+        for extra in sorted(files):
+            self.fail("timestamp", f"{extra} is not a listed token")
+
+    def _token(self, check: str, token_file: str, ca_file: str, note: bytes) -> None:
+        try:
+            response = self.bundle.read_small(token_file)
+            shipped = load_certificates(self.bundle.read_small(ca_file), ca_file)
+            shipped_roots, intermediates = split_chain(shipped)
+            roots = list(self.tsa_roots) if self.tsa_roots is not None else shipped_roots
+            info = verify_token(response, note, roots=roots, intermediates=intermediates)
+        except VerificationError as exc:
+            self.fail(check, f"{token_file}: {exc}")
+            return
+        gen_time = _rfc3339(info.gen_time)
+        self.state.token_times.append(gen_time)
+        self.ok(check, f"the signed checkpoint existed at {gen_time} (genTime), attested by "
+                       f"{info.tsa_subject} (serial {info.serial_number}, {info.hash_algorithm})"
+                       f"; certificates valid at that time")
+        if self.tsa_roots is None:
+            self.warn(check, f"TSA not anchored: checked against the CA shipped in the bundle "
+                             f"({info.root_subject}, SHA-256 {info.root_sha256}); pass the "
+                             "TSA's published CA certificate with --tsa-ca to anchor it")
+        late = [(seq, e.get("time")) for seq, e in sorted(self.state.entries.items())
+                if _after(e.get("time"), info.gen_time + CLOCK_TOLERANCE)]
+        if late:
+            seq, when = late[0]
+            self.warn(check, f"{len(late)} entries claim a time after this genTime (first: "
+                             f"entry {seq} at {when}): the archive's clock was ahead")
+
+    # -- the captures -------------------------------------------------------------------
+
+    def _captures(self) -> None:
+        index = self.state.index
+        if index is None:
+            self.fail("captures", "cannot check captures: the bundle index is unreadable")
+            return
+        for capture in index["captures"]:
+            capture_id = str(capture.get("id", "")) if isinstance(capture, dict) else ""
+            if not re.fullmatch(r"[0-9A-Za-z-]{1,64}", capture_id):
+                self.fail("captures", f"bundle.json lists a capture with id {capture_id!r}")
+                continue
+            try:
+                if capture.get("status") == "completed":
+                    self._capture(capture_id, capture, index["case"])
+                else:
+                    self._failed_capture(capture_id)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                self.fail(f"capture {capture_id}", f"its manifest or listing is malformed "
+                                                   f"({type(exc).__name__}: {exc})")
+
+    def _failed_capture(self, capture_id: str) -> None:
+        check = f"capture {capture_id}"
+        found = [seq for seq, e in self.state.entries.items()
+                 if e.get("subject") == f"capture:{capture_id}"
+                 and e.get("action") == "capture.failed"]
+        if found:
+            self.ok(check, f"failed capture, recorded on the ledger (entry {found[0]})")
+        else:
+            self.fail(check, "listed as failed, but no capture.failed entry records it")
+
+    def _capture(self, capture_id: str, listed: Mapping[str, Any], case: str) -> None:
+        name = f"capture {capture_id}"
+        folder = capture_dir(capture_id)
+        try:
+            canonical = self.bundle.read_small(f"{folder}/{MANIFEST_NAME}")
+            signature = self.bundle.read_small(f"{folder}/{SIGNATURE_NAME}")
+            manifest = verify_manifest(canonical, signature, self.state.keys)
+        except VerificationError as exc:
+            self.fail(f"{name}: manifest", str(exc))
+            return
+        signer = manifest["signer"]["key_id"]
+        self.ok(f"{name}: manifest", f"manifest.json signed by key {signer}")
+        if manifest.get("capture_id") != capture_id:
+            self.fail(f"{name}: manifest", f"the manifest in {folder} is of capture "
+                                           f"{manifest.get('capture_id')}")
+        requested = manifest.get("requested") or {}
+        if requested.get("case") != case:
+            self.fail(f"{name}: case", f"capture {capture_id} belongs to case "
+                                       f"{requested.get('case')!r}, not to this bundle's "
+                                       f"case {case!r}")
+        else:
+            self.ok(f"{name}: case", f"requested for case {case!r} by {requested.get('by')} "
+                                     f"at {requested.get('at')}")
+        self._capture_files(name, folder, manifest)
+        self._capture_on_ledger(name, capture_id, canonical, signature)
+        warcs = [a for a in manifest.get("artifacts", []) if a.get("role") == "warc"]
+        for artifact in warcs:
+            self._warc(name, f"{folder}/{artifact['name']}")
+        if listed.get("replay"):
+            self._replay(name, capture_id, warcs)
+
+    def _capture_files(self, name: str, folder: str, manifest: Mapping[str, Any]) -> None:
+        problems = []
+        expected = {}
+        for artifact in manifest.get("artifacts", []):
+            expected[f"{folder}/{artifact['name']}"] = Digest(
+                artifact["sha256"], artifact["sha512"], artifact["size"])
+        present = {n for n in self.bundle.members if n.startswith(folder + "/")}
+        present -= {f"{folder}/{MANIFEST_NAME}", f"{folder}/{SIGNATURE_NAME}"}
+        for file_name in sorted(set(expected) - present):
+            problems.append(f"{file_name} is in the signed manifest but not in the bundle")
+        for file_name in sorted(present - set(expected)):
+            problems.append(f"{file_name} is not in the capture's signed manifest")
+        for file_name in sorted(present & set(expected)):
+            got, want = self.state.digests.get(file_name), expected[file_name]
+            if got is None:
+                problems.append(f"{file_name} cannot be read")
+            elif got != want:
+                differ = [label for label, a, b in (("size", got.size, want.size),
+                                                    ("sha256", got.sha256, want.sha256),
+                                                    ("sha512", got.sha512, want.sha512))
+                          if a != b]
+                problems.append(f"{file_name} does not match the capture's signed manifest "
+                                f"({', '.join(differ)} differ)")
+        if problems:
+            self.fail_many(f"{name}: artifacts", problems)
+        else:
+            self.ok(f"{name}: artifacts", f"{len(expected)} artifacts match the signed "
+                                          "manifest (size, sha256, sha512)")
+
+    def _capture_on_ledger(
+        self, name: str, capture_id: str, canonical: bytes, signature: bytes
+    ) -> None:
+        manifest_sha = hashlib.sha256(canonical).hexdigest()
+        signature_sha = hashlib.sha256(signature).hexdigest()
+        for seq, entry in sorted(self.state.entries.items()):
+            payload = entry.get("payload")
+            if (entry.get("action") == "capture.completed"
+                    and entry.get("subject") == f"capture:{capture_id}"
+                    and isinstance(payload, dict)
+                    and payload.get("manifest_sha256") == manifest_sha
+                    and payload.get("signature_sha256", signature_sha) == signature_sha):
+                self.ok(f"{name}: ledger", f"recorded as completed by entry {seq} at "
+                                           f"{entry.get('time')}, which names this manifest")
+                return
+        self.fail(f"{name}: ledger", f"no capture.completed entry in this bundle records this "
+                                     f"manifest (sha256 {manifest_sha})")
+
+    def _warc(self, name: str, file_name: str) -> None:
+        check = f"{name}: WARC records"
+        if self.warc_checker is None:
+            self.warn(check, f"{file_name}: record digests NOT checked (no WARC reader given)")
+            return
+        if not self.bundle.has(file_name):
+            self.fail(check, f"{file_name} is missing")
+            return
+        try:
+            with self.bundle.open(file_name) as stream:
+                result = self.warc_checker(stream)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            self.fail(check, f"{file_name} is damaged in the ZIP: {exc}")
+            return
+        if result.problems:
+            self.fail_many(check, [f"{file_name}: {p}" for p in result.problems])
+        else:
+            self.ok(check, f"{file_name}: {result.records} records, "
+                           f"{result.digests_checked} block/payload digests verified")
+
+    def _replay(self, name: str, capture_id: str, warcs: Sequence[Mapping[str, Any]]) -> None:
+        check = f"{name}: replay WACZ"
+        wacz = replay_path(capture_id)
+        if not self.bundle.has(wacz):
+            self.fail(check, f"{wacz} is missing")
+            return
+        try:
+            with self.bundle.open(wacz) as outer, zipfile.ZipFile(outer) as inner:
+                problems = []
+                for artifact in warcs:
+                    member = f"archive/{artifact['name']}"
+                    hasher = Hasher()
+                    with inner.open(member) as stream:
+                        while chunk := stream.read(CHUNK_SIZE):
+                            hasher.update(chunk)
+                    if hasher.digest().sha256 != artifact["sha256"]:
+                        problems.append(f"{wacz}: {member} is not the signed WARC")
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+            self.fail(check, f"{wacz} is not a readable WACZ holding the capture's WARC: "
+                             f"{exc}")
+            return
+        if problems:
+            self.fail_many(check, problems)
+        else:
+            self.ok(check, f"{wacz} holds the signed WARC byte for byte")
+
+
+def _words(text: str) -> str:
+    """A tag value as bag-info.txt can hold it: on one line, spaces collapsed."""
+    return " ".join(text.split())
+
+
+def _same_key(pem: object, key: PublicKey) -> bool:
+    if not isinstance(pem, str):
+        return False
+    try:
+        return PublicKey.from_pem(pem.encode("ascii")).raw == key.raw
+    except (CustodyError, UnicodeEncodeError):
+        return False
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _after(text: object, moment: datetime) -> bool:
+    if not isinstance(text, str):
+        return False
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return when > moment
+
+
+def parse_trusted_key(value: str) -> str:
+    """A key id from what a person typed: a 64-hex key id (the SHA-256 of the raw key,
+    as ``archiver key show`` prints it), or the path of a PEM public key file.
+
+    Raises :class:`VerificationError` when it is neither.
+    """
+    text = value.strip().lower().removeprefix("sha256:")
+    if re.fullmatch(r"[0-9a-f]{64}", text):
+        return text
+    path = Path(value)
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise VerificationError(
+            f"--trusted-key {value!r} is neither a 64-hex key id nor a readable PEM file"
+        ) from exc
+    try:
+        return PublicKey.from_pem(pem).key_id
+    except CustodyError as exc:
+        raise VerificationError(f"--trusted-key {value}: {exc}") from exc
+
+
+def load_tsa_roots(path: Path) -> list[x509.Certificate]:
+    """The CA certificates in a PEM file. Raises :class:`VerificationError`."""
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise VerificationError(f"cannot read --tsa-ca {path}: {exc.strerror}") from exc
+    return load_certificates(pem, str(path))
+
+
+def iter_lines(report: BundleReport) -> Iterator[str]:
+    """The report as text, one line per check, then the verdict."""
+    marks = {OK: "ok  ", FAIL: "FAIL", WARN: "WARN"}
+    for check in report.checks:
+        yield f"{marks[check.status]}  {check.name}: {check.detail}"
+    if not report.ok:
+        yield (f"bundle {report.path}: FAILED verification "
+               f"({len(report.failures)} failed checks)")
+        return
+    verdict = f"bundle {report.path}: verified"
+    caveats = []
+    if report.signer_trusted is None:
+        caveats.append("integrity only: the signer was not checked against a trusted key")
+    if not report.timestamps:
+        caveats.append("no trusted timestamp")
+    yield verdict + (f" ({'; '.join(caveats)})" if caveats else "")
+
+
+__all__ = [
+    "ALGORITHMS",
+    "BAGIT_VERSION",
+    "BUNDLE_TYPE",
+    "PROOF_TYPE",
+    "SIGNATURE_FILE",
+    "SIGNED_TAG_MANIFEST",
+    "BundleError",
+    "BundleReport",
+    "Check",
+    "WarcCheck",
+    "WarcChecker",
+    "capture_dir",
+    "check_file_name",
+    "entry_path",
+    "iter_lines",
+    "key_path",
+    "load_tsa_roots",
+    "manifest_line",
+    "parse_tags",
+    "parse_trusted_key",
+    "proof_path",
+    "replay_path",
+    "tag_text",
+    "token_paths",
+    "verify_bundle",
+]
