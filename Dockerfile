@@ -1,14 +1,14 @@
-# Evidence Archiver: one image for the CLI and, later, the daemon.
+# Evidence Archiver: one image for the CLI and the daemon (`... evidence-archiver daemon`).
 #   docker build -t evidence-archiver .
 #   docker run --rm -v archive:/data -e ARCHIVER_SIGNING__PASSPHRASE_FILE=/run/secrets/pp \
 #     evidence-archiver init
 FROM python:3.11-slim-bookworm
 
-# ffmpeg (media merging) and Chromium (rendered captures) come from Debian, not from
-# downloads at run time.
+# ffmpeg (media merging, frame sampling) and Chromium (the browser view) come from
+# Debian, not from downloads at run time; fonts so screenshots and PDFs show text.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ffmpeg chromium ca-certificates openssl \
+      ffmpeg chromium fonts-liberation fonts-noto-core ca-certificates openssl \
  && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin archiver \
@@ -20,7 +20,12 @@ COPY archiver ./archiver
 COPY storage ./storage
 COPY chain_of_custody ./chain_of_custody
 COPY config ./config
-RUN pip install --no-cache-dir . && python -c "import archiver.cli"
+# pdqhash is built from source: a compiler for the install, removed afterwards.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends g++ \
+ && pip install --no-cache-dir . \
+ && apt-get purge -y g++ && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
+ && python -c "import archiver.cli, pdqhash"
 
 USER archiver
 ENV ARCHIVER_HOME=/data PYTHONUNBUFFERED=1

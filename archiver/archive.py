@@ -40,6 +40,7 @@ from archiver.recorder import (
     capture_page,
     open_session,
 )
+from archiver.recorder.guard import AddressPolicy, non_global_reason
 from archiver.settings import LocalStoreSettings, Settings
 from archiver.timestamps import StampResult, Timestamper
 from archiver.versions import software_versions
@@ -359,8 +360,12 @@ class Archive:
         clock: Clock = utc_now,
         new_id: IdFactory = new_capture_id,
         fetchers: Sequence[Fetcher] = (),
+        address_policy: AddressPolicy = non_global_reason,
     ) -> None:
         self.settings = settings
+        # Which peer addresses the SSRF guard refuses when private networks are not
+        # allowed; tests inject a narrower policy, everything else keeps the default.
+        self.address_policy = address_policy
         self.engine = engine
         self.store = store
         self.fetchers = tuple(fetchers)
@@ -375,7 +380,12 @@ class Archive:
 
     @classmethod
     def open(
-        cls, settings: Settings, *, clock: Clock = utc_now, new_id: IdFactory = new_capture_id
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock = utc_now,
+        new_id: IdFactory = new_capture_id,
+        address_policy: AddressPolicy = non_global_reason,
     ) -> Archive:
         """Open an initialised archive. Raises :class:`NotInitialisedError` if it is not."""
         hint = "run 'archiver init' first"
@@ -395,7 +405,8 @@ class Archive:
                 if _meta(conn, "origin") is None:
                     raise NotInitialisedError(f"the archive was never initialised: {hint}")
             return cls(settings, engine=engine, store=build_store(settings), clock=clock,
-                       new_id=new_id, fetchers=build_fetchers(settings))
+                       new_id=new_id, fetchers=build_fetchers(settings),
+                       address_policy=address_policy)
         except BaseException:
             engine.dispose()
             raise
@@ -526,6 +537,7 @@ class Archive:
             options=recorder_options(self.settings),
             warcinfo=self._warcinfo(capture_id),
             clock=self.clock,
+            address_policy=self.address_policy,
         ) as session:
             page = capture_page(session, url)
             reports = tuple(fetcher.run(session, page, work) for fetcher in self.fetchers)

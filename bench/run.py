@@ -140,6 +140,9 @@ def phase_capture_archiver(pages: int, workdir: str) -> dict[str, Any]:
         "ARCHIVER_HOME": str(Path(workdir) / "archive"),
         "ARCHIVER_SIGNING__PASSPHRASE": "bench-passphrase",
         "ARCHIVER_CAPTURE__ALLOW_PRIVATE_NETWORKS": "true",
+        # The core pipeline; the browser view and media have benchmarks of their own.
+        "ARCHIVER_BROWSER__ENABLED": "false",
+        "ARCHIVER_MEDIA__ENABLED": "false",
     })
     from archiver.archive import Archive, initialise
     from archiver.settings import load_settings

@@ -338,17 +338,22 @@ class RecordingSession:
         url = str(parsed)
         with self._lock:
             self.seen_urls.add(url)
-            if deadline.expired:
-                raise FetchTimeout(
-                    f"the capture time limit of {deadline.seconds:g} s ran out "
-                    f"before fetching {url}"
-                )
-            wire = Wire(self.spool_dir, limit=self.limit_for(role))
-            try:
-                return self._exchange(request, url, parsed, role, wire, body, parse_links,
-                                      deadline, on_headers)
-            finally:
-                wire.close()
+        if deadline.expired:
+            raise FetchTimeout(
+                f"the capture time limit of {deadline.seconds:g} s ran out "
+                f"before fetching {url}"
+            )
+        # The network part runs without the lock (each exchange has its own connection
+        # and spool), so a slow response does not hold up the browser's other requests;
+        # only writing the records, in _record, is serialised. Exchanges running at once
+        # each got their byte limit when they started, so the total may pass
+        # max_total_bytes by what they receive meanwhile.
+        wire = Wire(self.spool_dir, limit=self.limit_for(role))
+        try:
+            return self._exchange(request, url, parsed, role, wire, body, parse_links,
+                                  deadline, on_headers)
+        finally:
+            wire.close()
 
     def _exchange(
         self,
@@ -367,42 +372,23 @@ class RecordingSession:
             allow_private_networks=self.options.allow_private_networks, policy=self.policy,
         )
         started = self.clock()
-        status, reason, headers = 0, "", httpx.Headers()
-        sink: _LinkSink | None = None
-        writer: _BodyWriter | None = None
-        truncated = False
-        with _translated(url, deadline), self._transport(backend) as transport:
-            try:
-                response = transport.handle_request(self._request(request, parsed, role))
-                try:
-                    status, headers = response.status_code, response.headers
-                    reason = response.reason_phrase
-                    if on_headers is not None and not on_headers(status, headers):
-                        raise StopReading
-                    if parse_links:
-                        sink = self._sink_for(role, response)
-                    if body is not None and status not in REDIRECT_STATUSES:
-                        writer = _BodyWriter(body, headers.get("content-encoding"),
-                                             limit=_decoded_limit(self.limit_for(role)))
-                    for chunk in response.iter_raw():
-                        if sink is not None:
-                            sink.feed(chunk)
-                        if writer is not None:
-                            writer.feed(chunk)
-                finally:
-                    response.close()
-            except ByteLimitReached:
-                truncated = True
-            except StopReading:
-                # The caller wants no more of it: keep what arrived (what httpcore had
-                # read past the headers too), marked truncated since it may be partial.
-                truncated = True
-                wire.response.truncated = True
+        try:
+            with _translated(url, deadline), self._transport(backend) as transport:
+                status, reason, headers, sink, writer, truncated = self._transfer(
+                    transport, request, parsed, role, wire, body, parse_links, on_headers
+                )
+        except (FetchTimeout, FetchFailed) as exc:
+            if wire.request.size:
+                # The request went out: what came back (maybe nothing) is part of the
+                # record. WARC-Truncated says why it is incomplete.
+                cut = "time" if isinstance(exc, FetchTimeout) else "disconnect"
+                self._record(url, request.method, role, wire, None, started, self.clock(),
+                             None, cut)
+            raise
         ended = self.clock()
-        self.total_bytes += wire.response.size
-        summary, revisit_of = self._write(url, request.method, role, wire,
-                                          status or None, started, ended,
-                                          _payload_type(headers))
+        summary, revisit_of = self._record(url, request.method, role, wire,
+                                           status or None, started, ended,
+                                           _payload_type(headers), None)
         done = Exchange(
             url=url, method=request.method, status=status, reason=reason, headers=headers,
             summary=summary, truncated=truncated,
@@ -413,9 +399,70 @@ class RecordingSession:
         )
         if sink is not None and not truncated:
             if sink.problem is not None:
-                self.warnings.append(f"{url}: {sink.problem}")
+                self.warn(f"{url}: {sink.problem}")
             done.links = sink.links(url)
         return done
+
+    def _transfer(
+        self,
+        transport: httpx.HTTPTransport,
+        request: OutgoingRequest,
+        parsed: httpx.URL,
+        role: Role,
+        wire: Wire,
+        body: IO[bytes] | None,
+        parse_links: bool,
+        on_headers: Callable[[int, httpx.Headers], bool] | None,
+    ) -> tuple[int, str, httpx.Headers, _LinkSink | None, _BodyWriter | None, bool]:
+        """Send the request and read the response through ``wire``."""
+        status, reason, headers = 0, "", httpx.Headers()
+        sink: _LinkSink | None = None
+        writer: _BodyWriter | None = None
+        truncated = False
+        try:
+            response = transport.handle_request(self._request(request, parsed, role))
+            try:
+                status, headers = response.status_code, response.headers
+                reason = response.reason_phrase
+                if on_headers is not None and not on_headers(status, headers):
+                    raise StopReading
+                if parse_links:
+                    sink = self._sink_for(role, response)
+                if body is not None and status not in REDIRECT_STATUSES:
+                    writer = _BodyWriter(body, headers.get("content-encoding"),
+                                         limit=_decoded_limit(self.limit_for(role)))
+                for chunk in response.iter_raw():
+                    if sink is not None:
+                        sink.feed(chunk)
+                    if writer is not None:
+                        writer.feed(chunk)
+            finally:
+                response.close()
+        except ByteLimitReached:
+            truncated = True
+        except StopReading:
+            # The caller wants no more of it: keep what arrived (what httpcore had
+            # read past the headers too), marked truncated since it may be partial.
+            truncated = True
+            wire.response.truncated = True
+        return status, reason, headers, sink, writer, truncated
+
+    def _record(
+        self,
+        url: str,
+        method: str,
+        role: Role,
+        wire: Wire,
+        status: int | None,
+        started: datetime,
+        ended: datetime,
+        payload_type: str | None,
+        cut: str | None,
+    ) -> tuple[ExchangeSummary, str | None]:
+        with self._lock:
+            self.total_bytes += wire.response.size
+            return self._write(url, method, role, wire, status, started, ended,
+                               payload_type, cut)
 
     def _sink_for(self, role: Role, response: httpx.Response) -> _LinkSink | None:
         if not 200 <= response.status_code < 300:
@@ -470,6 +517,7 @@ class RecordingSession:
         started: datetime,
         ended: datetime,
         payload_type: str | None = None,
+        cut: str | None = None,
     ) -> tuple[ExchangeSummary, str | None]:
         request_id = self.warc.record_id()
         response_id = self.warc.record_id()
@@ -479,7 +527,7 @@ class RecordingSession:
             peer_ip=peer_ip, concurrent_to=response_id,
         )
         revisit_of = self._write_response(url, wire, response_id, request_id, peer_ip,
-                                          status, started, payload_type)
+                                          status, started, payload_type, cut)
         certificate_id = None
         if wire.tls is not None and wire.tls.chain_der:
             certificate_id = self.warc.record_id()
@@ -507,13 +555,14 @@ class RecordingSession:
         status: int | None,
         started: datetime,
         payload_type: str | None,
+        cut: str | None,
     ) -> str | None:
         spool = wire.response
         payload_size = spool.size - spool.header_size
         earlier = None
         if (
             status is not None and 200 <= status < 300 and not spool.truncated
-            and payload_size > 0
+            and cut is None and payload_size > 0
         ):
             earlier = self._payloads.get(spool.payload_digest)
         header_block = spool.header_block() if earlier is not None else None
@@ -529,8 +578,9 @@ class RecordingSession:
         self.warc.write_http(
             "response", record_id=response_id, url=url, date=started, spool=spool,
             peer_ip=peer_ip, concurrent_to=request_id, payload_type=payload_type,
+            truncated=cut,
         )
-        if status is not None and 200 <= status < 300 and not spool.truncated:
+        if status is not None and 200 <= status < 300 and not spool.truncated and not cut:
             self._payloads.setdefault(spool.payload_digest, (response_id, url, started))
         return None
 

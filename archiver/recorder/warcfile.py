@@ -217,6 +217,7 @@ class WarcFile:
         peer_ip: str | None,
         concurrent_to: str,
         payload_type: str | None = None,
+        truncated: str | None = None,
     ) -> None:
         """Write a ``request`` or ``response`` record streaming from ``spool``.
 
@@ -228,6 +229,8 @@ class WarcFile:
         headers.append(("WARC-Concurrent-To", concurrent_to))
         if spool.truncated:
             headers.append(("WARC-Truncated", "length"))
+        elif truncated is not None:  # "time", "disconnect": the exchange was cut short
+            headers.append(("WARC-Truncated", truncated))
         headers.append(("WARC-Block-Digest", spool.block_digest))
         headers.append(("WARC-Payload-Digest", spool.payload_digest))
         msgtype = "request" if rec_type == "request" else "response"

@@ -6,20 +6,28 @@ the listing and returns one entry per video without fetching the videos. A post'
 the entry's ``url`` for flat entries (the video's page, e.g. ``…/watch?v=…``), else its
 own ``webpage_url``, else its media URL.
 
-Guard: yt-dlp does its own networking, outside :class:`GuardedFetcher`. Before handing a
-URL to it we apply the same checks (scheme, and every address the host resolves to), but
-yt-dlp then resolves the name again and follows redirects and API calls on its own, so a
-hostile DNS answer or redirect could still reach a refused address. Routing yt-dlp's HTTP
-through the guard (its ``RequestHandler`` registry) is the way to close that gap.
+Guard: yt-dlp would do its own networking, resolving names again and following
+redirects and API calls on its own, where a hostile DNS answer or redirect could reach a
+refused address. So it lists through the media fetcher's :class:`RecordingYoutubeDL`,
+whose only request handler is a recording session's: every request yt-dlp makes is an
+exchange that passes the SSRF guard at connect time, exactly as in a capture. The
+session's WARC is a scratch file, never published: a poll is not evidence, the captures
+of the posts it finds are.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import yt_dlp
 
+from archiver.media.handler import MediaTraffic, RecordingYoutubeDL
+from archiver.recorder import RecorderOptions, open_session
+from archiver.recorder.guard import non_global_reason
+from archiver.recorder.wire import Deadline
 from archiver.sources.base import Listing, ListRequest, Pager, Post, SourceError
 from archiver.sources.fetch import GuardedFetcher
 
@@ -65,6 +73,37 @@ class ChannelSource:
     def __init__(self, fetcher: GuardedFetcher) -> None:
         self.fetcher = fetcher
 
+    def _extract(self, url: str, params: dict[str, Any]) -> Any:
+        """yt-dlp's ``extract_info``, every request of it through a guarded session."""
+        f = self.fetcher
+        options = RecorderOptions(
+            allow_private_networks=f.allow_private_networks,
+            timeout_seconds=f.timeout_seconds,
+            max_redirects=f.max_redirects,
+            max_response_bytes=f.max_bytes,
+            max_media_bytes=f.max_bytes,
+            max_subresource_bytes=f.max_bytes,
+            max_total_bytes=16 * f.max_bytes,
+            fetch_subresources=False,
+            verify_tls=f.verify_tls,
+            ca_bundle=f.ca_bundle,
+            user_agent=f.user_agent,
+        )
+        with tempfile.TemporaryDirectory(prefix="archiver-channel-poll-") as scratch:
+            work = Path(scratch)
+            with open_session(
+                work / "poll.warc.gz", options=options,
+                warcinfo={"purpose": "channel poll (scratch, never published)"},
+                address_policy=f.policy or non_global_reason,
+            ) as session:
+                traffic = MediaTraffic(session, deadline=Deadline(f.timeout_seconds),
+                                       workdir=work)
+                try:
+                    with RecordingYoutubeDL(params, traffic=traffic) as ydl:
+                        return ydl.extract_info(url, download=False)
+                finally:
+                    traffic.close()
+
     def list_posts(self, request: ListRequest) -> Listing:
         self.fetcher.check(request.url)
         limit = request.want if request.want is not None else request.page_size * \
@@ -82,9 +121,9 @@ class ChannelSource:
             "http_headers": {"User-Agent": self.fetcher.user_agent},
         }
         try:
-            with yt_dlp.YoutubeDL(options) as ydl:
-                info = ydl.extract_info(request.url, download=False)
-        except yt_dlp.utils.DownloadError as exc:
+            info = self._extract(request.url, options)
+        except (yt_dlp.utils.YoutubeDLError, yt_dlp.networking.exceptions.RequestError) as exc:
+            # DownloadError, or a request our session refused (the guard) raised as is
             raise SourceError(f"yt-dlp cannot list {request.url}: {exc}") from exc
         if not isinstance(info, dict):
             raise SourceError(f"yt-dlp found nothing at {request.url}")

@@ -138,6 +138,8 @@ class GuardedFetcher:
         self.max_bytes = max_bytes
         self.max_redirects = max_redirects
         self.user_agent = user_agent
+        self.verify_tls = verify_tls
+        self.ca_bundle = ca_bundle
         context = _ssl_context(verify_tls, ca_bundle)
         transport = httpx.HTTPTransport(verify=context, retries=0)
         # httpx takes no httpcore network backend as a parameter; its transport sends

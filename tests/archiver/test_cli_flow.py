@@ -584,3 +584,34 @@ def test_an_unreachable_store_fails_the_capture_and_records_why(
     with ready.archive() as archive:
         assert [e.action for e in archive.ledger.entries()][-2:] == [
             "capture.requested", "capture.failed"]
+
+
+def test_the_guard_holds_for_every_fetcher_of_an_archive_capture(
+    ready: Cli, monkeypatch: pytest.MonkeyPatch, fixture_site: FixtureSite, tmp_path: Path
+) -> None:
+    """Through Archive.capture with the guard on (127.0.0.1 counted as public for the
+    fixture site): the page's image on 127.0.0.2 is refused, noted, and never fetched."""
+    import ipaddress
+
+    from archiver.recorder.guard import IPAddress, non_global_reason
+
+    def only_127_0_0_1(address: IPAddress) -> str | None:
+        if address == ipaddress.IPv4Address("127.0.0.1"):
+            return None
+        return non_global_reason(address)
+
+    monkeypatch.setenv("ARCHIVER_CAPTURE__ALLOW_PRIVATE_NETWORKS", "false")
+    with Archive.open(load_settings(), address_policy=only_127_0_0_1) as archive:
+        capture = archive.capture(fixture_site.url("/page-with-private.html"))
+        assert capture.status == "completed"
+        out = tmp_path / "w.warc.gz"
+        with out.open("wb") as handle:
+            archive.export_artifact(capture.id, "capture.warc.gz", handle)
+        provenance = tmp_path / "p.json"
+        with provenance.open("wb") as handle:
+            archive.export_artifact(capture.id, "provenance.json", handle)
+    targets = {r.header("WARC-Target-URI") for r in read_records(out)}
+    assert fixture_site.url("/page-with-private.html") in targets
+    assert not any(t and "127.0.0.2" in t for t in targets)
+    warnings = json.loads(provenance.read_bytes())["warnings"]
+    assert any("127.0.0.2" in w and "loopback" in w for w in warnings)

@@ -231,6 +231,22 @@ def test_every_redirect_hop_is_checked(watched_site: WatchedSite) -> None:
             guarded.get(watched_site.url("/hop/1"))
 
 
+def test_yt_dlp_listing_requests_pass_the_guard_too(watched_site: WatchedSite) -> None:
+    """yt-dlp lists a channel through a guarded recording session: a redirect it would
+    follow on its own to a refused address (127.0.0.2 here) is refused at that hop,
+    while the allowed channel still lists."""
+
+    def policy(address: object) -> str | None:
+        return "a refused test address" if str(address) == "127.0.0.2" else None
+
+    published = watched_site.publish("video", 2)
+    with GuardedFetcher(allow_private_networks=False, policy=policy) as guarded:
+        listing = ChannelSource(guarded).list_posts(request(watched_site.url("/channel.html")))
+        assert sorted(urls(listing.posts)) == sorted(published)
+        with pytest.raises(SourceError, match=r"127\.0\.0\.2 is a refused test address"):
+            ChannelSource(guarded).list_posts(request(watched_site.url("/to-other-address")))
+
+
 def test_listing_size_and_scheme_limits(watched_site: WatchedSite) -> None:
     """A listing larger than watch.max_listing_bytes fails the poll; so does a scheme
     other than http(s)."""

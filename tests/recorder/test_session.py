@@ -169,3 +169,60 @@ def test_a_video_record_takes_no_more_room_than_the_video(fixture_site: FixtureS
     clip = fixture_site.body("/clip.mp4")
     assert len(clip) < warc.stat().st_size < len(clip) * 1.01 + 8192
     assert warcio_check(warc).returncode == 0
+
+
+def test_an_exchange_cut_by_its_deadline_is_recorded_as_truncated_in_time(
+    fixture_site: FixtureSite, tmp_path: Path
+) -> None:
+    """A response still streaming when its time runs out raises FetchTimeout, and the
+    request and what arrived of the response stay in the WARC, WARC-Truncated: time."""
+    from archiver.errors import FetchTimeout
+    from archiver.recorder.wire import Deadline
+
+    warc = tmp_path / "s.warc.gz"
+    url = fixture_site.url("/slow")
+    with open_session(warc, options=_options(), warcinfo=WARCINFO) as session:
+        with pytest.raises(FetchTimeout, match="ran out while fetching"):
+            session.exchange(OutgoingRequest(url=url), role="media", deadline=Deadline(0.5))
+        session.publish()
+    records = {r.header("WARC-Type"): r for r in read_records(warc)}
+    assert records["request"].block.startswith(b"GET /slow HTTP/1.1\r\n")
+    response = records["response"]
+    assert response.header("WARC-Truncated") == "time"
+    assert response.block.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert response.block.count(b"slow.") >= 3
+    assert warcio_check(warc).returncode == 0
+
+
+def test_a_slow_exchange_does_not_hold_up_the_others(fixture_site: FixtureSite,
+                                                     tmp_path: Path) -> None:
+    """Exchanges of one session run side by side: a fast one started while a slow one
+    streams completes first, and both are recorded."""
+    import threading
+    import time
+
+    from archiver.errors import FetchTimeout
+    from archiver.recorder.wire import Deadline
+
+    warc = tmp_path / "s.warc.gz"
+    finished: dict[str, float] = {}
+    with open_session(warc, options=_options(), warcinfo=WARCINFO) as session:
+
+        def slow() -> None:
+            with pytest.raises(FetchTimeout):
+                session.exchange(OutgoingRequest(url=fixture_site.url("/slow")),
+                                 role="browser", deadline=Deadline(3.0))
+            finished["slow"] = time.monotonic()
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        session.exchange(OutgoingRequest(url=fixture_site.url("/img/pixel.png")),
+                         role="browser")
+        finished["fast"] = time.monotonic()
+        thread.join(timeout=30)
+        session.publish()
+    assert finished["fast"] < finished["slow"]
+    urls = [r.header("WARC-Target-URI") for r in read_records(warc)
+            if r.header("WARC-Type") == "response"]
+    assert sorted(urls) == sorted([fixture_site.url("/slow"),
+                                   fixture_site.url("/img/pixel.png")])
