@@ -19,19 +19,17 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, serve
+
 sys.path.insert(0, str(ROOT))
 
-from archiver.browser import BrowserFetcher, BrowserOptions  # noqa: E402
-from archiver.recorder import RecorderOptions, capture_page, open_session  # noqa: E402
+from archiver.browser import BrowserFetcher, BrowserOptions
+from archiver.recorder import RecorderOptions, capture_page, open_session
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -82,18 +80,6 @@ class _Pages(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def _site() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _capture(url: str, workdir: Path, browser: BrowserFetcher | None) -> dict[str, Any]:
     workdir.mkdir()
     recorder = RecorderOptions(allow_private_networks=True, timeout_seconds=120)
@@ -125,7 +111,7 @@ def main() -> int:
     args = parser.parse_args()
     pages = 5 if args.quick else 50
     browser = BrowserFetcher(BrowserOptions())
-    with _site() as base, tempfile.TemporaryDirectory(prefix="bench-browser-") as tmp:
+    with serve(_Pages) as base, tempfile.TemporaryDirectory(prefix="bench-browser-") as tmp:
         work = Path(tmp)
         (work / "plain").mkdir()
         (work / "browser").mkdir()

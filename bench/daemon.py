@@ -43,14 +43,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, serve
+
 PASSPHRASE = "bench-passphrase"
 POLL_THREADS = 8
 
@@ -93,19 +92,6 @@ class _Feeds(BaseHTTPRequestHandler):
 
     def log_message(self, *_args: Any) -> None:
         pass
-
-
-@contextmanager
-def _site() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Feeds)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # -- measuring --------------------------------------------------------------------------
@@ -179,7 +165,7 @@ def run_daemon(count: int, every: float, warmup: float, window: float,
         "ARCHIVER_DAEMON__LOG_FORMAT": "json",
     })
     archiver = [sys.executable, "-m", "archiver.cli"]
-    with _site() as base:
+    with serve(_Feeds) as base:
         subprocess.run([*archiver, "init"], env=env, cwd=ROOT, check=True,
                        capture_output=True)
         watchlist = workdir / "watchlist.csv"
@@ -254,7 +240,7 @@ def run_baseline(count: int, every: float, warmup: float, window: float,
     from apscheduler.triggers.interval import IntervalTrigger
 
     _every = every
-    with _site() as base:
+    with serve(_Feeds) as base:
         _client = httpx.Client(limits=httpx.Limits(max_connections=64))
         scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{workdir / 'base.db'}")},

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,23 +34,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, peak_rss_mib, run_phase
+
 MiB = 1024 * 1024
 CASE = "Bench case"
 PASSPHRASE = "bench-passphrase"
 
 
 def _phase(name: str, **params: Any) -> dict[str, Any]:
-    """Run one phase in a fresh interpreter; return its JSON result."""
-    out = subprocess.run([sys.executable, __file__, "--phase", name, "--params",
-                          json.dumps(params)], check=True, capture_output=True, text=True,
-                         cwd=ROOT)
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return run_phase(__file__, name, **params)
 
 
 def _peaks() -> dict[str, float]:
-    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"peak_rss_mib": peak_rss_mib(),
             "children_peak_rss_mib":
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 

@@ -26,7 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, peak_rss_mib
+
 MiB = 1024 * 1024
 BLOCK = random.Random(1).randbytes(MiB)  # repeats beyond gzip's 32 KiB window
 LIMIT_MB = 200
@@ -60,11 +61,6 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, size: int) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.size = size
-
-
-def _peak_rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 
 
 def _phase_plain(url: str, directory: Path) -> dict[str, Any]:
@@ -128,7 +124,7 @@ def main() -> int:
         sys.path.insert(0, str(ROOT))
         phase = _phase_plain if args.phase == "plain" else _phase_capture
         result = phase(args.url, Path(args.dir))
-        result["peak_rss_kib"] = _peak_rss_kib()
+        result["peak_rss_kib"] = round(peak_rss_mib() * 1024)
         print(json.dumps(result))
         return 0
     size = (args.size_mib or (64 if args.quick else 1024)) * MiB

@@ -23,19 +23,16 @@ import hashlib
 import io
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, peak_rss_mib, run_phase, serve
+
 MiB = 1024 * 1024
 
 
@@ -66,18 +63,6 @@ class _Pages(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def _site() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
@@ -85,20 +70,7 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 
 def _phase(name: str, **params: Any) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter; return its JSON result + peak RSS."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--phase", name, "--params", json.dumps(params)],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return run_phase(__file__, name, **params)
 
 
 # -- phases (each runs in its own process) --------------------------------------------------
@@ -109,7 +81,7 @@ def phase_capture_baseline(pages: int, workdir: str) -> dict[str, Any]:
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
-    with _site() as base:
+    with serve(_Pages) as base:
         client = httpx.Client()
 
         def loop() -> None:
@@ -132,7 +104,7 @@ def phase_capture_baseline(pages: int, workdir: str) -> dict[str, Any]:
 
         seconds = _timed(loop)
         client.close()
-    return {"seconds": seconds, "peak_rss_mib": _peak_rss_mib()}
+    return {"seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 
 
 def phase_capture_archiver(pages: int, workdir: str) -> dict[str, Any]:
@@ -149,7 +121,7 @@ def phase_capture_archiver(pages: int, workdir: str) -> dict[str, Any]:
 
     settings = load_settings()
     initialise(settings)
-    with _site() as base, Archive.open(settings) as archive:
+    with serve(_Pages) as base, Archive.open(settings) as archive:
 
         def loop() -> None:
             for i in range(pages):
@@ -157,7 +129,7 @@ def phase_capture_archiver(pages: int, workdir: str) -> dict[str, Any]:
                 assert capture.ok, capture.message
 
         seconds = _timed(loop)
-    return {"seconds": seconds, "peak_rss_mib": _peak_rss_mib()}
+    return {"seconds": seconds, "peak_rss_mib": peak_rss_mib()}
 
 
 def _leaf_rows(n: int) -> Iterator[tuple[str, str, str, str, str]]:
@@ -192,7 +164,7 @@ def phase_ledger_baseline(entries: int, workdir: str) -> dict[str, Any]:
 
     verify_seconds = _timed(hash_all)
     return {"append_seconds": append_seconds, "verify_seconds": verify_seconds,
-            "peak_rss_mib": _peak_rss_mib()}
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def phase_ledger_archiver(entries: int, workdir: str) -> dict[str, Any]:
@@ -215,7 +187,7 @@ def phase_ledger_archiver(entries: int, workdir: str) -> dict[str, Any]:
     ledger.create_checkpoint(key, "bench/evidence-archiver")
     verify_seconds = _timed(lambda: ledger.verify([key.public]))
     return {"append_seconds": append_seconds, "verify_seconds": verify_seconds,
-            "peak_rss_mib": _peak_rss_mib()}
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def _make_blob(path: Path, size: int) -> None:
@@ -238,7 +210,7 @@ def phase_ingest_baseline(size: int, workdir: str) -> dict[str, Any]:
                 sha256.update(chunk)
                 sha512.update(chunk)
 
-    return {"seconds": _timed(run), "peak_rss_mib": _peak_rss_mib()}
+    return {"seconds": _timed(run), "peak_rss_mib": peak_rss_mib()}
 
 
 def phase_ingest_archiver(size: int, workdir: str) -> dict[str, Any]:
@@ -253,7 +225,7 @@ def phase_ingest_archiver(size: int, workdir: str) -> dict[str, Any]:
             digest = digest_stream(fh)
         store.put_file(source, sha256=digest.sha256, size=digest.size)
 
-    return {"seconds": _timed(run), "peak_rss_mib": _peak_rss_mib()}
+    return {"seconds": _timed(run), "peak_rss_mib": peak_rss_mib()}
 
 
 PHASES: dict[str, Callable[..., dict[str, Any]]] = {

@@ -8,7 +8,8 @@ PostgreSQL run is skipped *with the reason shown*, unless ``TEST_REQUIRE_POSTGRE
 ``tests/fixtures/*.py`` are loaded by path: pywb installs a top-level ``tests`` package
 into site-packages, which shadows this repository's ``tests`` namespace, so
 ``import tests.fixtures.site`` cannot work. The modules are registered in ``sys.modules``
-as ``fixture_site`` and ``warc_judges`` so test modules import them by those names.
+as ``fixture_site``, ``warc_judges`` and ``archive_cli`` so test modules import them by
+those names; the export tests' ``export_helpers`` likewise.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ POSTGRES_BASE_URL = os.environ.get(
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-def _load(name: str, path: Path) -> ModuleType:
+def load_module(name: str, path: Path) -> ModuleType:
+    """Import the file ``path`` as module ``name`` (once)."""
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
@@ -43,8 +45,10 @@ def _load(name: str, path: Path) -> ModuleType:
     return module
 
 
-fixture_site = _load("fixture_site", FIXTURES / "site.py").fixture_site
-_load("warc_judges", FIXTURES / "warc_judges.py")
+fixture_site = load_module("fixture_site", FIXTURES / "site.py").fixture_site
+load_module("warc_judges", FIXTURES / "warc_judges.py")
+load_module("archive_cli", FIXTURES / "archive_cli.py")
+load_module("export_helpers", FIXTURES.parent / "export" / "export_helpers.py")
 
 
 def _postgres_unreachable_reason() -> str | None:

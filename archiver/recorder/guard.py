@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
+import httpcore
 import httpx
 
 from archiver.errors import FetchRefused
@@ -167,3 +169,44 @@ def resolve_checked(
                 shown = host if literal is not None else f"{host} ({address})"
                 raise refusal(url, shown, reason)
     return Resolved(host, addresses)
+
+
+def connect_checked(
+    inner: httpcore.NetworkBackend,
+    url: str,
+    host: str,
+    port: int,
+    *,
+    allow_private_networks: bool,
+    policy: AddressPolicy | None,
+    timeout: float | None,
+    local_address: str | None = None,
+    socket_options: Iterable[Any] | None = None,
+) -> tuple[httpcore.NetworkStream, IPAddress]:
+    """Resolve ``host`` once, check every answer, and connect to the first checked
+    address that accepts: the address itself, never the name again, so there is no
+    DNS-rebinding window. Returns the stream and the address it reached.
+
+    Raises :class:`FetchRefused` (an address the guard refuses) or
+    ``httpcore.ConnectError`` (no such name, no address accepted).
+    """
+    try:
+        resolved = resolve_checked(
+            url, host, port, allow_private_networks=allow_private_networks, policy=policy
+        )
+    except OSError as exc:  # socket.gaierror: the name does not resolve
+        raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+    last_error: httpcore.ConnectError | None = None
+    for address in resolved.addresses:
+        try:
+            stream = inner.connect_tcp(
+                str(address), port, timeout=timeout, local_address=local_address,
+                socket_options=socket_options,
+            )
+        except httpcore.ConnectError as exc:  # try the next checked address
+            last_error = exc
+            continue
+        return stream, address
+    if last_error is None:
+        raise httpcore.ConnectError(f"{host} resolved to no address")
+    raise last_error

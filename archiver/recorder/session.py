@@ -146,16 +146,20 @@ class Exchange:
         return (self.content_type or "").split(";")[0].strip().lower()
 
 
-class _BodyWriter:
-    """Writes the entity body (Content-Encoding undone) to the caller's file, bounded."""
+class _DecodingSink:
+    """Undoes Content-Encoding on the way to :meth:`_consume`, bounded in output; once
+    something goes wrong, ``problem`` says what (in the words of ``_WHAT``) and the rest
+    of the body is ignored."""
 
-    def __init__(self, target: IO[bytes], content_encoding: str | None, *, limit: int) -> None:
-        self._target = target
+    _WHAT = "the body"
+
+    def __init__(self, content_encoding: str | None, *, limit: int) -> None:
         self._decoder = BodyDecoder(content_encoding, max_output=limit)
-        self.size = 0
+        self._limit = limit
         self.problem: str | None = None
         if not self._decoder.supported:
-            self.problem = f"content-encoding {content_encoding!r} cannot be decoded"
+            self.problem = f"content-encoding {content_encoding!r} cannot be decoded " \
+                f"for {self._WHAT}"
 
     def feed(self, raw: bytes) -> None:
         if self.problem is not None:
@@ -163,41 +167,45 @@ class _BodyWriter:
         try:
             data = self._decoder.feed(raw)
         except zlib.error as exc:
-            self.problem = f"the body could not be decoded ({exc})"
+            self.problem = f"{self._WHAT}: the body could not be decoded ({exc})"
             return
+        self._consume(data)
+        if self._decoder.exhausted:
+            self.problem = f"{self._WHAT}: only the first {self._limit} decoded bytes taken"
+
+    def _consume(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class _BodyWriter(_DecodingSink):
+    """Writes the entity body (Content-Encoding undone) to the caller's file, bounded."""
+
+    _WHAT = "the caller's copy of the body"
+
+    def __init__(self, target: IO[bytes], content_encoding: str | None, *, limit: int) -> None:
+        super().__init__(content_encoding, limit=limit)
+        self._target = target
+        self.size = 0
+
+    def _consume(self, data: bytes) -> None:
         self._target.write(data)
         self.size += len(data)
-        if self._decoder.exhausted:
-            self.problem = "the decoded body is larger than its limit"
 
 
-class _LinkSink:
+class _LinkSink(_DecodingSink):
     """Feeds a response body (as received) to a link extractor, decoding on the way."""
 
+    _WHAT = "link extraction (links not followed)"
+
     def __init__(self, kind: Literal["html", "css"], response: httpx.Response) -> None:
+        super().__init__(response.headers.get("content-encoding"), limit=PARSE_LIMIT)
         self.kind = kind
-        self._decoder = BodyDecoder(
-            response.headers.get("content-encoding"), max_output=PARSE_LIMIT
-        )
         self._text = text_decoder(response.charset_encoding)
         self._html = PageLinkParser(max_links=MAX_LINKS) if kind == "html" else None
         self._css = CssUrlScanner() if kind == "css" else None
-        self.problem: str | None = None
-        if not self._decoder.supported:
-            encoding = response.headers.get("content-encoding")
-            self.problem = f"content-encoding {encoding!r} not decoded, links not followed"
 
-    def feed(self, raw: bytes) -> None:
-        if self.problem is not None:
-            return
-        try:
-            data = self._decoder.feed(raw)
-        except zlib.error as exc:
-            self.problem = f"body could not be decoded for link extraction ({exc})"
-            return
+    def _consume(self, data: bytes) -> None:
         self._parse(self._text.decode(data))
-        if self._decoder.exhausted:
-            self.problem = f"links after the first {PARSE_LIMIT} decoded bytes not followed"
 
     def _parse(self, text: str) -> None:
         if self._html is not None:
@@ -685,10 +693,15 @@ def open_session(
 
 
 def _ssl_context(options: RecorderOptions) -> ssl.SSLContext:
-    """Raises ConfigError when ``ca_bundle`` cannot be loaded."""
-    if not options.verify_tls:
+    return ssl_context_for(verify_tls=options.verify_tls, ca_bundle=options.ca_bundle)
+
+
+def ssl_context_for(*, verify_tls: bool, ca_bundle: Path | None) -> ssl.SSLContext:
+    """A client context trusting ``ca_bundle`` (default: certifi's), shared between
+    callers with the same bundle. Raises ConfigError when it cannot be loaded."""
+    if not verify_tls:
         return _unverified_context()
-    cafile = options.ca_bundle if options.ca_bundle is not None else Path(certifi.where())
+    cafile = ca_bundle if ca_bundle is not None else Path(certifi.where())
     try:
         found = cafile.stat()
         # Keyed on the file's identity and mtime: an edited bundle is loaded afresh.

@@ -39,7 +39,7 @@ from typing import IO, Any
 
 import httpcore
 
-from archiver.recorder.guard import AddressPolicy, IPAddress, resolve_checked
+from archiver.recorder.guard import AddressPolicy, connect_checked
 
 
 class ByteLimitReached(Exception):
@@ -345,45 +345,14 @@ class RecordingBackend(httpcore.NetworkBackend):
             # One exchange, one connection: a second one would mix two exchanges' bytes.
             raise RuntimeError("recording backend used for a second connection")
         self._connected = True
-        try:
-            resolved = resolve_checked(
-                self._url,
-                host,
-                port,
-                allow_private_networks=self._allow_private,
-                policy=self._policy,
-            )
-        except OSError as exc:  # socket.gaierror: the name does not resolve
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        last_error: httpcore.ConnectError | None = None
-        for address in resolved.addresses:
-            try:
-                stream = self._connect(address, port, timeout, local_address, socket_options)
-            except httpcore.ConnectError as exc:  # try the next checked address
-                last_error = exc
-                continue
-            self._wire.peer = (str(address), port)
-            return TeeStream(stream, self._wire, self._deadline)
-        if last_error is None:
-            raise httpcore.ConnectError(f"{host} resolved to no address")
-        raise last_error
-
-    def _connect(
-        self,
-        address: IPAddress,
-        port: int,
-        timeout: float | None,
-        local_address: str | None,
-        socket_options: Iterable[Any] | None,
-    ) -> httpcore.NetworkStream:
-        # The checked address itself, never the name again: no DNS-rebinding window.
-        return self._inner.connect_tcp(
-            str(address),
-            port,
+        stream, address = connect_checked(
+            self._inner, self._url, host, port,
+            allow_private_networks=self._allow_private, policy=self._policy,
             timeout=self._deadline.bound(timeout, httpcore.ConnectTimeout),
-            local_address=local_address,
-            socket_options=socket_options,
+            local_address=local_address, socket_options=socket_options,
         )
+        self._wire.peer = (str(address), port)
+        return TeeStream(stream, self._wire, self._deadline)
 
     def connect_unix_socket(
         self,

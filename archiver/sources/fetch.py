@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import certifi
 import httpcore
 import httpx
 
-from archiver.errors import FetchRefused
-from archiver.recorder.guard import AddressPolicy, check_url, resolve_checked
+from archiver.errors import ConfigError, FetchRefused
+from archiver.recorder.guard import AddressPolicy, check_url, connect_checked, resolve_checked
+from archiver.recorder.session import ssl_context_for
 from archiver.settings import Settings
 from archiver.sources.base import SourceError
 
@@ -57,24 +57,12 @@ class GuardedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        try:
-            resolved = resolve_checked(
-                f"//{host}:{port}", host, port,
-                allow_private_networks=self._allow_private, policy=self._policy,
-            )
-        except OSError as exc:  # socket.gaierror: the name does not resolve
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        last: httpcore.ConnectError | None = None
-        for address in resolved.addresses:
-            try:
-                # The checked address itself, never the name again.
-                return self._inner.connect_tcp(
-                    str(address), port, timeout=timeout, local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except httpcore.ConnectError as exc:
-                last = exc
-        raise last if last is not None else httpcore.ConnectError(f"{host}: no address")
+        stream, _address = connect_checked(
+            self._inner, f"//{host}:{port}", host, port,
+            allow_private_networks=self._allow_private, policy=self._policy,
+            timeout=timeout, local_address=local_address, socket_options=socket_options,
+        )
+        return stream
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None,
@@ -245,12 +233,7 @@ class GuardedFetcher:
 
 
 def _ssl_context(verify: bool, ca_bundle: Path | None) -> ssl.SSLContext:
-    if not verify:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
     try:
-        return ssl.create_default_context(cafile=str(ca_bundle or certifi.where()))
-    except (OSError, ssl.SSLError) as exc:
-        raise SourceError(f"cannot load the CA bundle {ca_bundle}: {exc}") from exc
+        return ssl_context_for(verify_tls=verify, ca_bundle=ca_bundle)
+    except ConfigError as exc:
+        raise SourceError(str(exc)) from exc

@@ -19,62 +19,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from archive_cli import Cli, archive_environment
 from fixture_site import FixtureSite
 from warc_judges import read_records, warcio_check
 
 from archiver.archive import Archive
-from archiver.cli import main
 from archiver.settings import load_settings
 from chain_of_custody.keys import SigningKey
 from chain_of_custody.manifest import sign_manifest
-
-PASSPHRASE = "correct horse battery staple"
-
-
-class Cli:
-    """Runs ``archiver`` in-process against one archive; returns (exit code, out, err)."""
-
-    def __init__(self, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.home = home
-        self._capsys = capsys
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self._capsys.readouterr()
-        code = main(list(argv))
-        out, err = self._capsys.readouterr()
-        return code, out, err
-
-    def ok(self, *argv: str) -> str:
-        code, out, err = self(*argv)
-        assert code == 0, f"archiver {' '.join(argv)} exited {code}: {err}"
-        return out
-
-    def json_lines(self, *argv: str) -> list[dict[str, object]]:
-        return [json.loads(line) for line in self.ok(*argv, "--json").splitlines()]
-
-    def archive(self) -> Archive:
-        return Archive.open(load_settings())
-
-    def blob_path(self, sha256: str) -> Path:
-        found = [p for p in (self.home / "blobs").rglob(sha256) if p.is_file()]
-        assert len(found) == 1, found
-        return found[0]
-
-
-def _environment(monkeypatch: pytest.MonkeyPatch, home: Path, database_url: str) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("ARCHIVER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ARCHIVER_HOME", str(home))
-    monkeypatch.setenv("ARCHIVER_SIGNING__PASSPHRASE", PASSPHRASE)
-    monkeypatch.setenv("ARCHIVER_OPERATOR", "analyst@test.example")
-    monkeypatch.setenv("ARCHIVER_CAPTURE__ALLOW_PRIVATE_NETWORKS", "true")
-    monkeypatch.setenv("ARCHIVER_CAPTURE__TIMEOUT_SECONDS", "20")
-    # These tests pin the page, seal and ledger flow; the browser view end to end (on by
-    # default) is pinned by tests/browser/test_browser_archive.py.
-    monkeypatch.setenv("ARCHIVER_BROWSER__ENABLED", "false")
-    if not database_url.startswith("sqlite"):
-        monkeypatch.setenv("ARCHIVER_DATABASE__URL", database_url)
 
 
 @pytest.fixture
@@ -82,7 +34,9 @@ def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> Cli:
     """An uninitialised archive in a fresh directory and database."""
     home = tmp_path / "archive"
-    _environment(monkeypatch, home, database_url)
+    # the browser view has its own end-to-end tests (tests/browser); Chromium would cost
+    # seconds per capture here
+    archive_environment(monkeypatch, home, database_url, {"ARCHIVER_BROWSER__ENABLED": "false"})
     return Cli(home, capsys)
 
 

@@ -6,54 +6,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import pytest
+from archive_cli import Cli, archive_environment
 from browser_site import POST_TEXT, Site
 from fixture_site import FixtureSite
 from warc_judges import read_records, strict_problems, warcio_check
 
-from archiver.cli import main
-
-
-class _Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self._capsys = capsys
-
-    def ok(self, *argv: str) -> str:
-        self._capsys.readouterr()
-        code = main(list(argv))
-        out, err = self._capsys.readouterr()
-        assert code == 0, f"archiver {' '.join(argv)} exited {code}: {err}"
-        return out
-
-    def capture(self, url: str) -> dict[str, Any]:
-        (line,) = self.ok("capture", "--json", url).splitlines()
-        result: dict[str, Any] = json.loads(line)
-        return result
-
 
 @pytest.fixture
 def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> _Cli:
+        capsys: pytest.CaptureFixture[str]) -> Cli:
     """An initialised archive with default settings (private networks allowed)."""
-    for name in list(os.environ):
-        if name.upper().startswith("ARCHIVER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ARCHIVER_HOME", str(tmp_path / "archive"))
-    monkeypatch.setenv("ARCHIVER_SIGNING__PASSPHRASE", "browser tests")
-    monkeypatch.setenv("ARCHIVER_CAPTURE__ALLOW_PRIVATE_NETWORKS", "true")
-    if not database_url.startswith("sqlite"):
-        monkeypatch.setenv("ARCHIVER_DATABASE__URL", database_url)
-    runner = _Cli(capsys)
+    archive_environment(monkeypatch, tmp_path / "archive", database_url,
+                        {"ARCHIVER_CAPTURE__TIMEOUT_SECONDS": "120"})
+    runner = Cli(tmp_path / "archive", capsys)
     runner.ok("init")
     return runner
 
 
 def test_the_browser_view_is_sealed_stored_and_verified(
-    cli: _Cli, browser_site: Site, tmp_path: Path
+    cli: Cli, browser_site: Site, tmp_path: Path
 ) -> None:
     """Screenshot, PDF, DOM and page text are artifacts of the signed manifest with their
     roles; the manifest names Chromium and the browser's outcome; provenance holds the
@@ -100,7 +74,7 @@ def test_the_browser_view_is_sealed_stored_and_verified(
 
 
 def test_page_browser_and_media_share_one_warc(
-    cli: _Cli, fixture_site: FixtureSite, tmp_path: Path
+    cli: Cli, fixture_site: FixtureSite, tmp_path: Path
 ) -> None:
     """A page with a video: the page fetch, the browser and the media fetcher (which
     gets the video URL the browser saw) record into the capture's one WARC; a payload
@@ -134,7 +108,7 @@ def test_page_browser_and_media_share_one_warc(
     ("ARCHIVER_BROWSER__EXECUTABLE", "/nonexistent/chromium", "browser-unavailable"),
 ])
 def test_a_capture_without_a_browser_completes_and_says_why(
-    cli: _Cli, browser_site: Site, monkeypatch: pytest.MonkeyPatch, variable: str, value: str,
+    cli: Cli, browser_site: Site, monkeypatch: pytest.MonkeyPatch, variable: str, value: str,
     reason: str,
 ) -> None:
     """Browser turned off or missing: the capture completes without the browser's

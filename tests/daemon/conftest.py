@@ -44,18 +44,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import archive_cli
 import pytest
+from archive_cli import Cli, archive_environment
 from fixture_site import FixtureSite
 
-from archiver.archive import Archive
-from archiver.cli import main
-from archiver.settings import Settings, load_settings
+from archiver.settings import Settings
 
 # Test modules import the helpers below as ``daemon_fixtures`` (test directories are not
 # packages, and with --import-mode=importlib a conftest is not importable by name).
 sys.modules.setdefault("daemon_fixtures", sys.modules[__name__])
 
-PASSPHRASE = "correct horse battery staple"
+PASSPHRASE = archive_cli.PASSPHRASE
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("rss", "atom", "ap", "bsky", "tg", "links", "video")
 REMOVAL_TEXT = "This post was removed by the platform"
@@ -362,34 +362,6 @@ def watched_site(fixture_site: FixtureSite) -> Iterator[WatchedSite]:
 # -- archives and the CLI ------------------------------------------------------------------
 
 
-class Cli:
-    """Runs ``archiver`` in-process; returns (exit code, out, err)."""
-
-    def __init__(self, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.home = home
-        self._capsys = capsys
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self._capsys.readouterr()
-        code = main(list(argv))
-        out, err = self._capsys.readouterr()
-        return code, out, err
-
-    def ok(self, *argv: str) -> str:
-        code, out, err = self(*argv)
-        assert code == 0, f"archiver {' '.join(argv)} exited {code}: {err}"
-        return out
-
-    def json_lines(self, *argv: str) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.ok(*argv, "--json").splitlines()]
-
-    def settings(self) -> Settings:
-        return load_settings()
-
-    def archive(self) -> Archive:
-        return Archive.open(load_settings())
-
-
 def daemon_environment(home: Path, database_url: str, site: WatchedSite | None) -> dict[str, str]:
     env = {
         "ARCHIVER_HOME": str(home),
@@ -435,12 +407,9 @@ def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str], watched_site: WatchedSite) -> Cli:
     """An initialised archive in a fresh directory and database, configured for fast
     daemon runs against ``watched_site``."""
-    for name in list(os.environ):
-        if name.upper().startswith("ARCHIVER_"):
-            monkeypatch.delenv(name)
     home = tmp_path / "archive"
-    for name, value in daemon_environment(home, database_url, watched_site).items():
-        monkeypatch.setenv(name, value)
+    archive_environment(monkeypatch, home, database_url,
+                        daemon_environment(home, database_url, watched_site))
     runner = Cli(home, capsys)
     runner.ok("init")
     return runner

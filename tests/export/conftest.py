@@ -1,38 +1,23 @@
 """Fixtures for trusted timestamps and evidence bundles (helpers: export_helpers.py).
 
-``export_helpers.py`` is loaded by path and registered as the module ``export_helpers``,
-for the reason ``tests/conftest.py`` gives for its fixture modules.
+``export_helpers.py`` is registered as the module ``export_helpers`` by
+``tests/conftest.py``, for the reason given there.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import export_helpers as helpers
 import httpx
 import pytest
 
-
-def _load(name: str, path: Path) -> Any:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-helpers = _load("export_helpers", Path(__file__).with_name("export_helpers.py"))
 Cli, LocalTsa, LocalCa = helpers.Cli, helpers.LocalTsa, helpers.LocalCa
 
 

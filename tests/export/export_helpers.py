@@ -31,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import archive_cli
 import bagit
 import pytest
 import sqlalchemy as sa
@@ -41,15 +42,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from archiver import models
 from archiver.archive import Archive, CaptureView
-from archiver.cli import main
 from archiver.clock import rfc3339
-from archiver.settings import load_settings
 from chain_of_custody.bundle import SIGNATURE_FILE, SIGNED_TAG_MANIFEST
 from chain_of_custody.digest import Digest, digest_bytes
 from chain_of_custody.keys import SigningKey
 from chain_of_custody.manifest import Artifact, build_manifest, sign_manifest
 
-PASSPHRASE = "correct horse battery staple"
+PASSPHRASE = archive_cli.PASSPHRASE
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 
 TSA_CONFIG = """\
@@ -236,31 +235,13 @@ class LocalTsa:
 # -- the archive through its command ----------------------------------------------------
 
 
-class Cli:
-    """Runs ``archiver`` in-process against one archive; returns (exit code, out, err)."""
+class Cli(archive_cli.Cli):
+    """The shared in-process ``archiver``, plus the archive's key and TSA settings."""
 
     def __init__(self, home: Path, capsys: pytest.CaptureFixture[str],
                  monkeypatch: pytest.MonkeyPatch) -> None:
-        self.home = home
-        self._capsys = capsys
+        super().__init__(home, capsys)
         self.monkeypatch = monkeypatch
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self._capsys.readouterr()
-        code = main(list(argv))
-        out, err = self._capsys.readouterr()
-        return code, out, err
-
-    def ok(self, *argv: str) -> str:
-        code, out, err = self(*argv)
-        assert code == 0, f"archiver {' '.join(argv)} exited {code}: {err}{out}"
-        return out
-
-    def json(self, *argv: str) -> Any:
-        return json.loads(self.ok(*argv, "--json"))
-
-    def archive(self) -> Archive:
-        return Archive.open(load_settings())
 
     def key(self) -> SigningKey:
         return SigningKey.load_encrypted(self.home / "keys" / "signing-key.pem",
@@ -280,23 +261,14 @@ def _browser_can_be_disabled() -> bool:
 
 def archive_environment(monkeypatch: pytest.MonkeyPatch, home: Path, database_url: str,
                         *, browser: bool = False) -> None:
-    """The archive's settings in the environment. ``browser=False`` turns the capture's
-    browser view off where the pipeline has one (these tests are about custody, and
-    Chromium costs seconds per capture); the pristine bundle keeps it, to show every
-    artifact it makes is exported."""
-    for name in list(os.environ):
-        if name.upper().startswith("ARCHIVER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ARCHIVER_HOME", str(home))
-    monkeypatch.setenv("ARCHIVER_SIGNING__PASSPHRASE", PASSPHRASE)
-    monkeypatch.setenv("ARCHIVER_OPERATOR", "analyst@test.example")
-    monkeypatch.setenv("ARCHIVER_CAPTURE__ALLOW_PRIVATE_NETWORKS", "true")
-    monkeypatch.setenv("ARCHIVER_CAPTURE__TIMEOUT_SECONDS", "20")
-    monkeypatch.setenv("ARCHIVER_TIMESTAMP__TIMEOUT_SECONDS", "10")
-    if not database_url.startswith("sqlite"):
-        monkeypatch.setenv("ARCHIVER_DATABASE__URL", database_url)
+    """The shared test environment. ``browser=False`` turns the capture's browser view
+    off where the pipeline has one (these tests are about custody, and Chromium costs
+    seconds per capture); the pristine bundle keeps it, to show every artifact it makes
+    is exported."""
+    extra = {"ARCHIVER_TIMESTAMP__TIMEOUT_SECONDS": "10"}
     if not browser and _browser_can_be_disabled():
-        monkeypatch.setenv("ARCHIVER_BROWSER__ENABLED", "false")
+        extra["ARCHIVER_BROWSER__ENABLED"] = "false"
+    archive_cli.archive_environment(monkeypatch, home, database_url, extra)
 
 
 # -- captures with more than a WARC ----------------------------------------------------------

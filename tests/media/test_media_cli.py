@@ -5,54 +5,26 @@ ledger."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from archive_cli import Cli, archive_environment
 
 from archiver.archive import Archive
-from archiver.cli import main
 from archiver.settings import load_settings
-
-
-class Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self._capsys = capsys
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self._capsys.readouterr()
-        code = main(list(argv))
-        out, err = self._capsys.readouterr()
-        return code, out, err
-
-    def ok(self, *argv: str) -> str:
-        code, out, err = self(*argv)
-        assert code == 0, f"archiver {' '.join(argv)} exited {code}: {err}"
-        return out
-
-    def capture(self, url: str) -> dict[str, Any]:
-        (line,) = self.ok("capture", url, "--json").splitlines()
-        result: dict[str, Any] = json.loads(line)
-        return result
 
 
 @pytest.fixture
 def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> Cli:
     """An initialised archive, browser off, three frames sampled per video."""
-    for name in list(os.environ):
-        if name.upper().startswith("ARCHIVER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ARCHIVER_HOME", str(tmp_path / "archive"))
-    monkeypatch.setenv("ARCHIVER_SIGNING__PASSPHRASE", "media tests passphrase")
-    monkeypatch.setenv("ARCHIVER_CAPTURE__ALLOW_PRIVATE_NETWORKS", "true")
-    monkeypatch.setenv("ARCHIVER_CAPTURE__TIMEOUT_SECONDS", "60")
-    monkeypatch.setenv("ARCHIVER_BROWSER__ENABLED", "false")
-    monkeypatch.setenv("ARCHIVER_MEDIA__FRAME_SAMPLES", "3")
-    if not database_url.startswith("sqlite"):
-        monkeypatch.setenv("ARCHIVER_DATABASE__URL", database_url)
-    runner = Cli(capsys)
+    archive_environment(monkeypatch, tmp_path / "archive", database_url, {
+        "ARCHIVER_CAPTURE__TIMEOUT_SECONDS": "60",
+        "ARCHIVER_BROWSER__ENABLED": "false",
+        "ARCHIVER_MEDIA__FRAME_SAMPLES": "3",
+    })
+    runner = Cli(tmp_path / "archive", capsys)
     runner.ok("init")
     return runner
 

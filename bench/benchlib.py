@@ -1,0 +1,55 @@
+"""What the benchmarks share: a local HTTP site, phases in fresh interpreters, peak RSS.
+
+Imported by the scripts in this folder as ``benchlib`` (a script's own folder is first
+on ``sys.path`` when it runs).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threading HTTP server on 127.0.0.1, port 0, for the block; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_phase(script: str, name: str, **params: Any) -> dict[str, Any]:
+    """Run ``script --phase NAME --params JSON`` in a fresh interpreter (so one phase's
+    imports and memory cannot colour another's figures); return the JSON it printed
+    last."""
+    done = subprocess.run(
+        [sys.executable, script, "--phase", name, "--params", json.dumps(params)],
+        capture_output=True, text=True, check=False, cwd=ROOT,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"phase {name} of {script} failed:\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM). Unlike ``ru_maxrss`` it is reset by
+    exec, so a phase does not inherit the peak of the process that started it."""
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return kib / 1024
