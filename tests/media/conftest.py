@@ -151,6 +151,15 @@ def _make_media(d: Path) -> dict[str, Route]:
     _ffmpeg("-i", str(d / "clip.mp4"), "-c", "copy", "-f", "hls", "-hls_time", "1",
             "-hls_playlist_type", "vod", "-hls_segment_filename", str(d / "hls" / "seg%03d.ts"),
             str(d / "hls" / "index.m3u8"))
+    # The same stream encrypted with AES-128 (the key served at /aes/key.bin), as
+    # platforms commonly serve HLS: yt-dlp decrypts it natively with pycryptodomex.
+    (d / "aes").mkdir()
+    (d / "aes" / "key.bin").write_bytes(bytes(range(16)))
+    (d / "aes" / "keyinfo").write_text(f"/aes/key.bin\n{d / 'aes' / 'key.bin'}\n")
+    _ffmpeg("-i", str(d / "clip.mp4"), "-c", "copy", "-f", "hls", "-hls_time", "1",
+            "-hls_playlist_type", "vod", "-hls_key_info_file", str(d / "aes" / "keyinfo"),
+            "-hls_segment_filename", str(d / "aes" / "seg%03d.ts"),
+            str(d / "aes" / "index.m3u8"))
     (d / "dash").mkdir()
     _ffmpeg("-i", str(d / "clip.mp4"), "-c", "copy", "-f", "dash", "-seg_duration", "1",
             "-use_template", "1", "-use_timeline", "1", str(d / "dash" / "manifest.mpd"))
@@ -201,6 +210,12 @@ def _make_media(d: Path) -> dict[str, Route]:
                                       d / "hls" / "index.m3u8")
     for segment in sorted((d / "hls").glob("*.ts")):
         routes[f"/hls/{segment.name}"] = Route("200 OK", "video/mp2t", segment)
+    routes["/aes.html"] = page('<video controls src="/aes/index.m3u8"></video>')
+    routes["/aes/index.m3u8"] = Route("200 OK", "application/vnd.apple.mpegurl",
+                                      d / "aes" / "index.m3u8")
+    routes["/aes/key.bin"] = Route("200 OK", "application/octet-stream", d / "aes" / "key.bin")
+    for segment in sorted((d / "aes").glob("*.ts")):
+        routes[f"/aes/{segment.name}"] = Route("200 OK", "video/mp2t", segment)
     for chunk in sorted((d / "dash").glob("*.m4s")):
         routes[f"/dash/{chunk.name}"] = Route("200 OK", "video/iso.segment", chunk)
     return routes

@@ -5,6 +5,7 @@ the strict WARC reader, sha256 of the bytes served, the server's own request log
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -135,6 +136,29 @@ def test_hls_stream_every_segment_is_in_the_warc(
     (video,) = _media(captured)
     assert video.digest.sha256 == hashlib.sha256(conversion.block).hexdigest()
     assert captured.report.summary["items"][0]["protocols"] == ["m3u8_native"]
+    _judged(captured, site)
+
+
+def test_aes_128_hls_is_decrypted_natively_with_key_and_segments_in_the_warc(
+    site: Any, capture: Callable[..., Any], tmp_path: Path
+) -> None:
+    """AES-128 HLS (common on platforms): yt-dlp fetches the key and every encrypted
+    segment through the recorder and decrypts them itself; the sealed file plays."""
+    captured = capture(site.url("/aes.html"))
+    assert captured.report.outcome.status == "ok", captured.report.outcome
+    playlist = site.served("/aes/index.m3u8").decode()
+    assert "METHOD=AES-128" in playlist
+    segments = {f"/aes/{line}" for line in playlist.splitlines()
+                if line and not line.startswith("#")}
+    assert len(segments) >= 2
+    assert segments | {"/aes/key.bin"} <= _responded(captured)
+    (video,) = _media(captured)
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0",
+         str(video.path)], capture_output=True, text=True, check=True, timeout=60)
+    assert "video" in probe.stdout.split()
+    encrypted = b"".join(site.served(path) for path in sorted(segments))
+    assert encrypted[:188] not in video.path.read_bytes()  # what was sealed is decrypted
     _judged(captured, site)
 
 
