@@ -69,8 +69,10 @@ from archiver.logs import event
 from archiver.poller import Poller
 from archiver.revisit import Revisits
 from archiver.scheduler import SchedulerLock, WatchScheduler
-from archiver.settings import Settings
+from archiver.settings import LocalStoreSettings, Settings
 from archiver.sources import GuardedFetcher, build_sources
+from storage.errors import StorageError
+from storage.local import LocalBlobStore
 
 log = logging.getLogger("archiver.daemon")
 
@@ -214,8 +216,22 @@ def clean_scratch(settings: Settings, engine: sa.Engine) -> list[str]:
     A directory named after a job's capture (current or past attempt) that is not
     running is left over from an interrupted attempt: deleted. One no job knows may
     belong to a foreground ``archiver capture``: deleted only once untouched for longer
-    than any capture may take. Returns the names deleted.
+    than any capture may take. Partial blobs a killed writer left in a local store's
+    ``tmp/`` go the same way. Returns the scratch directories deleted.
     """
+    # Longer than any phase of a capture may run (the media fetcher has its own budget).
+    quiet_for = 2 * max(settings.capture.timeout_seconds, settings.media.timeout_seconds,
+                        settings.browser.timeout_seconds) + 300
+    for spec in settings.storage.stores:
+        if isinstance(spec, LocalStoreSettings):
+            store = LocalBlobStore(settings.local_store_path(spec))
+            try:
+                removed = store.remove_stale_temporaries(older_than_seconds=quiet_for)
+            except StorageError as exc:  # a cleanup, never a reason not to start
+                event(log, "store.temporaries_not_removed", store=store.name, error=str(exc))
+                continue
+            if removed:
+                event(log, "store.temporaries_removed", store=str(spec.path), files=removed)
     work = settings.work_dir
     if not work.is_dir():
         return []
@@ -230,7 +246,6 @@ def clean_scratch(settings: Settings, engine: sa.Engine) -> list[str]:
             j.c.capture_id.in_(names))).scalars())
         known |= set(conn.execute(sa.select(a.c.capture_id).where(
             a.c.capture_id.in_(names))).scalars())
-    quiet_for = 2 * settings.capture.timeout_seconds + 300
     deleted = []
     for name in names:
         if name in running:

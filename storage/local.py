@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -201,6 +202,29 @@ class LocalBlobStore:
             raise BlobNotFound(f"{self.name}: blob {sha256} is missing") from exc
         except OSError as exc:
             raise StoreUnavailable(f"{self.name}: cannot open blob {sha256}: {exc}") from exc
+
+    def remove_stale_temporaries(self, *, older_than_seconds: float) -> int:
+        """Delete files in ``tmp/`` untouched for ``older_than_seconds``: what a writer
+        killed mid-blob left behind (a live writer keeps its file's mtime fresh; nothing
+        under ``tmp/`` is ever a stored blob). Returns how many were deleted."""
+        deleted = 0
+        cutoff = time.time() - older_than_seconds
+        try:
+            entries = list(os.scandir(self._tmp))
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StoreUnavailable(f"{self.name}: cannot list {self._tmp}: {exc}") from exc
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    deleted += 1
+            except FileNotFoundError:
+                continue  # its writer finished or cleaned up meanwhile
+            except OSError as exc:
+                raise StoreUnavailable(f"{self.name}: cannot delete {entry.path}: {exc}") from exc
+        return deleted
 
     def exists(self, sha256: str) -> bool:
         """Whether blob ``sha256`` is held (not re-hashed). Raises ValueError."""

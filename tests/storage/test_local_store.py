@@ -7,6 +7,7 @@ import io
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -219,3 +220,28 @@ def test_unreadable_source_file_is_a_storage_error_naming_the_path(tmp_path: Pat
         store.put_file(missing, sha256=SHA, size=SIZE)
     assert not isinstance(caught.value, (BlobIntegrityError, StoreUnavailable, BlobNotFound))
     assert not store.exists(SHA)
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    """What a writer killed mid-blob left in tmp/ goes once old; a fresh temporary (a
+    live writer) and the stored blobs stay."""
+
+    store = LocalBlobStore(tmp_path / "blobs")
+    data = b"evidence" * 1000
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    store.put_file(source, sha256=sha, size=len(data))
+    tmp = tmp_path / "blobs" / "tmp"
+    old, fresh = tmp / "abandoned.part", tmp / "in-progress.part"
+    old.write_bytes(b"half a video")
+    fresh.write_bytes(b"being written")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    assert store.remove_stale_temporaries(older_than_seconds=600) == 1
+    assert not old.exists()
+    assert fresh.exists()
+    with store.open(sha) as stream:
+        assert stream.read() == data
+    assert LocalBlobStore(tmp_path / "never-used").remove_stale_temporaries(
+        older_than_seconds=0) == 0
