@@ -49,10 +49,16 @@ from chain_of_custody.checkpoint import verify_note
 from chain_of_custody.digest import Digest, Hasher, digest_bytes
 from chain_of_custody.errors import CustodyError, LedgerIntegrityError, VerificationError
 from chain_of_custody.keys import PublicKey, SigningKey
-from chain_of_custody.ledger import Checkpoint, Ledger, LedgerEntry, LedgerReport
+from chain_of_custody.ledger import (
+    Checkpoint,
+    Ledger,
+    LedgerEntry,
+    LedgerReport,
+    checkpoints_table,
+)
 from chain_of_custody.manifest import Artifact, build_manifest, canonical_json, sign_manifest
 from chain_of_custody.manifest import verify_manifest as check_manifest
-from chain_of_custody.timestamp import StoredToken, TimestampLog
+from chain_of_custody.timestamp import StoredToken, TimestampLog, tokens_table, verify_token
 from storage.base import BlobStore
 from storage.errors import StorageError
 from storage.local import LocalBlobStore
@@ -1024,6 +1030,32 @@ class Archive:
         """Recompute the whole ledger. Raises :class:`LedgerIntegrityError` naming the
         first bad entry."""
         return self.ledger.verify(self.public_keys().values())
+
+    def verify_timestamps(self) -> int:
+        """Re-check every stored RFC 3161 token: it must stamp exactly its checkpoint's
+        signed note and verify as of its own genTime against the TSA certificates kept
+        with it. Returns how many were checked; raises :class:`LedgerIntegrityError`
+        naming the first token that does not."""
+        t, c = tokens_table.c, checkpoints_table.c
+        query = (
+            sa.select(tokens_table, c.note, c.tree_size.label("checkpoint_size"))
+            .outerjoin(checkpoints_table, c.id == t.checkpoint_id)
+            .order_by(t.id)
+        )
+        checked = 0
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        for row in rows:
+            name = f"timestamp token #{row.id} (checkpoint #{row.checkpoint_id}, {row.tsa_url})"
+            if row.note is None or row.checkpoint_size != row.tree_size:
+                raise LedgerIntegrityError(f"{name} stamps no checkpoint the ledger holds")
+            try:
+                verify_token(bytes(row.response), row.note.encode("utf-8"),
+                             ca_pem=row.ca_pem.encode("ascii"))
+            except (VerificationError, UnicodeEncodeError) as exc:
+                raise LedgerIntegrityError(f"{name} does not verify: {exc}") from exc
+            checked += 1
+        return checked
 
     def proof(self, seq: int) -> Proof:
         """Inclusion proof of entry ``seq`` in the newest checkpoint that covers it (or in

@@ -231,6 +231,7 @@ def _cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
         if args.ledger_command == "verify":
             try:
                 report = archive.verify_ledger()
+                tokens = archive.verify_timestamps()
             except LedgerIntegrityError as exc:
                 if args.json:
                     _emit_json(out, {"ok": False, "seq": exc.seq, "problem": str(exc)})
@@ -241,10 +242,14 @@ def _cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
                 _emit_json(out, {"ok": True, "entries": report.entries,
                                  "checkpoints": report.checkpoints,
                                  "root_hash": report.root_hash.hex(),
-                                 "unsigned_entries": report.unsigned_entries})
+                                 "unsigned_entries": report.unsigned_entries,
+                                 "timestamp_tokens": tokens})
             else:
                 print(f"ok  ledger verified: {report.entries} entries, "
                       f"{report.checkpoints} checkpoints, root {report.root_hash.hex()}",
+                      file=out)
+                print(f"ok  {tokens} RFC 3161 timestamp tokens verified (each over its "
+                      "checkpoint, as of its genTime, against the TSA chain kept with it)",
                       file=out)
                 if report.unsigned_entries:
                     print(f"    {report.unsigned_entries} newest entries are not yet in a "

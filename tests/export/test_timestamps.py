@@ -272,3 +272,30 @@ def test_ledger_timestamp_without_a_tsa_is_a_configuration_error(cli: Cli) -> No
     assert code == 2
     assert "no Time-Stamping Authority is configured" in err
     assert err.count("\n") == 1
+
+
+def test_ledger_verify_rechecks_every_token_and_names_a_tampered_one(
+    cli: Cli, tsa: LocalTsa, fixture_site: FixtureSite
+) -> None:
+    """`archiver ledger verify` re-verifies each stored token over its checkpoint; a token
+    whose bytes were changed behind the archive's back (triggers dropped) is named."""
+    cli.authorities(tsa.authority())
+    cli.ok("capture", fixture_site.url("/page.html"))
+    report = cli.json("ledger", "verify")
+    assert report["timestamp_tokens"] == 1
+    with cli.archive() as archive:
+        (token,) = archive.timestamper.log.for_checkpoint(_newest(cli)[0].id)
+        with archive.engine.begin() as conn:
+            if archive.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("DROP TRIGGER timestamp_tokens_refuse_update")
+            else:
+                conn.exec_driver_sql(
+                    "DROP TRIGGER timestamp_tokens_refuse_change ON timestamp_tokens")
+            damaged = bytearray(token.response)
+            damaged[-40] ^= 0x01
+            conn.execute(sa.text("UPDATE timestamp_tokens SET response = :r WHERE id = :i"),
+                         {"r": bytes(damaged), "i": token.id})
+    code, out, _ = cli("ledger", "verify")
+    assert code == 1
+    assert out.startswith(f"FAIL  timestamp token #{token.id} (checkpoint "
+                          f"#{token.checkpoint_id}, {tsa.url}) does not verify")
