@@ -5,8 +5,8 @@ the strict WARC reader, sha256 of the bytes served, the server's own request log
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import re
+import subprocess
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
