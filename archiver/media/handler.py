@@ -41,10 +41,10 @@ import tempfile
 import threading
 import urllib.request
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, cast
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 from yt_dlp import YoutubeDL
@@ -66,6 +66,7 @@ from archiver.recorder.session import (
     OutgoingRequest,
     RecordingSession,
     StopReading,
+    redirected_request,
 )
 from archiver.recorder.wire import Deadline
 
@@ -441,17 +442,12 @@ def _store_cookies(cookiejar: Any, url: str, headers: httpx.Headers) -> None:
 
 
 def _redirected(previous: OutgoingRequest, status: int, target: str) -> OutgoingRequest:
-    """The request a client sends after ``status`` to ``target`` (RFC 9110 §15.4); the
-    Cookie header is recomputed for the new URL, credentials stay with their site."""
-    method, content = previous.method, previous.content
-    headers = tuple((k, v) for k, v in previous.headers if k.lower() != "cookie")
-    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
-        method, content = "GET", b""
-        headers = tuple((k, v) for k, v in headers if k.lower() != "content-type")
-    if urlsplit(target).netloc != urlsplit(previous.url).netloc:
-        headers = tuple((k, v) for k, v in headers
-                        if k.lower() not in ("authorization", "proxy-authorization"))
-    return OutgoingRequest(url=target, method=method, headers=headers, content=content)
+    """The session's redirect rules (RFC 9110 §15.4, credentials stay with their site),
+    with the Cookie header dropped on every hop: it is recomputed from the jar for the
+    new URL."""
+    cookieless = replace(previous, headers=tuple(
+        (k, v) for k, v in previous.headers if k.lower() != "cookie"))
+    return redirected_request(cookieless, status, target)
 
 
 def _request_body(data: Any) -> bytes:

@@ -312,7 +312,7 @@ class RecordingSession:
                 raise FetchFailed(
                     f"{done.url} redirected to an invalid Location {location!r}"
                 ) from exc
-            current = _redirected(current, done.status, target)
+            current = redirected_request(current, done.status, target)
 
     def exchange(
         self,
@@ -653,7 +653,7 @@ def _decoded_limit(wire_limit: int) -> int:
     return max(16 * wire_limit, 64 * MiB)
 
 
-def _redirected(previous: OutgoingRequest, status: int, target: str) -> OutgoingRequest:
+def redirected_request(previous: OutgoingRequest, status: int, target: str) -> OutgoingRequest:
     """The request a client sends after ``status`` to ``target`` (RFC 9110 §15.4)."""
     method, content, headers = previous.method, previous.content, previous.headers
     if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
@@ -770,4 +770,5 @@ __all__ = [
     "RecordingSession",
     "StopReading",
     "open_session",
+    "redirected_request",
 ]

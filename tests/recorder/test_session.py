@@ -15,7 +15,7 @@ from warc_judges import pywb_replay, read_records, sha256_b32, strict_problems, 
 
 from archiver.errors import FetchRefused
 from archiver.recorder import OutgoingRequest, RecorderOptions, open_session
-from archiver.recorder.session import _redirected
+from archiver.recorder.session import redirected_request as _redirected
 
 WARCINFO = {"software": "evidence-archiver/test"}
 
