@@ -26,13 +26,13 @@ from typing import Any, BinaryIO
 import sqlalchemy as sa
 
 from archiver import models, schema
-from archiver.browser import BrowserFetcher, BrowserOptions
+from archiver.capture.browser import BrowserFetcher, BrowserOptions
+from archiver.capture.fetcher import Fetcher, FetcherReport
+from archiver.capture.media import MediaFetcher, MediaOptions
+from archiver.capture.media import similar as media_similar
 from archiver.clock import Clock, IdFactory, new_capture_id, rfc3339, utc_now
 from archiver.db import make_engine
 from archiver.errors import ArchiverError, CaptureError, NotFoundError, NotInitialisedError
-from archiver.fetchers import Fetcher, FetcherReport
-from archiver.media import MediaFetcher, MediaOptions
-from archiver.media import similar as media_similar
 from archiver.recorder import (
     ExchangeSummary,
     PageCapture,

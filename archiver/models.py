@@ -73,8 +73,8 @@ artifacts = sa.Table(
 
 # -- the daemon (migration 0002): watches, jobs, revisits, processes ----------------------
 #
-# Written by ``archiver.watch``, ``archiver.jobs``, ``archiver.revisit`` and
-# ``archiver.daemon``. Times are RFC 3339 text in the one fixed-width UTC form of
+# Written by ``archiver.watch.watches``, ``archiver.watch.jobs``, ``archiver.watch.revisit`` and
+# ``archiver.watch.daemon``. Times are RFC 3339 text in the one fixed-width UTC form of
 # ``archiver.clock.rfc3339``, so comparing them as text compares them as times.
 # URLs are unbounded text; where one must be unique or looked up, its SHA-256 is the key.
 

@@ -28,7 +28,7 @@ from benchlib import ROOT, serve
 
 sys.path.insert(0, str(ROOT))
 
-from archiver.browser import BrowserFetcher, BrowserOptions
+from archiver.capture.browser import BrowserFetcher, BrowserOptions
 from archiver.recorder import RecorderOptions, capture_page, open_session
 
 PNG = bytes.fromhex(

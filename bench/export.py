@@ -186,7 +186,7 @@ def phase_export(workdir: str) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     _environment(workdir)
     from archiver.archive import Archive
-    from archiver.export import export_case
+    from archiver.export.case import export_case
     from archiver.settings import load_settings
 
     out = Path(workdir) / "bundle.zip"
@@ -200,7 +200,7 @@ def phase_export(workdir: str) -> dict[str, Any]:
 
 def phase_verify(bundle: str, key_id: str) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from archiver.warc_check import check_warc_records
+    from archiver.export.warc_check import check_warc_records
     from chain_of_custody.bundle import verify_bundle
 
     start = time.perf_counter()

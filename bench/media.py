@@ -81,7 +81,7 @@ def _phase_plain(url: str, directory: Path) -> dict[str, Any]:
 
 
 def _phase_capture(url: str, directory: Path) -> dict[str, Any]:
-    from archiver.media import MediaFetcher, MediaOptions
+    from archiver.capture.media import MediaFetcher, MediaOptions
     from archiver.recorder import RecorderOptions, capture_page, open_session
 
     began = time.perf_counter()

@@ -10,13 +10,13 @@ the network backend, :mod:`archiver.recorder.guard` for the SSRF threat model an
 :mod:`archiver.recorder.warcfile` for the WARC layout and atomic publish.
 """
 
-from archiver.recorder.model import ExchangeSummary, RecorderOptions, new_record_id
-from archiver.recorder.recorder import (
+from archiver.capture.page import (
     PageCapture,
     RecordingResult,
     capture_page,
     record_capture,
 )
+from archiver.recorder.model import ExchangeSummary, RecorderOptions, new_record_id
 from archiver.recorder.session import Exchange, OutgoingRequest, RecordingSession, open_session
 
 __all__ = [

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from archiver.browser import BrowserFetcher, BrowserOptions
-from archiver.fetchers import FetcherReport
+from archiver.capture.browser import BrowserFetcher, BrowserOptions
+from archiver.capture.fetcher import FetcherReport
 from archiver.recorder import PageCapture, RecorderOptions, capture_page, open_session
 from archiver.recorder.guard import AddressPolicy, non_global_reason
 

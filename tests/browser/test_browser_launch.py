@@ -14,9 +14,9 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
 from warc_judges import read_records
 
-from archiver.browser import BrowserFetcher
-from archiver.browser.chromium import chromium_flags, dead_end, launch
-from archiver.browser.router import browser_headers, navigation_key
+from archiver.capture.browser import BrowserFetcher
+from archiver.capture.browser.chromium import chromium_flags, dead_end, launch
+from archiver.capture.browser.router import browser_headers, navigation_key
 from archiver.recorder import (
     OutgoingRequest,
     RecorderOptions,

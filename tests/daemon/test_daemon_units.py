@@ -19,9 +19,9 @@ from archiver.archive import CaptureView
 from archiver.db import make_engine
 from archiver.durations import format_duration, parse_duration
 from archiver.logs import JsonFormatter, configure, event
-from archiver.poller import lateness
-from archiver.revisit import GoneVerdict, gone_by_status, match_marker, next_step
 from archiver.settings import RemovalMarker, Settings
+from archiver.watch.poller import lateness
+from archiver.watch.revisit import GoneVerdict, gone_by_status, match_marker, next_step
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from archiver import models, schema
 from archiver.db import make_engine
-from archiver.jobs import (
+from archiver.watch.jobs import (
     DONE,
     FAILED,
     PRIORITY_INVESTIGATOR,
@@ -320,7 +320,7 @@ def test_postgres_host_limits_hold_under_concurrent_claims(postgres_url: str) ->
 CLAIMER = textwrap.dedent("""
     import sys
     from archiver.db import make_engine
-    from archiver.jobs import JobLimits, JobQueue, Verdict
+    from archiver.watch.jobs import JobLimits, JobQueue, Verdict
     from chain_of_custody.ledger import Ledger
     engine = make_engine(sys.argv[1])
     queue = JobQueue(engine, ledger=Ledger(engine),

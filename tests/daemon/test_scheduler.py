@@ -14,8 +14,8 @@ from daemon_fixtures import Cli, wait_until
 
 from archiver.archive import Archive
 from archiver.db import make_engine
-from archiver.scheduler import SchedulerLock, WatchScheduler
-from archiver.watch import Watchlist, WatchSpec
+from archiver.watch.scheduler import SchedulerLock, WatchScheduler
+from archiver.watch.watches import Watchlist, WatchSpec
 
 
 class RecordingPoller:

@@ -8,15 +8,15 @@ from collections.abc import Iterator, Sequence
 import pytest
 from daemon_fixtures import WatchedSite
 
-from archiver.sources import ListRequest, SourceError, detect
-from archiver.sources.activitypub import ActivityPubSource
-from archiver.sources.base import Pager, Post
-from archiver.sources.bluesky import BlueskySource, actor_of
-from archiver.sources.channel import ChannelSource, entry_url
-from archiver.sources.feed import FeedSource
-from archiver.sources.fetch import GuardedFetcher
-from archiver.sources.page import PageSource, text_fingerprint
-from archiver.sources.telegram import TelegramSource, preview_url
+from archiver.watch.sources import ListRequest, SourceError, detect
+from archiver.watch.sources.activitypub import ActivityPubSource
+from archiver.watch.sources.base import Pager, Post
+from archiver.watch.sources.bluesky import BlueskySource, actor_of
+from archiver.watch.sources.channel import ChannelSource, entry_url
+from archiver.watch.sources.feed import FeedSource
+from archiver.watch.sources.fetch import GuardedFetcher
+from archiver.watch.sources.page import PageSource, text_fingerprint
+from archiver.watch.sources.telegram import TelegramSource, preview_url
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from daemon_fixtures import Cli, WatchedSite
 
-from archiver.watch import read_watchlist
+from archiver.watch.watches import read_watchlist
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 

@@ -102,7 +102,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory, tsa: LocalTsa,
     from PIL import Image
 
     from archiver.archive import Archive, initialise
-    from archiver.export import export_case
+    from archiver.export.case import export_case
     from archiver.settings import load_settings
 
     root = tmp_path_factory.mktemp("pristine")

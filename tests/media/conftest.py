@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver.fetchers import FetcherReport
-from archiver.media import MediaFetcher, MediaOptions
+from archiver.capture.fetcher import FetcherReport
+from archiver.capture.media import MediaFetcher, MediaOptions
 from archiver.recorder import PageCapture, RecorderOptions, capture_page, open_session
 
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 from warc_judges import Record, read_records, strict_problems, warcio_check
 
-from archiver.fetchers import DerivedArtifact
-from archiver.media import MediaFetcher, MediaOptions
-from archiver.media.handler import MediaTraffic, RecordingYoutubeDL
+from archiver.capture.fetcher import DerivedArtifact
+from archiver.capture.media import MediaFetcher, MediaOptions
+from archiver.capture.media.handler import MediaTraffic, RecordingYoutubeDL
 from archiver.recorder import PageCapture, RecorderOptions, open_session
 from archiver.recorder.wire import Deadline
 

@@ -15,7 +15,7 @@ import pytest
 CHILD = textwrap.dedent("""
     import json, sys
     from pathlib import Path
-    from archiver.media import MediaFetcher, MediaOptions
+    from archiver.capture.media import MediaFetcher, MediaOptions
     from archiver.recorder import RecorderOptions, capture_page, open_session
 
     url, work = sys.argv[1], Path(sys.argv[2])

@@ -10,9 +10,9 @@ from yt_dlp.networking.common import Response
 from yt_dlp.networking.exceptions import HTTPError
 from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError, UnsupportedError
 
+from archiver.capture.media.handler import MediaTooLarge, RecorderRefused, WouldEscapeRecorder
+from archiver.capture.media.outcomes import REASONS, classify, is_nothing_found
 from archiver.errors import FetchRefused, FetchTimeout
-from archiver.media.handler import MediaTooLarge, RecorderRefused, WouldEscapeRecorder
-from archiver.media.outcomes import REASONS, classify, is_nothing_found
 
 
 def _http_error(status: int) -> HTTPError:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from archiver.media import phash
+from archiver.capture.media import phash
 
 
 def test_reencoded_image_is_close_and_unrelated_image_is_far(media_files: Any) -> None:

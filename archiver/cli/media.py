@@ -1,0 +1,73 @@
+"""``archiver similar FILE|CAPTURE_ID``: captures whose media look alike (PDQ hashes).
+
+A FILE (an image or a video) is hashed here, as captures are (a video: sampled frames);
+a capture id (or unique prefix) uses the hashes sealed in that capture's manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, TextIO
+
+from archiver.archive import Archive
+from archiver.capture.media import phash
+from archiver.errors import ArchiverError
+from archiver.settings import Settings
+
+EXIT_OK = 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("similar", help="captures whose images or videos look like a file's "
+                                       "or a capture's (PDQ perceptual hashes)")
+    p.add_argument("target", help="an image or video file, or a capture id (or prefix)")
+    p.add_argument("--max-distance", type=int, default=phash.DEFAULT_MAX_DISTANCE,
+                   metavar="N", help="Hamming distance of 256 bits that still counts as "
+                                     f"alike (default {phash.DEFAULT_MAX_DISTANCE})")
+    p.add_argument("--json", action="store_true", help="one JSON object per capture per line")
+
+
+def cmd_similar(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    if not 0 <= args.max_distance <= 256:
+        raise ArchiverError("--max-distance must be between 0 and 256")
+    target = Path(args.target)
+    with Archive.open(settings) as archive:
+        if target.is_file():
+            query = _file_hashes(settings, target)
+            label = str(target)
+            matches = archive.similar_to_hashes(query, max_distance=args.max_distance)
+        else:
+            capture, matches = archive.similar_to_capture(args.target,
+                                                          max_distance=args.max_distance)
+            label = f"capture {capture.id}"
+    for match in matches:
+        if args.json:
+            out.write(json.dumps(match.as_json(), sort_keys=True) + "\n")
+        else:
+            print(f"{match.capture_id}  distance {match.distance:3d}  "
+                  f"{match.matching_hashes:3d} hash(es)  {match.artifact}  {match.url}", file=out)
+    if not args.json and not matches:
+        print(f"no capture with media like {label} (max distance {args.max_distance})",
+              file=out)
+    return EXIT_OK
+
+
+def _file_hashes(settings: Settings, path: Path) -> list[str]:
+    work = settings.work_dir / f"similar-{uuid.uuid4().hex}"
+    work.mkdir(parents=True, mode=0o700)
+    try:
+        hashes = phash.file_hashes(path, samples=settings.media.frame_samples or 8,
+                                   workdir=work)
+    except phash.HashError as exc:
+        raise ArchiverError(str(exc)) from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    kept = [h.pdq for h in hashes if h.quality >= phash.MIN_QUALITY]
+    if not kept:
+        raise ArchiverError(f"{path} has too little structure for a perceptual hash "
+                            f"(PDQ quality below {phash.MIN_QUALITY})")
+    return kept
