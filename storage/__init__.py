@@ -5,6 +5,7 @@ This package is a library. It never imports ``archiver`` or ``chain_of_custody``
 
 from storage.base import BlobStore, check_sha256
 from storage.errors import BlobIntegrityError, BlobNotFound, StorageError, StoreUnavailable
+from storage.files import fsync_dir, publish
 from storage.local import LocalBlobStore
 from storage.memory import MemoryBlobStore
 from storage.replicated import ReplicatedBlobStore
@@ -21,4 +22,6 @@ __all__ = [
     "StorageError",
     "StoreUnavailable",
     "check_sha256",
+    "fsync_dir",
+    "publish",
 ]

@@ -31,6 +31,7 @@ from typing import BinaryIO
 from storage._streams import copy_checked, hash_stream, open_source
 from storage.base import check_sha256, check_size
 from storage.errors import BlobIntegrityError, BlobNotFound, StoreUnavailable
+from storage.files import fsync_dir
 
 __all__ = ["LocalBlobStore"]
 
@@ -155,7 +156,7 @@ class LocalBlobStore:
                 # identical verified bytes; if a damaged copy was there, this repairs it.
                 os.replace(tmp, final)
                 installed = True
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
             except OSError as exc:
                 raise StoreUnavailable(f"{self.name}: cannot write blob {sha256}: {exc}") from exc
         finally:
@@ -186,7 +187,7 @@ class LocalBlobStore:
                 new.mkdir()
             except FileExistsError:
                 continue  # another process made it first
-            _fsync_dir(new.parent)
+            fsync_dir(new.parent)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -269,14 +270,6 @@ def _names(directory: Path, *, directories: bool) -> list[str]:
             )
     except FileNotFoundError:
         return []
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _drop_cache(fd: int) -> None:
