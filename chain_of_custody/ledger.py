@@ -49,6 +49,7 @@ from chain_of_custody.errors import (
     VerificationError,
 )
 from chain_of_custody.keys import PublicKey, SigningKey
+from chain_of_custody.times import rfc3339
 
 metadata = sa.MetaData()
 
@@ -91,6 +92,10 @@ _STREAM_ROWS = 2000
 T = TypeVar("T")
 
 
+KEY_ACTIONS = ("key.created", "key.rotated")
+"""The entries that register a signing key: the key history trusted by verification."""
+
+
 def append_only_trigger_ddl(
     dialect: str, tables: Sequence[str] = LEDGER_TABLES
 ) -> list[str]:
@@ -125,10 +130,6 @@ def append_only_trigger_ddl(
             )
         return statements
     raise ValueError(f"no append-only triggers for database {dialect!r}")
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _utc_now() -> datetime:
@@ -261,7 +262,7 @@ class Ledger:
     ) -> LedgerEntry:
         self._lock(conn)
         seq = self._size(conn)
-        entry = LedgerEntry(seq, _rfc3339(self.clock()), actor, action, subject,
+        entry = LedgerEntry(seq, rfc3339(self.clock()), actor, action, subject,
                             json.loads(payload_text))
         leaf = entry.leaf_hash()
         conn.execute(
@@ -294,7 +295,7 @@ class Ledger:
             size = self._size(conn)
             root = self._root(conn, size)
             note = sign_checkpoint(origin, size, root, key)
-            created = _rfc3339(self.clock())
+            created = rfc3339(self.clock())
             result = conn.execute(
                 sa.insert(checkpoints_table).values(
                     tree_size=size, root_hash=root, origin=origin, key_id=key.key_id,

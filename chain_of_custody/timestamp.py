@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from chain_of_custody.errors import LedgerError, VerificationError
 from chain_of_custody.ledger import Checkpoint, checkpoints_table, metadata
+from chain_of_custody.times import rfc3339
 
 TOKENS_TABLE = "timestamp_tokens"
 MAX_RESPONSE_BYTES = 1024 * 1024  # a TimeStampResp is a few KiB; refuse anything huge
@@ -106,10 +107,6 @@ class StoredToken:
     response: bytes
     ca_pem: str
     created: str
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # -- certificates -----------------------------------------------------------------------------
