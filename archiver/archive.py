@@ -1,157 +1,64 @@
 """The composition root: one archive = settings + database + ledger + stores + key.
 
-Everything that wires ``storage`` and ``chain_of_custody`` together lives here; the CLI
-(and later the daemon and the HTTP API) only call :class:`Archive` methods.
+Everything that wires ``storage`` and ``chain_of_custody`` together lives here: opening
+an archive builds the capture pipeline's collaborators (:mod:`archiver.capture.pipeline`
+runs the stages record → seal → store → commit); :class:`Archive` itself keeps only that
+wiring, the read views (show, list, download, each recorded on the ledger) and
+verification (a capture, the ledger, its timestamps). The CLI, the daemon and the HTTP
+API only call :class:`Archive` methods.
 
-The flow of one capture (see the design): request → recorder writes one WARC → seal
-(provenance, manifest, signature) → store every artifact on every store, verified →
-one database transaction inserts the capture, its artifacts and the ``capture.completed``
-ledger entry → checkpoint. A crash before that transaction leaves at most unreferenced
-content-addressed blobs, never a ledger entry pointing at something half-written.
+Start-up cost matters (``archiver list`` must answer in a blink): the capture stack
+(httpx, yt-dlp, Playwright), the S3 store (boto3) and the similarity index (numpy) are
+imported only when first used.
 """
 
 from __future__ import annotations
 
 import json
-import platform
-import shutil
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import sqlalchemy as sa
 
 from archiver import models, schema
-from archiver.capture.browser import BrowserFetcher, BrowserOptions
-from archiver.capture.fetcher import Fetcher, FetcherReport
-from archiver.capture.media import MediaFetcher, MediaOptions
-from archiver.capture.media import similar as media_similar
+from archiver.capture.values import ArtifactView, Capture, CaptureRequest
 from archiver.clock import Clock, IdFactory, new_capture_id, rfc3339, utc_now
 from archiver.db import make_engine
-from archiver.errors import ArchiverError, CaptureError, NotFoundError, NotInitialisedError
-from archiver.recorder import (
-    ExchangeSummary,
-    PageCapture,
-    RecorderOptions,
-    capture_page,
-    open_session,
-)
+from archiver.errors import ArchiverError, NotFoundError, NotInitialisedError
 from archiver.recorder.guard import AddressPolicy, non_global_reason
 from archiver.settings import LocalStoreSettings, Settings
-from archiver.timestamps import StampResult, Timestamper
-from archiver.versions import software_versions
 from chain_of_custody import merkle
 from chain_of_custody.checkpoint import verify_note
 from chain_of_custody.digest import Digest, Hasher, digest_bytes
 from chain_of_custody.errors import CustodyError, LedgerIntegrityError, VerificationError
 from chain_of_custody.keys import PublicKey, SigningKey
 from chain_of_custody.ledger import (
+    KEY_ACTIONS,
     Checkpoint,
     Ledger,
     LedgerEntry,
     LedgerReport,
     checkpoints_table,
 )
-from chain_of_custody.manifest import Artifact, build_manifest, canonical_json, sign_manifest
+from chain_of_custody.manifest import MANIFEST_FILE, SIGNATURE_FILE
 from chain_of_custody.manifest import verify_manifest as check_manifest
 from chain_of_custody.timestamp import StoredToken, TimestampLog, tokens_table, verify_token
 from storage.base import BlobStore
 from storage.errors import StorageError
 from storage.local import LocalBlobStore
 from storage.replicated import ReplicatedBlobStore
-from storage.s3 import S3BlobStore
 
-SERVICE_ACTOR = "service:archiver"
-KEY_ACTIONS = ("key.created", "key.rotated")
-WARC_NAME = "capture.warc.gz"
-PROVENANCE_NAME = "provenance.json"
-MANIFEST_NAME = "manifest.json"
-SIGNATURE_NAME = "manifest.sig"
+if TYPE_CHECKING:
+    from archiver.capture.fetcher import Fetcher
+    from archiver.capture.pipeline import CapturePipeline, CommitHook
+    from archiver.timestamps import StampResult, Timestamper
+
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # manifests and signatures are small; never read more
-
-
-@dataclass(frozen=True)
-class ArtifactView:
-    name: str
-    role: str
-    media_type: str
-    size: int
-    sha256: str
-    sha512: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "role": self.role,
-            "media_type": self.media_type,
-            "size": self.size,
-            "sha256": self.sha256,
-            "sha512": self.sha512,
-        }
-
-
-@dataclass(frozen=True)
-class CaptureView:
-    """A capture as the database records it (completed or failed)."""
-
-    id: str
-    url: str
-    case: str | None
-    note: str | None
-    requested_by: str
-    requested_via: str
-    requested_at: str
-    status: str
-    reason: str | None
-    message: str | None
-    started: str | None
-    ended: str | None
-    final_url: str | None
-    http_status: int | None
-    manifest_sha256: str | None
-    key_id: str | None
-    ledger_seq: int | None
-    artifacts: tuple[ArtifactView, ...] = ()
-    outcomes: Mapping[str, Any] = field(default_factory=dict)
-    """Each fetcher's outcome (``media``, ``browser``): status, reason, message."""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "completed"
-
-    def artifact(self, name: str) -> ArtifactView:
-        for artifact in self.artifacts:
-            if artifact.name == name:
-                return artifact
-        names = ", ".join(a.name for a in self.artifacts) or "none"
-        raise NotFoundError(f"capture {self.id} has no artifact {name!r} (it has: {names})")
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "url": self.url,
-            "case": self.case,
-            "note": self.note,
-            "requested_by": self.requested_by,
-            "requested_via": self.requested_via,
-            "requested_at": self.requested_at,
-            "status": self.status,
-            "reason": self.reason,
-            "message": self.message,
-            "started": self.started,
-            "ended": self.ended,
-            "final_url": self.final_url,
-            "http_status": self.http_status,
-            "manifest_sha256": self.manifest_sha256,
-            "key_id": self.key_id,
-            "ledger_seq": self.ledger_seq,
-            "artifacts": [a.as_json() for a in self.artifacts],
-            "outcomes": dict(self.outcomes),
-        }
 
 
 @dataclass(frozen=True)
@@ -198,33 +105,17 @@ class Proof:
     checkpoint: Checkpoint | None
 
 
-@dataclass(frozen=True)
-class CaptureRecording:
-    """What one capture recorded into its WARC: the page, then every fetcher's report."""
-
-    page: PageCapture
-    exchanges: tuple[ExchangeSummary, ...]
-    warnings: tuple[str, ...]
-    started: datetime
-    ended: datetime
-    warc_digest: Digest
-    reports: tuple[FetcherReport, ...]
-
-    @property
-    def outcomes(self) -> dict[str, dict[str, Any]]:
-        return {report.name: report.outcome.as_json() for report in self.reports}
-
-
 def build_fetchers(settings: Settings) -> list[Fetcher]:
     """The fetchers that run after the page, in order, as the settings ask for them."""
-    fetchers: list[Fetcher] = []
+    from archiver.capture.browser import BrowserFetcher, BrowserOptions
+    from archiver.capture.media import MediaFetcher, MediaOptions
+
     # The browser first: the media fetcher picks up the media URLs it saw. Present even
     # when turned off, so every capture says why it has no browser view.
-    fetchers.append(BrowserFetcher(BrowserOptions.from_settings(settings.browser)))
     # Media always runs: with media.enabled = false it still downloads a URL that is
     # itself a video or image (the page fetcher leaves such bodies to it).
-    fetchers.append(MediaFetcher(MediaOptions.from_settings(settings.media)))
-    return fetchers
+    return [BrowserFetcher(BrowserOptions.from_settings(settings.browser)),
+            MediaFetcher(MediaOptions.from_settings(settings.media))]
 
 
 def build_store(settings: Settings) -> ReplicatedBlobStore:
@@ -234,6 +125,8 @@ def build_store(settings: Settings) -> ReplicatedBlobStore:
         if isinstance(spec, LocalStoreSettings):
             stores.append(LocalBlobStore(settings.local_store_path(spec)))
         else:
+            from storage.s3 import S3BlobStore  # boto3 takes longer to import than a list
+
             stores.append(
                 S3BlobStore.from_settings(
                     endpoint_url=spec.endpoint_url,
@@ -246,24 +139,6 @@ def build_store(settings: Settings) -> ReplicatedBlobStore:
                 )
             )
     return ReplicatedBlobStore(stores)
-
-
-def recorder_options(settings: Settings) -> RecorderOptions:
-    c = settings.capture
-    return RecorderOptions(
-        allow_private_networks=c.allow_private_networks,
-        timeout_seconds=c.timeout_seconds,
-        max_redirects=c.max_redirects,
-        max_response_bytes=c.max_response_bytes,
-        fetch_subresources=c.fetch_subresources,
-        max_subresources=c.max_subresources,
-        max_subresource_bytes=c.max_subresource_bytes,
-        max_total_bytes=c.max_total_bytes,
-        max_media_bytes=c.max_media_bytes,
-        verify_tls=c.verify_tls,
-        ca_bundle=c.ca_bundle,
-        user_agent=c.user_agent,
-    )
 
 
 def initialise(settings: Settings, *, clock: Clock = utc_now) -> InitReport:
@@ -355,7 +230,9 @@ def _load_key(path: Path, passphrase: bytes) -> SigningKey:
 
 
 class Archive:
-    """An opened, initialised archive. Use :meth:`open`; close with :meth:`close`."""
+    """An opened, initialised archive. Use :meth:`open`; close with :meth:`close`.
+
+    Thread-safe: several captures may run at once (``capture.concurrency``)."""
 
     def __init__(
         self,
@@ -365,7 +242,7 @@ class Archive:
         store: ReplicatedBlobStore,
         clock: Clock = utc_now,
         new_id: IdFactory = new_capture_id,
-        fetchers: Sequence[Fetcher] = (),
+        fetchers: Sequence[Fetcher] | None = None,
         address_policy: AddressPolicy = non_global_reason,
     ) -> None:
         self.settings = settings
@@ -374,11 +251,12 @@ class Archive:
         self.address_policy = address_policy
         self.engine = engine
         self.store = store
-        self.fetchers = tuple(fetchers)
+        self._fetchers = None if fetchers is None else tuple(fetchers)
         self.clock = clock
         self.new_id = new_id
         self.ledger = Ledger(engine, clock=clock)
         self._key: SigningKey | None = None
+        self._key_lock = threading.Lock()
         with engine.connect() as conn:
             origin = _meta(conn, "origin")
         assert origin is not None
@@ -411,13 +289,17 @@ class Archive:
                 if _meta(conn, "origin") is None:
                     raise NotInitialisedError(f"the archive was never initialised: {hint}")
             return cls(settings, engine=engine, store=build_store(settings), clock=clock,
-                       new_id=new_id, fetchers=build_fetchers(settings),
-                       address_policy=address_policy)
+                       new_id=new_id, address_policy=address_policy)
         except BaseException:
             engine.dispose()
             raise
 
     def close(self) -> None:
+        """Stop what the captures started (the shared browser) and release the database."""
+        for fetcher in self._fetchers or ():
+            close = getattr(fetcher, "close", None)
+            if close is not None:
+                close()
         self.engine.dispose()
 
     def __enter__(self) -> Archive:
@@ -431,9 +313,10 @@ class Archive:
     @property
     def signing_key(self) -> SigningKey:
         """The archive's key, decrypted on first use. Raises on a wrong passphrase."""
-        if self._key is None:
-            self._key = _load_key(self.settings.key_file, self.settings.passphrase())
-        return self._key
+        with self._key_lock:
+            if self._key is None:
+                self._key = _load_key(self.settings.key_file, self.settings.passphrase())
+            return self._key
 
     def key_history(self) -> list[dict[str, Any]]:
         """Every signing key of the archive, oldest first, with its public PEM."""
@@ -474,6 +357,33 @@ class Archive:
 
     # -- capture ------------------------------------------------------------------------
 
+    @property
+    def fetchers(self) -> tuple[Fetcher, ...]:
+        """The fetchers that follow the page (built on first use: they import yt-dlp and
+        Playwright, which the reading commands never need)."""
+        if self._fetchers is None:
+            self._fetchers = tuple(build_fetchers(self.settings))
+        return self._fetchers
+
+    @cached_property
+    def pipeline(self) -> CapturePipeline:
+        """The capture stages, wired to this archive's collaborators."""
+        from archiver.capture.page import PageFetcher
+        from archiver.capture.pipeline import (
+            CapturePipeline,
+            Collaborators,
+            host_facts,
+            recorder_options,
+        )
+
+        return CapturePipeline(Collaborators(
+            engine=self.engine, ledger=self.ledger, blobs=self.store, page=PageFetcher(),
+            fetchers=self.fetchers, options=recorder_options(self.settings),
+            host=host_facts(self.settings), work_dir=self.settings.work_dir,
+            clock=self.clock, address_policy=self.address_policy,
+            key=lambda: self.signing_key, after_commit=self.maybe_checkpoint,
+        ))
+
     def capture(
         self,
         url: str,
@@ -484,331 +394,34 @@ class Archive:
         via: str = "cli",
         source: str | None = None,
         capture_id: str | None = None,
-    ) -> CaptureView:
+        hook: CommitHook | None = None,
+    ) -> Capture:
         """Capture one URL, seal, store and record it. A failed capture is recorded too.
 
         ``via`` says through what the request came (``cli``, ``api``, ``watch``);
         ``source`` optionally names what made it (``watch:<id>``, ``job:<id>``) and is
         recorded in the manifest and the ledger; ``capture_id`` lets a caller that
-        tracks the capture (a job queue) choose its id, else a new one is made.
+        tracks the capture (a job queue) choose its id, else a new one is made;
+        ``hook`` writes the caller's own rows in the same transaction as the outcome.
 
         Returns the capture as recorded (``status`` ``completed`` or ``failed``); raises
         only for problems of the archive itself (key, database), not of the target.
         """
-        key = self.signing_key  # a wrong passphrase must stop us before any fetch
-        actor = actor or self.settings.operator
-        capture_id = capture_id or self.new_id()
-        requested_at = rfc3339(self.clock())
-        requested = {
-            "url": url,
-            "by": actor,
-            "at": requested_at,
-            "via": via,
-            "source": source,
-            "case": case,
-            "note": note,
-        }
-        with self.engine.begin() as conn:
-            case_id = self._case_id(conn, case) if case else None
-            self.ledger.append(
-                actor=actor,
-                action="capture.requested",
-                subject=f"capture:{capture_id}",
-                payload={"url": url, "case": case, "note": note, "via": via,
-                         "source": source},
-                connection=conn,
-            )
-        work = self.settings.work_dir / capture_id
-        work.mkdir(parents=True, mode=0o700)
-        try:
-            try:
-                result = self._record(url, work, capture_id)
-                artifacts = self._seal(work, capture_id, requested, result, key)
-                self._store(work, artifacts)
-            except (CaptureError, StorageError) as exc:
-                reason = exc.reason if isinstance(exc, CaptureError) else "storage"
-                return self._record_failure(
-                    capture_id, url, case_id, note, actor, via, requested_at, reason, str(exc)
-                )
-            return self._record_completion(
-                capture_id, url, case_id, note, actor, via, requested_at, result, artifacts, key
-            )
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-
-    def _record(self, url: str, work: Path, capture_id: str) -> CaptureRecording:
-        """The page, then each fetcher, into one WARC, published when all are done."""
-        with open_session(
-            work / WARC_NAME,
-            options=recorder_options(self.settings),
-            warcinfo=self._warcinfo(capture_id),
-            clock=self.clock,
-            address_policy=self.address_policy,
-        ) as session:
-            page = capture_page(session, url)
-            reports = tuple(fetcher.run(session, page, work) for fetcher in self.fetchers)
-            ended = self.clock()
-            digest = session.publish()
-        return CaptureRecording(
-            page=page, exchanges=tuple(session.exchanges), warnings=tuple(session.warnings),
-            started=session.started, ended=ended, warc_digest=digest, reports=reports,
+        request = CaptureRequest(
+            capture_id=capture_id or self.new_id(), url=url,
+            actor=actor or self.settings.operator, via=via, requested_at=self.clock(),
+            case=case, note=note, source=source,
         )
+        return self.pipeline.run(request, hook=hook)
 
-    def _warcinfo(self, capture_id: str) -> dict[str, str]:
-        versions = software_versions()
-        return {
-            "software": " ".join(f"{name}/{v}" for name, v in versions.items()),
-            "format": "WARC File Format 1.1",
-            "conformsTo": "https://iipc.github.io/warc-specifications/specifications/"
-            "warc-format/warc-1.1/",
-            "hostname": socket.gethostname(),
-            "operator": self.settings.operator,
-            "capture-id": capture_id,
-            "config-sha256": self.settings.digest(),
-            "robots": "ignore",
-        }
-
-    def _seal(
-        self,
-        work: Path,
-        capture_id: str,
-        requested: Mapping[str, Any],
-        result: CaptureRecording,
-        key: SigningKey,
-    ) -> list[tuple[Artifact, Path]]:
-        page = result.page
-        files = [(Artifact(WARC_NAME, "warc", "application/warc", result.warc_digest),
-                  work / WARC_NAME)]
-        for report in result.reports:
-            files += [(Artifact(d.name, d.role, d.media_type, d.digest), d.path)
-                      for d in report.artifacts]
-        provenance_bytes = canonical_json(self._provenance(capture_id, result))
-        provenance_path = work / PROVENANCE_NAME
-        provenance_path.write_bytes(provenance_bytes)
-        files.append((Artifact(PROVENANCE_NAME, "provenance", "application/json",
-                               digest_bytes(provenance_bytes)), provenance_path))
-        software = dict(software_versions())
-        for report in result.reports:
-            software.update(report.software)
-        manifest = build_manifest(
-            capture_id=capture_id,
-            requested=requested,
-            happened={
-                "started": rfc3339(result.started),
-                "ended": rfc3339(result.ended),
-                "host": socket.gethostname(),
-                "software": software,
-                "fetchers": {
-                    report.name: {"outcome": report.outcome.as_json(), **report.summary}
-                    for report in result.reports
-                },
-            },
-            target={
-                "final_url": page.final_url,
-                "http_status": page.status,
-                "peer_ip": page.peer_ip,
-                "tls_certificate_sha256": page.tls_certificate_sha256,
-                "redirects": [{"url": u, "status": s} for u, s in page.redirects],
-                "content_type": page.content_type,
-            },
-            artifacts=[artifact for artifact, _ in files],
-            key_id=key.key_id,
-        )
-        signed = sign_manifest(manifest, key)
-        (work / MANIFEST_NAME).write_bytes(signed.canonical)
-        (work / SIGNATURE_NAME).write_bytes(signed.signature)
-        # Manifest and signature are stored and listed like artifacts, but the manifest
-        # cannot list itself: roles "manifest"/"signature" exist only outside it.
-        return [
-            *files,
-            (Artifact(MANIFEST_NAME, "manifest", "application/json", signed.digest),
-             work / MANIFEST_NAME),
-            (Artifact(SIGNATURE_NAME, "signature", "application/octet-stream",
-                      digest_bytes(signed.signature)), work / SIGNATURE_NAME),
-        ]
-
-    def _provenance(self, capture_id: str, result: CaptureRecording) -> dict[str, Any]:
-        duration = (result.ended - result.started).total_seconds()
-        page = result.page
-        return {
-            "type": "evidence-archiver/provenance/v1",
-            "capture_id": capture_id,
-            "software": software_versions(),
-            "host": {
-                "hostname": socket.gethostname(),
-                "platform": platform.platform(),
-                "operator": self.settings.operator,
-            },
-            "options": self.settings.capture.model_dump(mode="json"),
-            "config_sha256": self.settings.digest(),
-            "timings": {
-                "started": rfc3339(result.started),
-                "ended": rfc3339(result.ended),
-                "duration_ms": round(duration * 1000, 3),
-            },
-            "network": {
-                "requested_url": page.requested_url,
-                "final_url": page.final_url,
-                "peer_ip": page.peer_ip,
-                "peer_port": page.peer_port,
-                "tls_certificate_sha256": page.tls_certificate_sha256,
-                "redirects": [{"url": u, "status": s} for u, s in page.redirects],
-                "exchanges": [
-                    {
-                        "url": x.url,
-                        "method": x.method,
-                        "role": x.role,
-                        "status": x.status,
-                        "peer_ip": x.peer_ip,
-                        "started": rfc3339(x.started),
-                        "ended": rfc3339(x.ended),
-                        "response_bytes": x.response_bytes,
-                        "truncated": x.truncated,
-                        "revisit_of": x.revisit_of,
-                    }
-                    for x in result.exchanges
-                ],
-            },
-            "subresources_fetched": page.subresources_fetched,
-            "fetchers": {
-                report.name: {"outcome": report.outcome.as_json(), **report.provenance}
-                for report in result.reports
-            },
-            "warnings": list(result.warnings),
-        }
-
-    def _store(self, work: Path, artifacts: Sequence[tuple[Artifact, Path]]) -> None:
-        for artifact, path in artifacts:
-            # The store re-hashes what it wrote and refuses a copy that differs from the
-            # digest we computed while writing: the second half of "verify twice".
-            self.store.put_file(path, sha256=artifact.digest.sha256, size=artifact.digest.size)
-
-    def _record_failure(
-        self,
-        capture_id: str,
-        url: str,
-        case_id: int | None,
-        note: str | None,
-        actor: str,
-        via: str,
-        requested_at: str,
-        reason: str,
-        message: str,
-    ) -> CaptureView:
-        with self.engine.begin() as conn:
-            entry = self.ledger.append(
-                actor=SERVICE_ACTOR,
-                action="capture.failed",
-                subject=f"capture:{capture_id}",
-                payload={"url": url, "reason": reason, "message": message},
-                connection=conn,
-            )
-            conn.execute(
-                sa.insert(models.captures).values(
-                    id=capture_id, url=url, case_id=case_id, note=note, requested_by=actor,
-                    requested_via=via, requested_at=requested_at, status="failed",
-                    reason=reason, message=message, ended=entry.time, ledger_seq=entry.seq,
-                )
-            )
-        self._maybe_checkpoint()
-        return self.get_capture(capture_id)
-
-    def _record_completion(
-        self,
-        capture_id: str,
-        url: str,
-        case_id: int | None,
-        note: str | None,
-        actor: str,
-        via: str,
-        requested_at: str,
-        result: CaptureRecording,
-        artifacts: Sequence[tuple[Artifact, Path]],
-        key: SigningKey,
-    ) -> CaptureView:
-        by_name = {a.name: a for a, _ in artifacts}
-        manifest = by_name[MANIFEST_NAME]
-        with self.engine.begin() as conn:
-            entry = self.ledger.append(
-                actor=SERVICE_ACTOR,
-                action="capture.completed",
-                subject=f"capture:{capture_id}",
-                payload={
-                    "url": url,
-                    "final_url": result.page.final_url,
-                    "http_status": result.page.status,
-                    "fetchers": result.outcomes,
-                    "manifest_sha256": manifest.digest.sha256,
-                    "signature_sha256": by_name[SIGNATURE_NAME].digest.sha256,
-                    "key_id": key.key_id,
-                    "artifacts": [
-                        {"name": a.name, "sha256": a.digest.sha256, "size": a.digest.size}
-                        for a, _ in artifacts
-                    ],
-                    "stores": [s.name for s in self.store.stores],
-                },
-                connection=conn,
-            )
-            conn.execute(
-                sa.insert(models.captures).values(
-                    id=capture_id, url=url, case_id=case_id, note=note, requested_by=actor,
-                    requested_via=via, requested_at=requested_at, status="completed",
-                    started=rfc3339(result.started), ended=rfc3339(result.ended),
-                    final_url=result.page.final_url, http_status=result.page.status,
-                    manifest_sha256=manifest.digest.sha256, key_id=key.key_id,
-                    ledger_seq=entry.seq, outcomes=json.dumps(result.outcomes, sort_keys=True),
-                )
-            )
-            for report in result.reports:
-                if report.outcome.reason == "removed":
-                    # The platform's refusal is itself evidence, sealed in this capture.
-                    self.ledger.append(
-                        actor=SERVICE_ACTOR,
-                        action="target.gone",
-                        subject=f"capture:{capture_id}",
-                        payload={
-                            "url": url,
-                            "fetcher": report.name,
-                            "reason": report.outcome.reason,
-                            "message": report.outcome.message,
-                            "manifest_sha256": manifest.digest.sha256,
-                        },
-                        connection=conn,
-                    )
-            conn.execute(
-                sa.insert(models.artifacts),
-                [
-                    {
-                        "capture_id": capture_id, "name": a.name, "role": a.role,
-                        "media_type": a.media_type, "size": a.digest.size,
-                        "sha256": a.digest.sha256, "sha512": a.digest.sha512,
-                    }
-                    for a, _ in artifacts
-                ],
-            )
-        self._maybe_checkpoint()
-        return self.get_capture(capture_id)
-
-    def _maybe_checkpoint(self) -> None:
+    def maybe_checkpoint(self) -> None:
+        """Checkpoint the ledger now if ``ledger.checkpoint_after_capture`` says so."""
         if self.settings.ledger.checkpoint_after_capture:
             self.checkpoint()
 
-    def _case_id(self, conn: sa.Connection, name: str) -> int:
-        found = conn.execute(
-            sa.select(models.cases.c.id).where(models.cases.c.name == name)
-        ).scalar_one_or_none()
-        if found is not None:
-            return int(found)
-        inserted = conn.execute(
-            sa.insert(models.cases).values(name=name, created=rfc3339(self.clock()))
-        )
-        primary_key = inserted.inserted_primary_key
-        assert primary_key is not None
-        return int(primary_key[0])
-
     # -- reading ------------------------------------------------------------------------
 
-    def get_capture(self, capture_id: str) -> CaptureView:
+    def get_capture(self, capture_id: str) -> Capture:
         """Find a capture by id or unique id prefix. Raises :class:`NotFoundError`."""
         c = models.captures
         with self.engine.connect() as conn:
@@ -830,7 +443,7 @@ class Archive:
             ).all()
         return _capture_view(row, artifact_rows)
 
-    def list_captures(self, *, case: str | None = None) -> list[CaptureView]:
+    def list_captures(self, *, case: str | None = None) -> list[Capture]:
         c = models.captures
         query = (
             sa.select(c, models.cases.c.name.label("case_name"))
@@ -855,7 +468,7 @@ class Archive:
             by_capture.setdefault(artifact.capture_id, []).append(artifact)
         return [_capture_view(row, by_capture.get(row.id, [])) for row in rows]
 
-    def record_view(self, capture: CaptureView, *, actor: str | None = None) -> None:
+    def record_view(self, capture: Capture, *, actor: str | None = None) -> None:
         """Record that a person looked at a capture (``access.viewed``)."""
         self.ledger.append(
             actor=actor or self.settings.operator,
@@ -916,11 +529,11 @@ class Archive:
             manifest_sha = str(entry.payload.get("manifest_sha256"))
             signature_sha = entry.payload.get("signature_sha256")
         checks.append(anchor)
-        manifest_bytes = self._read_small_blob(manifest_sha, MANIFEST_NAME, checks)
-        sig_artifact = next((a for a in capture.artifacts if a.name == SIGNATURE_NAME), None)
+        manifest_bytes = self._read_small_blob(manifest_sha, MANIFEST_FILE, checks)
+        sig_artifact = next((a for a in capture.artifacts if a.name == SIGNATURE_FILE), None)
         sig_sha = signature_sha if isinstance(signature_sha, str) else (
             sig_artifact.sha256 if sig_artifact else None)
-        signature = self._read_small_blob(sig_sha, SIGNATURE_NAME, checks) if sig_sha else None
+        signature = self._read_small_blob(sig_sha, SIGNATURE_FILE, checks) if sig_sha else None
         manifest: dict[str, Any] | None = None
         if manifest_bytes is not None and signature is not None:
             try:
@@ -933,7 +546,7 @@ class Archive:
         if manifest.get("capture_id") != capture.id:
             checks.append(Check("manifest", "manifest belongs to another capture"))
         expected = {a["name"]: a for a in manifest.get("artifacts", [])}
-        recorded = {a.name for a in capture.artifacts} - {MANIFEST_NAME, SIGNATURE_NAME}
+        recorded = {a.name for a in capture.artifacts} - {MANIFEST_FILE, SIGNATURE_FILE}
         if recorded != set(expected):
             checks.append(Check(
                 "artifact list",
@@ -945,7 +558,7 @@ class Archive:
         return CaptureVerification(capture.id, tuple(checks))
 
     def _check_ledger_anchor(
-        self, capture: CaptureView, checks: list[Check]
+        self, capture: Capture, checks: list[Check]
     ) -> tuple[LedgerEntry | None, Check]:
         assert capture.ledger_seq is not None
         name = f"ledger entry {capture.ledger_seq}"
@@ -1079,6 +692,8 @@ class Archive:
     @cached_property
     def timestamper(self) -> Timestamper:
         """Asks the configured TSAs for tokens; remembers which failed recently."""
+        from archiver.timestamps import Timestamper
+
         return Timestamper(self.settings.timestamp, TimestampLog(self.engine),
                            clock=self.clock)
 
@@ -1100,9 +715,11 @@ class Archive:
     def index_media_hashes(self) -> int:
         """Add the PDQ hashes of every completed capture not indexed yet, read from its
         signed manifest; returns how many captures were indexed."""
+        from archiver.capture.media import similar as media_similar
+
         def read_manifest(sha256: str) -> dict[str, Any]:
             checks: list[Check] = []
-            data = self._read_small_blob(sha256, MANIFEST_NAME, checks)
+            data = self._read_small_blob(sha256, MANIFEST_FILE, checks)
             if data is None:
                 raise ArchiverError(f"cannot index media hashes: {checks[0].problem}")
             manifest: dict[str, Any] = json.loads(data)
@@ -1111,9 +728,11 @@ class Archive:
         return media_similar.index_pending(self.engine, read_manifest, now=rfc3339(self.clock()))
 
     def similar_to_capture(self, capture_id: str, *, max_distance: int) -> tuple[
-            CaptureView, list[Any]]:
+            Capture, list[Any]]:
         """Captures whose media look like those of ``capture_id`` (itself excluded).
         Raises :class:`NotFoundError`."""
+        from archiver.capture.media import similar as media_similar
+
         capture = self.get_capture(capture_id)
         self.index_media_hashes()
         query = media_similar.capture_hashes(self.engine, capture.id)
@@ -1122,12 +741,14 @@ class Archive:
 
     def similar_to_hashes(self, query: Sequence[str], *, max_distance: int) -> list[Any]:
         """Captures with media within ``max_distance`` of any of the PDQ ``query`` hashes."""
+        from archiver.capture.media import similar as media_similar
+
         self.index_media_hashes()
         return media_similar.search(self.engine, list(query), max_distance=max_distance)
 
 
-def _capture_view(row: Any, artifact_rows: Sequence[Any]) -> CaptureView:
-    return CaptureView(
+def _capture_view(row: Any, artifact_rows: Sequence[Any]) -> Capture:
+    return Capture(
         id=row.id,
         url=row.url,
         case=row.case_name,
@@ -1156,8 +777,8 @@ def _capture_view(row: Any, artifact_rows: Sequence[Any]) -> CaptureView:
 __all__ = [
     "Archive",
     "ArtifactView",
+    "Capture",
     "CaptureVerification",
-    "CaptureView",
     "Check",
     "InitReport",
     "LedgerIntegrityError",

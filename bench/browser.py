@@ -29,7 +29,8 @@ from benchlib import ROOT, serve
 sys.path.insert(0, str(ROOT))
 
 from archiver.capture.browser import BrowserFetcher, BrowserOptions
-from archiver.recorder import RecorderOptions, capture_page, open_session
+from archiver.capture.page import capture_page
+from archiver.recorder import RecorderOptions, open_session
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"

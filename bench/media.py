@@ -82,7 +82,8 @@ def _phase_plain(url: str, directory: Path) -> dict[str, Any]:
 
 def _phase_capture(url: str, directory: Path) -> dict[str, Any]:
     from archiver.capture.media import MediaFetcher, MediaOptions
-    from archiver.recorder import RecorderOptions, capture_page, open_session
+    from archiver.capture.page import capture_page
+    from archiver.recorder import RecorderOptions, open_session
 
     began = time.perf_counter()
     options = RecorderOptions(allow_private_networks=True, timeout_seconds=3600,

@@ -12,11 +12,13 @@ the ledger as ``target.gone``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from archiver.recorder import PageCapture, RecordingSession
+from archiver.capture.page import PageCapture
+from archiver.recorder import RecordingSession
 from chain_of_custody.digest import Digest
 
 OutcomeStatus = Literal["ok", "none", "partial", "failed", "skipped"]
@@ -46,16 +48,18 @@ class Outcome:
         return {"status": self.status, "reason": self.reason, "message": self.message}
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class FetcherReport:
+    """What one fetcher did for a capture: a value handed from the record stage to seal."""
+
     name: str
     outcome: Outcome
-    artifacts: list[DerivedArtifact] = field(default_factory=list)
-    software: dict[str, str] = field(default_factory=dict)
+    artifacts: tuple[DerivedArtifact, ...] = ()
+    software: Mapping[str, str] = field(default_factory=dict)
     """Versions to name in the manifest's ``happened.software`` (e.g. yt-dlp, Chromium)."""
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: Mapping[str, Any] = field(default_factory=dict)
     """What the manifest says about this fetcher (``happened.fetchers.<name>``)."""
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: Mapping[str, Any] = field(default_factory=dict)
     """Details for ``provenance.json`` (options, timings, formats, browser flags)."""
 
 

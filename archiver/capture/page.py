@@ -39,12 +39,10 @@ from archiver.recorder.session import (
 from chain_of_custody.digest import Digest
 
 __all__ = [
-    "ExchangeSummary",
     "PageCapture",
-    "RecorderOptions",
+    "PageFetcher",
     "RecordingResult",
     "capture_page",
-    "new_record_id",
     "record_capture",
 ]
 
@@ -262,3 +260,17 @@ def _budget_exhausted(session: RecordingSession, fetched: int, left: int) -> str
     if session.deadline.expired:
         return f"{left} subresource(s) not fetched: the capture time limit ran out"
     return None
+
+
+class PageFetcher:
+    """The first fetcher of every capture: the page, its redirects and (when
+    ``capture.fetch_subresources``) the resources it references, into the session.
+
+    Unlike the fetchers that follow it, it raises: without the page there is no capture.
+    Its limits are the session's (``capture.*``)."""
+
+    name = "page"
+
+    def fetch(self, session: RecordingSession, url: str) -> PageCapture:
+        """See :func:`capture_page`; raises ``archiver.errors.CaptureError`` subclasses."""
+        return capture_page(session, url)

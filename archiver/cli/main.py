@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from archiver import __version__
-from archiver.archive import Archive, CaptureView, initialise
+from archiver.archive import Archive, Capture, initialise
 from archiver.cli import export as cli_export
 from archiver.cli import media as cli_media
 from archiver.cli import watch as cli_watch
@@ -315,7 +315,7 @@ def _cmd_key(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _print_capture(out: TextIO, capture: CaptureView, *, full: bool = False) -> None:
+def _print_capture(out: TextIO, capture: Capture, *, full: bool = False) -> None:
     print(f"capture {capture.id}  {capture.status}", file=out)
     print(f"  url:          {capture.url}", file=out)
     if not capture.ok:

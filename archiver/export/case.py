@@ -50,7 +50,7 @@ from typing import IO, Any, cast
 import sqlalchemy as sa
 
 from archiver import __version__, models
-from archiver.archive import Archive, CaptureView
+from archiver.archive import Archive, Capture
 from archiver.clock import rfc3339
 from archiver.errors import ArchiverError, NotFoundError
 from archiver.export.guide import verify_md
@@ -173,7 +173,7 @@ class _Plan:
     actor: str
     exported_at: datetime
     bag_name: str
-    captures: list[CaptureView]
+    captures: list[Capture]
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
     checkpoint: Checkpoint | None = None
@@ -272,7 +272,7 @@ def _bag_name(case: str, when: datetime) -> str:
 # -- selecting --------------------------------------------------------------------------------
 
 
-def _select(archive: Archive, case: str, capture_ids: Sequence[str]) -> list[CaptureView]:
+def _select(archive: Archive, case: str, capture_ids: Sequence[str]) -> list[Capture]:
     with archive.engine.connect() as conn:
         exists = conn.execute(
             sa.select(models.cases.c.id).where(models.cases.c.name == case)
@@ -289,7 +289,7 @@ def _select(archive: Archive, case: str, capture_ids: Sequence[str]) -> list[Cap
         if not ids:
             raise NotFoundError(f"case {case!r} has no captures to export")
         return [archive.get_capture(capture_id) for capture_id in ids]
-    chosen: dict[str, CaptureView] = {}
+    chosen: dict[str, Capture] = {}
     for prefix in capture_ids:
         capture = archive.get_capture(prefix)
         if capture.case != case:
@@ -299,7 +299,7 @@ def _select(archive: Archive, case: str, capture_ids: Sequence[str]) -> list[Cap
     return list(chosen.values())
 
 
-def _entries(archive: Archive, case: str, captures: Sequence[CaptureView]) -> list[LedgerEntry]:
+def _entries(archive: Archive, case: str, captures: Sequence[Capture]) -> list[LedgerEntry]:
     found: dict[int, LedgerEntry] = {}
     for capture in captures:
         for entry in archive.ledger.entries(subject=f"capture:{capture.id}"):
@@ -323,7 +323,7 @@ def _read_small(archive: Archive, sha256: str, what: str) -> bytes:
 
 
 def _checked_manifest(
-    archive: Archive, capture: CaptureView, keys: Mapping[str, Any]
+    archive: Archive, capture: Capture, keys: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The capture's signed manifest (and its bytes and signature), checked against the
     ledger and the key history: what the bundle's files must match."""
@@ -486,7 +486,7 @@ def _check_staged(item: _File) -> None:
 
 @dataclass(frozen=True)
 class _Replay:
-    capture: CaptureView
+    capture: Capture
     warcs: list[Path]
     target: Path
 
@@ -558,7 +558,7 @@ def _stage_keys(
     return keys
 
 
-def _capture_json(capture: CaptureView, sealed: Mapping[str, Any] | None) -> dict[str, Any]:
+def _capture_json(capture: Capture, sealed: Mapping[str, Any] | None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": capture.id, "url": capture.url, "status": capture.status,
         "requested_by": capture.requested_by, "requested_at": capture.requested_at,

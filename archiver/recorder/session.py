@@ -24,8 +24,8 @@ profile) pointing at the first response record of this same WARC.
 Exchanges are serialised by a lock: the WARC is one sequential file, and the fetchers
 that share a session call it from their own threads.
 
-Failures of one exchange raise ``archiver.errors`` (httpx, httpcore, ssl and socket
-errors are translated in :func:`_translated`, and only there).
+Failures of one exchange raise ``archiver.errors`` (httpcore, ssl and socket errors are
+translated by :class:`~archiver.recorder.transport.GuardedTransport`, and only there).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from typing import IO, Literal
 from urllib.parse import urljoin, urlsplit
 
 import certifi
-import httpcore
 import httpx
 
 from archiver.clock import utc_now
@@ -51,7 +50,6 @@ from archiver.errors import (
     ConfigError,
     FetchFailed,
     FetchTimeout,
-    TlsError,
     TooManyRedirects,
 )
 from archiver.recorder.guard import AddressPolicy, check_url, non_global_reason
@@ -64,6 +62,7 @@ from archiver.recorder.links import (
     text_decoder,
 )
 from archiver.recorder.model import ExchangeSummary, RecorderOptions, Role, new_record_id
+from archiver.recorder.transport import GuardedTransport
 from archiver.recorder.warcfile import WarcFile
 from archiver.recorder.wire import (
     ByteLimitReached,
@@ -381,7 +380,10 @@ class RecordingSession:
         )
         started = self.clock()
         try:
-            with _translated(url, deadline), self._transport(backend) as transport:
+            with GuardedTransport(
+                backend, ssl_context=self.ssl_context,
+                time_limit=f"the capture time limit of {deadline.seconds:g} s",
+            ) as transport:
                 status, reason, headers, sink, writer, truncated = self._transfer(
                     transport, request, parsed, role, wire, body, parse_links, on_headers
                 )
@@ -413,7 +415,7 @@ class RecordingSession:
 
     def _transfer(
         self,
-        transport: httpx.HTTPTransport,
+        transport: GuardedTransport,
         request: OutgoingRequest,
         parsed: httpx.URL,
         role: Role,
@@ -495,25 +497,6 @@ class RecordingSession:
         headers += [("Accept-Encoding", ACCEPT_ENCODING), ("Connection", "close")]
         return httpx.Request(request.method, url, headers=headers,
                              content=request.content or None)
-
-    def _transport(self, backend: RecordingBackend) -> httpx.HTTPTransport:
-        transport = httpx.HTTPTransport(
-            verify=self.ssl_context, http1=True, http2=False, retries=0
-        )
-        # httpx has no public parameter for an httpcore network backend; its transport
-        # sends every request through ``_pool``, so we give it a pool built on ours.
-        # HTTP/1.1 only (the WARC records HTTP/1.x text); no keep-alive and no retries:
-        # one connection per exchange, so a connection's bytes are one exchange's bytes.
-        transport._pool = httpcore.ConnectionPool(
-            ssl_context=self.ssl_context,
-            max_connections=1,
-            max_keepalive_connections=0,
-            http1=True,
-            http2=False,
-            retries=0,
-            network_backend=backend,
-        )
-        return transport
 
     def _write(
         self,
@@ -723,45 +706,6 @@ def _unverified_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
-
-
-@contextmanager
-def _translated(url: str, deadline: Deadline) -> Iterator[None]:
-    """The one place where httpx/httpcore/ssl/socket failures become archiver errors.
-
-    httpcore maps socket and ssl errors to its own exceptions (``raise … from exc``) and
-    httpx maps those to its own; we walk the cause chain for the ssl error underneath.
-    Our own signals (FetchRefused from the guard, ByteLimitReached) pass through both
-    libraries untouched and are not handled here.
-    """
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise FetchTimeout(
-            f"the capture time limit of {deadline.seconds:g} s ran out while fetching {url}"
-        ) from exc
-    except httpx.TransportError as exc:
-        tls = _ssl_cause(exc)
-        if tls is not None:
-            if isinstance(tls, ssl.SSLCertVerificationError):
-                shown = f"certificate verify failed: {tls.verify_message}"
-            else:
-                shown = str(tls.reason or tls)
-            raise TlsError(f"TLS failure fetching {url}: {shown}") from exc
-        raise FetchFailed(f"could not fetch {url}: {exc or type(exc).__name__}") from exc
-    except (httpcore.ProtocolError, httpcore.NetworkError) as exc:  # outside httpx's map
-        raise FetchFailed(f"could not fetch {url}: {exc or type(exc).__name__}") from exc
-
-
-def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 __all__ = [

@@ -50,7 +50,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from archiver import models
-from archiver.archive import Archive, CaptureView
+from archiver.archive import Archive, Capture
 from archiver.clock import Clock, rfc3339, utc_now
 from archiver.errors import NotFoundError
 from archiver.logs import event
@@ -68,7 +68,7 @@ from archiver.watch.jobs import (
     judge_capture,
 )
 from archiver.watch.poller import Poller
-from archiver.watch.revisit import Revisits
+from archiver.watch.revisit import GoneVerdict, Revisits
 from archiver.watch.scheduler import SchedulerLock, WatchScheduler
 from archiver.watch.sources import GuardedFetcher, build_sources
 from storage.errors import StorageError
@@ -275,11 +275,20 @@ class JobRunner:
         self.revisits = revisits
 
     def run(self, job: Job, worker: str) -> Job | None:
-        """Capture (unless this attempt's capture is already recorded), then finish the
-        job, its revisit plan and any takedown in one transaction. Returns the job as
-        it now is, or None when the worker no longer held it."""
+        """Capture, then finish the job, its revisit plan and any takedown in the same
+        transaction as the capture's outcome. Returns the job as it now is, or None when
+        the worker no longer held it."""
+        finish = _JobFinish(self, job, worker)
         view = self._recorded(job.capture_id)
-        if view is None:
+        if view is not None:
+            # This attempt's capture is recorded but its job was not finished with it
+            # (an archive of an older version was stopped in between): finish it now.
+            prepared = finish.prepare(view)
+            with self.archive.engine.begin() as conn:
+                finish.apply(conn, view, prepared)
+            if finish.gone_seq is not None:
+                self.archive.maybe_checkpoint()
+        else:
             shutil.rmtree(self.archive.settings.work_dir / job.capture_id, ignore_errors=True)
             event(log, "capture.started", job=job.id, capture=job.capture_id, url=job.url,
                   attempt=job.attempts)
@@ -287,35 +296,19 @@ class JobRunner:
                 view = self.archive.capture(
                     job.url, case=job.case, note=job.note, actor=job.requested_by,
                     via=job.via, source=job.capture_source, capture_id=job.capture_id,
+                    hook=finish,
                 )
             except Exception as exc:  # the job loop: record the failure, carry on
                 log.exception("capture.crashed", extra={"fields": {"job": job.id}})
                 return self._errored(job, worker, f"{type(exc).__name__}: {exc}")
-        verdict = judge_capture(view.status, view.reason, view.http_status)
-        final = not verdict.retry or job.attempts >= job.max_attempts
-        gone = None
-        if final and (job.kind == KIND_REVISIT or job.via == "watch"):
-            gone = self.revisits.judge(view)
-        gone_seq = None
-        with self.archive.engine.begin() as conn:
-            updated = self.queue.finish(job, worker, verdict, connection=conn)
-            if updated is not None and updated.state != QUEUED:
-                if gone is not None:
-                    gone_seq = self.revisits.record_gone(
-                        conn, view, gone, revisit_of=job.revisit_of, watch_id=job.watch_id)
-                if job.kind == KIND_REVISIT and job.revisit_of:
-                    self.revisits.visited(conn, job.revisit_of, view, gone_seq)
-                elif gone is None and view.ok and self.revisits.wanted_for(job):
-                    self.revisits.plan(conn, view, job)
-        if gone_seq is not None and self.archive.settings.ledger.checkpoint_after_capture:
-            self.archive.checkpoint()
+        updated, gone = finish.updated, finish.gone
         event(log, "job.finished", job=job.id, capture=view.id, status=view.status,
               http_status=view.http_status, reason=view.reason,
               state=updated.state if updated else "lost",
               gone=gone.reason if gone else None)
         return updated
 
-    def _recorded(self, capture_id: str) -> CaptureView | None:
+    def _recorded(self, capture_id: str) -> Capture | None:
         try:
             return self.archive.get_capture(capture_id)
         except NotFoundError:
@@ -329,6 +322,46 @@ class JobRunner:
             if updated is not None and updated.state == FAILED and job.revisit_of:
                 self.revisits.visited(conn, job.revisit_of, None, None)
         return updated
+
+
+class _JobFinish:
+    """The job's part of a capture's commit (a :class:`~archiver.capture.pipeline.
+    CommitHook`): the job's new state, its revisit plan, and a takedown a revisit shows,
+    written in the capture's own transaction."""
+
+    def __init__(self, runner: JobRunner, job: Job, worker: str) -> None:
+        self.runner = runner
+        self.job = job
+        self.worker = worker
+        self.updated: Job | None = None
+        self.gone: GoneVerdict | None = None
+        self.gone_seq: int | None = None
+
+    def prepare(self, capture: Capture) -> tuple[Verdict, GoneVerdict | None]:
+        job = self.job
+        verdict = judge_capture(capture.status, capture.reason, capture.http_status)
+        final = not verdict.retry or job.attempts >= job.max_attempts
+        gone = None
+        if final and (job.kind == KIND_REVISIT or job.via == "watch"):
+            # may read the stored WARC (removal markers): before the transaction
+            gone = self.runner.revisits.judge(capture)
+        return verdict, gone
+
+    def apply(self, conn: sa.Connection, capture: Capture,
+              prepared: tuple[Verdict, GoneVerdict | None]) -> None:
+        verdict, gone = prepared
+        job, revisits = self.job, self.runner.revisits
+        updated = self.runner.queue.finish(job, self.worker, verdict, connection=conn)
+        if updated is not None and updated.state != QUEUED:
+            if gone is not None:
+                self.gone = gone
+                self.gone_seq = revisits.record_gone(
+                    conn, capture, gone, revisit_of=job.revisit_of, watch_id=job.watch_id)
+            if job.kind == KIND_REVISIT and job.revisit_of:
+                revisits.visited(conn, job.revisit_of, capture, self.gone_seq)
+            elif gone is None and capture.ok and revisits.wanted_for(job):
+                revisits.plan(conn, capture, job)
+        self.updated = updated
 
 
 # -- a worker ---------------------------------------------------------------------------

@@ -47,6 +47,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from archiver import models
+from archiver.capture.values import SERVICE_ACTOR
 from archiver.clock import Clock, IdFactory, new_capture_id, rfc3339, utc_now
 from archiver.errors import NotFoundError
 from archiver.settings import Settings
@@ -76,7 +77,6 @@ _CLAIM_TRIES = 8
 _PG_HOST_LOCK = -1756712772
 _PG_URL_LOCK = -1513554595
 
-SERVICE_ACTOR = "service:archiver"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,10 +27,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from archiver import models
+from archiver.capture.values import SERVICE_ACTOR
 from archiver.clock import Clock, rfc3339, utc_now
 from archiver.logs import event
 from archiver.settings import Settings
-from archiver.watch.jobs import PRIORITY_WATCH, SERVICE_ACTOR, JobQueue, JobRequest
+from archiver.watch.jobs import PRIORITY_WATCH, JobQueue, JobRequest
 from archiver.watch.sources import ListRequest, Post, Source, SourceError
 from archiver.watch.watches import ACTIVE, watch_view
 

@@ -39,14 +39,14 @@ from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParserException
 
 from archiver import models
-from archiver.archive import Archive, CaptureView
+from archiver.archive import Archive, Capture
+from archiver.capture.values import SERVICE_ACTOR
 from archiver.clock import Clock, rfc3339
 from archiver.logs import event
 from archiver.settings import RemovalMarker, Settings
 from archiver.watch.jobs import (
     KIND_REVISIT,
     PRIORITY_REVISIT,
-    SERVICE_ACTOR,
     Job,
     JobQueue,
     JobRequest,
@@ -98,7 +98,7 @@ def next_step(captured: datetime, schedule: Sequence[float], after: int,
     return None
 
 
-def gone_by_status(view: CaptureView) -> GoneVerdict | None:
+def gone_by_status(view: Capture) -> GoneVerdict | None:
     """The verdict the capture's own fields give (no WARC reading)."""
     outcomes = getattr(view, "outcomes", None) or {}
     reasons = {view.reason} | {
@@ -141,7 +141,7 @@ class Revisits:
             return False
         return job.via == "watch" or (job.via == "queue" and self.settings.revisit.queued)
 
-    def plan(self, conn: sa.Connection, view: CaptureView, job: Job) -> None:
+    def plan(self, conn: sa.Connection, view: Capture, job: Job) -> None:
         captured = datetime.fromisoformat(view.ended or view.requested_at)
         conn.execute(sa.insert(models.revisits).values(
             capture_id=view.id, url=view.url, watch_id=job.watch_id, case_name=view.case,
@@ -172,7 +172,7 @@ class Revisits:
             event(log, "revisit.queued", count=len(rows))
         return len(rows)
 
-    def visited(self, conn: sa.Connection, original: str, visit: CaptureView | None,
+    def visited(self, conn: sa.Connection, original: str, visit: Capture | None,
                 gone_seq: int | None) -> None:
         """Move a plan on after a visit (``visit`` None: the visit gave up)."""
         r = models.revisits
@@ -198,7 +198,7 @@ class Revisits:
 
     # -- judging -----------------------------------------------------------------------
 
-    def judge(self, view: CaptureView) -> GoneVerdict | None:
+    def judge(self, view: Capture) -> GoneVerdict | None:
         """Whether this capture shows its target gone (reads the WARC only when body
         markers are configured)."""
         verdict = gone_by_status(view)
@@ -212,7 +212,7 @@ class Revisits:
         marker = match_marker(markers, view.final_url, text)
         return GoneVerdict("removal-page", marker.name) if marker is not None else None
 
-    def _final_page_text(self, view: CaptureView) -> str | None:
+    def _final_page_text(self, view: Capture) -> str | None:
         warc = next((a for a in view.artifacts if a.role == "warc"), None)
         if warc is None or view.final_url is None:
             return None
@@ -233,7 +233,7 @@ class Revisits:
         return None
 
     def record_gone(
-        self, conn: sa.Connection, view: CaptureView, verdict: GoneVerdict, *,
+        self, conn: sa.Connection, view: Capture, verdict: GoneVerdict, *,
         revisit_of: str | None, watch_id: int | None,
     ) -> int:
         """Append ``target.gone`` for ``view`` (unless its capture already did, for a

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from archiver.capture.browser import BrowserFetcher, BrowserOptions
 from archiver.capture.fetcher import FetcherReport
-from archiver.recorder import PageCapture, RecorderOptions, capture_page, open_session
+from archiver.capture.page import PageCapture, capture_page
+from archiver.recorder import RecorderOptions, open_session
 from archiver.recorder.guard import AddressPolicy, non_global_reason
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -17,13 +17,8 @@ from warc_judges import read_records
 from archiver.capture.browser import BrowserFetcher
 from archiver.capture.browser.chromium import chromium_flags, dead_end, launch
 from archiver.capture.browser.router import browser_headers, navigation_key
-from archiver.recorder import (
-    OutgoingRequest,
-    RecorderOptions,
-    RecordingSession,
-    capture_page,
-    open_session,
-)
+from archiver.capture.page import capture_page
+from archiver.recorder import OutgoingRequest, RecorderOptions, RecordingSession, open_session
 
 
 def test_a_missing_browser_is_reported_and_the_capture_goes_on(

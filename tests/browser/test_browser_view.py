@@ -20,7 +20,8 @@ from browser_site import (
 from PIL import Image
 from warc_judges import Record, pywb_replay, read_records, strict_problems, warcio_check
 
-from archiver.recorder import RecorderOptions, record_capture
+from archiver.capture.page import record_capture
+from archiver.recorder import RecorderOptions
 from archiver.recorder.guard import IPAddress, non_global_reason
 
 WARCINFO = {"software": "evidence-archiver/test"}

@@ -15,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from archiver import models, schema
-from archiver.archive import CaptureView
+from archiver.archive import Capture
 from archiver.db import make_engine
 from archiver.durations import format_duration, parse_duration
 from archiver.logs import JsonFormatter, configure, event
@@ -72,14 +72,14 @@ def test_revisit_steps_decay_and_missed_steps_coalesce() -> None:
 
 
 def _view(*, status: str = "completed", http_status: int | None = 200,
-          reason: str | None = None, outcomes: dict[str, object] | None = None) -> CaptureView:
-    fields = {f: None for f in CaptureView.__dataclass_fields__}
+          reason: str | None = None, outcomes: dict[str, object] | None = None) -> Capture:
+    fields = {f: None for f in Capture.__dataclass_fields__}
     fields.update(id="c1", url="https://x/p", requested_by="a", requested_via="revisit",
                   requested_at="2026-05-01T12:00:00.000000Z", status=status, reason=reason,
                   http_status=http_status, artifacts=())
     if "outcomes" in fields:
         fields["outcomes"] = outcomes or {}
-    return CaptureView(**fields)  # type: ignore[arg-type]
+    return Capture(**fields)  # type: ignore[arg-type]
 
 
 def test_what_counts_as_gone() -> None:
@@ -91,7 +91,7 @@ def test_what_counts_as_gone() -> None:
         GoneVerdict("removed")
     assert gone_by_status(_view(http_status=500)) is None
     assert gone_by_status(_view(status="failed", http_status=None, reason="network")) is None
-    if "outcomes" in CaptureView.__dataclass_fields__:
+    if "outcomes" in Capture.__dataclass_fields__:
         media_removed = _view(outcomes={"media": {"status": "failed", "reason": "removed"}})
         assert gone_by_status(media_removed) == GoneVerdict("removed")
 

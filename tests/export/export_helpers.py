@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from archiver import models
-from archiver.archive import Archive, CaptureView
+from archiver.archive import Archive, Capture
 from archiver.clock import rfc3339
 from chain_of_custody.bundle import SIGNATURE_FILE, SIGNED_TAG_MANIFEST
 from chain_of_custody.digest import Digest, digest_bytes
@@ -278,7 +278,7 @@ def seed_capture(
     archive: Archive,
     *,
     case: str,
-    like: CaptureView,
+    like: Capture,
     extra: Sequence[tuple[Path, str, str, str]],
     actor: str = "analyst@test.example",
 ) -> str:

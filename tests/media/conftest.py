@@ -23,7 +23,8 @@ import pytest
 
 from archiver.capture.fetcher import FetcherReport
 from archiver.capture.media import MediaFetcher, MediaOptions
-from archiver.recorder import PageCapture, RecorderOptions, capture_page, open_session
+from archiver.capture.page import PageCapture, capture_page
+from archiver.recorder import RecorderOptions, open_session
 
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 # 64 KiB of noise: repeats only beyond gzip's 32 KiB window, so the WARC cannot shrink it

@@ -18,7 +18,8 @@ from warc_judges import Record, read_records, strict_problems, warcio_check
 from archiver.capture.fetcher import DerivedArtifact
 from archiver.capture.media import MediaFetcher, MediaOptions
 from archiver.capture.media.handler import MediaTraffic, RecordingYoutubeDL
-from archiver.recorder import PageCapture, RecorderOptions, open_session
+from archiver.capture.page import PageCapture
+from archiver.recorder import RecorderOptions, open_session
 from archiver.recorder.wire import Deadline
 
 

@@ -16,7 +16,8 @@ CHILD = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     from archiver.capture.media import MediaFetcher, MediaOptions
-    from archiver.recorder import RecorderOptions, capture_page, open_session
+    from archiver.recorder import RecorderOptions, open_session
+    from archiver.capture.page import capture_page
 
     url, work = sys.argv[1], Path(sys.argv[2])
     options = RecorderOptions(allow_private_networks=True, timeout_seconds=120)

@@ -13,6 +13,7 @@ from cryptography import x509
 from fixture_site import BIG_SIZE, FixtureSite
 from warc_judges import read_records, sha256_b32, warcio_check
 
+from archiver.capture.page import RecordingResult, record_capture
 from archiver.errors import (
     FetchRefused,
     FetchTimeout,
@@ -20,7 +21,7 @@ from archiver.errors import (
     TlsError,
     TooManyRedirects,
 )
-from archiver.recorder import RecorderOptions, RecordingResult, record_capture
+from archiver.recorder import RecorderOptions
 from archiver.recorder.guard import IPAddress, non_global_reason
 
 WARCINFO = {"software": "evidence-archiver/test", "operator": "tests"}

@@ -14,7 +14,8 @@ import pytest
 from fixture_site import FixtureSite
 from warc_judges import pywb_replay, read_records, strict_problems, warcio_check
 
-from archiver.recorder import RecorderOptions, record_capture
+from archiver.capture.page import record_capture
+from archiver.recorder import RecorderOptions
 
 WARCINFO = {
     "software": "evidence-archiver/0.1.0 warcio/1.8",

@@ -31,8 +31,9 @@ from archiver.capture.browser.options import BrowserOptions
 from archiver.capture.browser.render import Rendering, render
 from archiver.capture.browser.router import Router, notes_json
 from archiver.capture.fetcher import DerivedArtifact, FetcherReport, Outcome, OutcomeStatus
+from archiver.capture.page import PageCapture
 from archiver.clock import rfc3339, utc_now
-from archiver.recorder import PageCapture, RecordingSession
+from archiver.recorder import RecordingSession
 from archiver.recorder.wire import Deadline
 
 CLOSE_GRACE = 20.0
@@ -215,7 +216,7 @@ class BrowserFetcher:
             "media_urls": view.media[:MAX_LISTED],
         }
         return FetcherReport(
-            name=self.name, outcome=outcome, artifacts=artifacts,
+            name=self.name, outcome=outcome, artifacts=tuple(artifacts),
             software={"chromium": view.browser_version, "playwright": base["playwright"]},
             summary=summary, provenance=provenance,
         )

@@ -48,8 +48,9 @@ from archiver.capture.fetcher import DerivedArtifact, FetcherReport, Outcome
 from archiver.capture.media import phash
 from archiver.capture.media.handler import MediaTraffic, RecordedBody, RecordingYoutubeDL
 from archiver.capture.media.outcomes import classify, is_nothing_found
+from archiver.capture.page import PageCapture
 from archiver.errors import CaptureError, ConfigError
-from archiver.recorder import PageCapture, RecordingSession
+from archiver.recorder import RecordingSession
 from archiver.recorder.links import parse_srcset
 from archiver.recorder.session import OutgoingRequest
 from archiver.recorder.wire import Deadline
@@ -583,7 +584,7 @@ class _Run:
             "warnings": self.warnings[:MAX_NOTES],
             "skipped_live": self.skipped_live,
         }
-        return FetcherReport(name="media", outcome=outcome, artifacts=list(self.artifacts),
+        return FetcherReport(name="media", outcome=outcome, artifacts=tuple(self.artifacts),
                              software=software, summary=summary, provenance=provenance)
 
 

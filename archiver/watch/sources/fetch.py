@@ -5,7 +5,8 @@ chosen by whoever runs the watched site; the daemon runs inside an operator's ne
 A listing fetch is not evidence (nothing is sealed from it), but without the guard a
 hostile feed could point the poller at the metadata service or a LAN admin panel and
 read the answer back through what the poller does next. So every connection of a
-listing fetch goes through :class:`GuardedBackend`: the host is resolved once, every
+listing fetch goes through :class:`GuardedBackend` (under the archive's one
+:class:`~archiver.recorder.transport.GuardedTransport`): the host is resolved once, every
 address is checked by :func:`archiver.recorder.guard.resolve_checked`, and the socket is
 opened to that checked address (no second lookup: no DNS-rebinding window). Redirects
 are followed by hand, each hop's URL checked by ``check_url`` and its connection by the
@@ -26,9 +27,10 @@ from typing import Any
 import httpcore
 import httpx
 
-from archiver.errors import ConfigError, FetchRefused
+from archiver.errors import CaptureError, ConfigError, FetchRefused
 from archiver.recorder.guard import AddressPolicy, check_url, connect_checked, resolve_checked
 from archiver.recorder.session import ssl_context_for
+from archiver.recorder.transport import GuardedTransport
 from archiver.settings import Settings
 from archiver.watch.sources.base import SourceError
 
@@ -128,20 +130,12 @@ class GuardedFetcher:
         self.user_agent = user_agent
         self.verify_tls = verify_tls
         self.ca_bundle = ca_bundle
-        context = _ssl_context(verify_tls, ca_bundle)
-        transport = httpx.HTTPTransport(verify=context, retries=0)
-        # httpx takes no httpcore network backend as a parameter; its transport sends
-        # every request through ``_pool`` (as the recorder also relies on), so that pool
-        # is rebuilt on the guarded backend.
-        transport._pool = httpcore.ConnectionPool(
-            ssl_context=context,
-            max_connections=64,
-            max_keepalive_connections=16,
-            keepalive_expiry=5.0,
-            retries=0,
-            network_backend=GuardedBackend(
-                allow_private_networks=allow_private_networks, policy=policy
-            ),
+        transport = GuardedTransport(
+            GuardedBackend(allow_private_networks=allow_private_networks, policy=policy),
+            ssl_context=_ssl_context(verify_tls, ca_bundle), max_connections=64,
+            keepalive=16, keepalive_expiry=5.0,
+            time_limit=f"the listing time limit of {timeout_seconds:g} s "
+                       "(watch.timeout_seconds)",
         )
         self._client = httpx.Client(
             transport=transport, follow_redirects=False,
@@ -201,11 +195,9 @@ class GuardedFetcher:
                 check_url(current, allow_private_networks=self.allow_private_networks,
                           policy=self.policy)
                 fetched = self._get_one(current, request_headers)
-            except FetchRefused as exc:
+            except CaptureError as exc:  # refused, timeout, TLS, network: one line each
                 raise SourceError(str(exc)) from exc
-            except httpx.TimeoutException as exc:
-                raise SourceError(f"timed out fetching {current}") from exc
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # e.g. a malformed URL
                 raise SourceError(f"cannot fetch {current}: {exc}") from exc
             location = fetched.headers.get("location")
             if fetched.status not in REDIRECTS or not location:
