@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from storage._streams import copy_checked, open_source
-from storage.base import check_sha256, check_size
+from storage._streams import Expected, copy_checked, open_source, refuse_held
+from storage.base import check_sha256
 from storage.errors import BlobIntegrityError, BlobNotFound
 
 __all__ = ["MemoryBlobStore"]
@@ -34,41 +34,50 @@ class MemoryBlobStore:
     def __repr__(self) -> str:
         return f"MemoryBlobStore({self._name!r})"
 
-    def put_file(self, path: Path, *, sha256: str, size: int) -> None:
+    def put_file(
+        self, path: Path, *, sha256: str, size: int, sha512: str | None = None
+    ) -> None:
         """Store the file at ``path`` as blob ``sha256`` (see :class:`storage.BlobStore`).
 
-        Raises ValueError, BlobIntegrityError (nothing stored), StorageError (``path``
-        cannot be read).
+        Raises ValueError (malformed sha256, size or sha512), BlobIntegrityError (nothing
+        stored), StorageError (``path`` cannot be read).
         """
-        check_sha256(sha256)
-        check_size(size)
-        if self._holds_intact(sha256, size):
+        expected = Expected.create(sha256=sha256, size=size, sha512=sha512)
+        if self._holds_intact(expected):
             return
-        source = open_source(path, sha256=sha256, size=size, store=self.name)
-        with source:
-            self._write(source, sha256, size)
+        with open_source(path, expected=expected, store=self.name) as source:
+            self._write(source, expected)
 
-    def put_stream(self, stream: BinaryIO, *, sha256: str, size: int) -> None:
+    def put_stream(
+        self, stream: BinaryIO, *, sha256: str, size: int, sha512: str | None = None
+    ) -> None:
         """Store what ``stream`` yields as blob ``sha256``. Raises as :meth:`put_file`."""
-        check_sha256(sha256)
-        check_size(size)
-        if self._holds_intact(sha256, size):
+        expected = Expected.create(sha256=sha256, size=size, sha512=sha512)
+        if self._holds_intact(expected):
             return
-        self._write(stream, sha256, size)
+        self._write(stream, expected)
 
-    def _holds_intact(self, sha256: str, size: int) -> bool:
-        held = self.blobs.get(sha256)
-        return held is not None and _bytes_match(held, sha256, size)
+    def _holds_intact(self, expected: Expected) -> bool:
+        """Whether an intact copy is held. Raises BlobIntegrityError when it is but does
+        not hash to the expected sha512 (the caller's digests disagree)."""
+        held = self.blobs.get(expected.sha256)
+        if held is None or _measure(held) != (expected.sha256, expected.size):
+            return False
+        if expected.sha512 is not None:
+            refuse_held(expected, hashlib.sha512(held).hexdigest(), store=self.name)
+        return True
 
-    def _write(self, source: BinaryIO, sha256: str, size: int) -> None:
+    def _write(self, source: BinaryIO, expected: Expected) -> None:
         buffer = bytearray()
-        copy_checked(source, buffer.extend, sha256=sha256, size=size, store=self.name)
+        copy_checked(source, buffer.extend, expected=expected, store=self.name)
         data = bytes(buffer)
         # Verify after write, as the other stores do: cheap here, and it keeps the fake's
         # contract identical to theirs.
-        if not _bytes_match(data, sha256, size):
-            raise BlobIntegrityError(f"{self.name}: verify after write failed for blob {sha256}")
-        self.blobs[sha256] = data
+        if _measure(data) != (expected.sha256, expected.size):
+            raise BlobIntegrityError(
+                f"{self.name}: verify after write failed for blob {expected.sha256}"
+            )
+        self.blobs[expected.sha256] = data
 
     def open(self, sha256: str) -> BinaryIO:
         """A stream over a copy of blob ``sha256``. Raises ValueError, BlobNotFound."""
@@ -88,5 +97,5 @@ class MemoryBlobStore:
         yield from sorted(self.blobs)
 
 
-def _bytes_match(data: bytes, sha256: str, size: int) -> bool:
-    return len(data) == size and hashlib.sha256(data).hexdigest() == sha256
+def _measure(data: bytes) -> tuple[str, int]:
+    return hashlib.sha256(data).hexdigest(), len(data)

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.base import BlobStore, check_sha256, check_size
+from storage.base import BlobStore, check_sha256, check_sha512, check_size
 from storage.errors import BlobIntegrityError, BlobNotFound, StorageError, StoreUnavailable
 
 __all__ = ["ReplicatedBlobStore"]
@@ -37,31 +37,38 @@ class ReplicatedBlobStore:
     def __repr__(self) -> str:
         return f"ReplicatedBlobStore({list(self.stores)!r})"
 
-    def put_file(self, path: Path, *, sha256: str, size: int) -> None:
-        """Store the file at ``path`` on every store (each reads it anew).
+    def put_file(
+        self, path: Path, *, sha256: str, size: int, sha512: str | None = None
+    ) -> None:
+        """Store the file at ``path`` on every store (each reads it anew, and each checks
+        ``sha512`` when it is given).
 
-        Raises ValueError (malformed sha256 or size), and on the first store that fails,
-        an error of the same kind (BlobIntegrityError, StoreUnavailable, else
+        Raises ValueError (malformed sha256, size or sha512), and on the first store that
+        fails, an error of the same kind (BlobIntegrityError, StoreUnavailable, else
         StorageError) naming that store.
         """
         check_sha256(sha256)
         check_size(size)
+        check_sha512(sha512)
         for store in self.stores:
             try:
-                store.put_file(path, sha256=sha256, size=size)
+                store.put_file(path, sha256=sha256, size=size, sha512=sha512)
             except StorageError as exc:
                 raise self._failed(store, sha256, exc) from exc
 
-    def put_stream(self, stream: BinaryIO, *, sha256: str, size: int) -> None:
+    def put_stream(
+        self, stream: BinaryIO, *, sha256: str, size: int, sha512: str | None = None
+    ) -> None:
         """Store what ``stream`` yields on every store.
 
         A stream can be read once, so with more than one store it must be seekable: it is
         rewound to the position it had on entry before each store reads it. Raises
-        ValueError (malformed sha256 or size, or a non-seekable stream and several
-        stores), and errors as :meth:`put_file`.
+        ValueError (malformed sha256, size or sha512, or a non-seekable stream and
+        several stores), and errors as :meth:`put_file`.
         """
         check_sha256(sha256)
         check_size(size)
+        check_sha512(sha512)
         if len(self.stores) > 1 and not stream.seekable():
             raise ValueError(
                 f"{self.name}: put_stream on several stores needs a seekable stream; "
@@ -72,7 +79,7 @@ class ReplicatedBlobStore:
             if index:
                 stream.seek(start)
             try:
-                store.put_stream(stream, sha256=sha256, size=size)
+                store.put_stream(stream, sha256=sha256, size=size, sha512=sha512)
             except StorageError as exc:
                 raise self._failed(store, sha256, exc) from exc
 

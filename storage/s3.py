@@ -49,8 +49,15 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from storage._streams import CHUNK_SIZE, copy_checked, hash_stream, open_source
-from storage.base import check_sha256, check_size
+from storage._streams import (
+    CHUNK_SIZE,
+    Expected,
+    copy_checked,
+    hash_stream,
+    open_source,
+    refuse_held,
+)
+from storage.base import check_sha256
 from storage.errors import BlobIntegrityError, BlobNotFound, StorageError, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -180,39 +187,42 @@ class S3BlobStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def put_file(self, path: Path, *, sha256: str, size: int) -> None:
+    def put_file(
+        self, path: Path, *, sha256: str, size: int, sha512: str | None = None
+    ) -> None:
         """Upload the file at ``path`` as blob ``sha256``, then read it back and verify.
 
         With ``object_lock_days``, a blob already held has its retention extended to
         ``clock() + object_lock_days`` if it would end sooner: each put of a piece of
         evidence keeps it locked at least that long from now.
 
-        Raises ValueError (malformed sha256 or size), BlobIntegrityError (the file does not
-        match: nothing is stored; or the stored copy failed verification), StoreUnavailable
-        (S3 unreachable or refusing, missing bucket, bucket without Object Lock when
-        ``object_lock_days`` is set), StorageError (``path`` cannot be read).
+        Raises ValueError (malformed sha256, size or sha512), BlobIntegrityError (the file
+        does not match sha256, size or the given sha512: nothing is stored; or the stored
+        copy failed verification), StoreUnavailable (S3 unreachable or refusing, missing
+        bucket, bucket without Object Lock when ``object_lock_days`` is set),
+        StorageError (``path`` cannot be read).
         """
-        check_sha256(sha256)
-        check_size(size)
+        expected = Expected.create(sha256=sha256, size=size, sha512=sha512)
         self._check_object_lock()
         retain_until = self._retain_until()
-        if self._holds_intact(sha256, size, retain_until):
+        if self._holds_intact(expected, retain_until):
             return
-        with open_source(path, sha256=sha256, size=size, store=self.name) as source:
-            self._upload(source, sha256, size, retain_until)
+        with open_source(path, expected=expected, store=self.name) as source:
+            self._upload(source, expected, retain_until)
 
-    def put_stream(self, stream: BinaryIO, *, sha256: str, size: int) -> None:
+    def put_stream(
+        self, stream: BinaryIO, *, sha256: str, size: int, sha512: str | None = None
+    ) -> None:
         """Upload what ``stream`` yields to its end as blob ``sha256``, then verify it.
 
         Raises as :meth:`put_file` (StorageError when the stream cannot be read).
         """
-        check_sha256(sha256)
-        check_size(size)
+        expected = Expected.create(sha256=sha256, size=size, sha512=sha512)
         self._check_object_lock()
         retain_until = self._retain_until()
-        if self._holds_intact(sha256, size, retain_until):
+        if self._holds_intact(expected, retain_until):
             return
-        self._upload(stream, sha256, size, retain_until)
+        self._upload(stream, expected, retain_until)
 
     def _retain_until(self) -> datetime | None:
         if self.object_lock_days is None:
@@ -229,21 +239,22 @@ class S3BlobStore:
         return {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": retain_until}
 
     def _upload(
-        self, source: BinaryIO, sha256: str, size: int, retain_until: datetime | None
+        self, source: BinaryIO, expected: Expected, retain_until: datetime | None
     ) -> None:
-        if size <= self.multipart_threshold:
-            version_id = self._put_single(source, sha256, size, retain_until)
+        if expected.size <= self.multipart_threshold:
+            version_id = self._put_single(source, expected, retain_until)
         else:
-            version_id = self._put_multipart(source, sha256, size, retain_until)
-        self._verify(sha256, size, version_id, retain_until)
+            version_id = self._put_multipart(source, expected, retain_until)
+        self._verify(expected.sha256, expected.size, version_id, retain_until)
 
     def _put_single(
-        self, source: BinaryIO, sha256: str, size: int, retain_until: datetime | None
+        self, source: BinaryIO, expected: Expected, retain_until: datetime | None
     ) -> str | None:
         # The checksum header goes before the body, so the whole (small) body is read and
         # checked first; a source that does not match never reaches S3.
+        sha256 = expected.sha256
         body = bytearray()
-        copy_checked(source, body.extend, sha256=sha256, size=size, store=self.name)
+        copy_checked(source, body.extend, expected=expected, store=self.name)
         with self._s3_errors("uploading", sha256):
             response = self.client.put_object(
                 Bucket=self.bucket,
@@ -256,11 +267,12 @@ class S3BlobStore:
         return response.get("VersionId")
 
     def _put_multipart(
-        self, source: BinaryIO, sha256: str, size: int, retain_until: datetime | None
+        self, source: BinaryIO, expected: Expected, retain_until: datetime | None
     ) -> str | None:
+        sha256 = expected.sha256
         key = self.key_for(sha256)
         # S3 allows at most 10,000 parts: grow the part for very large blobs.
-        part_size = max(self.multipart_chunksize, math.ceil(size / MAX_PARTS))
+        part_size = max(self.multipart_chunksize, math.ceil(expected.size / MAX_PARTS))
         with self._s3_errors("starting the multipart upload of", sha256):
             upload_id = self.client.create_multipart_upload(
                 Bucket=self.bucket,
@@ -296,8 +308,9 @@ class S3BlobStore:
 
         try:
             # Parts go up while the source is hashed; only once the whole source has
-            # matched sha256 and size is the last part sent and the upload completed.
-            copy_checked(source, sink, sha256=sha256, size=size, store=self.name)
+            # matched sha256, size (and sha512) is the last part sent and the upload
+            # completed.
+            copy_checked(source, sink, expected=expected, store=self.name)
             if pending:
                 send(bytes(pending))
             with self._s3_errors("completing the multipart upload of", sha256):
@@ -338,17 +351,24 @@ class S3BlobStore:
                 Bucket=self.bucket, Key=self.key_for(sha256), ChecksumMode="ENABLED", **arguments
             )
 
-    def _holds_intact(self, sha256: str, size: int, retain_until: datetime | None) -> bool:
+    def _holds_intact(self, expected: Expected, retain_until: datetime | None) -> bool:
         """Whether an intact copy is already held: it is read back and re-hashed, because
         an S3-compatible server may keep checksums it never checked (moto does). A damaged
-        copy counts as not held, so the put uploads the good bytes again (a repair)."""
+        copy counts as not held, so the put uploads the good bytes again (a repair).
+
+        Raises BlobIntegrityError when an intact copy is held but does not hash to the
+        expected sha512 (the caller's digests disagree), BlobNotFound, StoreUnavailable.
+        """
+        sha256, size = expected.sha256, expected.size
         try:
             response = self._get(sha256, "re-reading the held copy of")
         except BlobNotFound:
             return False
+        held_sha512 = None
         try:
             with self._reader(response["Body"], sha256) as stream:
-                got_sha256, got_size = hash_stream(stream)
+                held = hash_stream(stream, sha512=expected.sha512 is not None)
+            got_sha256, got_size, held_sha512 = held.sha256, held.size, held.sha512
         except BlobIntegrityError:
             # The bytes disagree with the checksum S3 holds for them.
             got_sha256, got_size = "(S3's checksum disagrees)", -1
@@ -364,6 +384,8 @@ class S3BlobStore:
             return False
         if got_size != size:
             return False  # the caller's size is wrong; the upload path will refuse it
+        if held_sha512 is not None:
+            refuse_held(expected, held_sha512, store=self.name)
         self._ensure_retention(sha256, response, retain_until)
         return True
 
@@ -376,9 +398,9 @@ class S3BlobStore:
         problem = None
         try:
             with self._reader(response["Body"], sha256) as stream:
-                got_sha256, got_size = hash_stream(stream)
-            if (got_sha256, got_size) != (sha256, size):
-                problem = f"the stored copy has {got_size} bytes hashing to {got_sha256}"
+                got = hash_stream(stream)
+            if (got.sha256, got.size) != (sha256, size):
+                problem = f"the stored copy has {got.size} bytes hashing to {got.sha256}"
         except BlobIntegrityError:
             problem = "the bytes read back do not match the checksum S3 stored"
         if problem is not None:

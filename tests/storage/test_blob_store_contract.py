@@ -24,6 +24,8 @@ DATA = b"video frames of a shelling, as captured\n" * 100
 SHA = hashlib.sha256(DATA).hexdigest()
 OTHER = b"a different capture"
 OTHER_SHA = hashlib.sha256(OTHER).hexdigest()
+SHA512 = hashlib.sha512(DATA).hexdigest()
+OTHER_SHA512 = hashlib.sha512(OTHER).hexdigest()
 
 
 @pytest.fixture(params=["local", "memory", "s3", "replicated"])
@@ -52,12 +54,16 @@ def _read(store: BlobStore, sha256: str) -> bytes:
         return stream.read()
 
 
-def _put(store: BlobStore, via: str, source: Path, sha256: str, size: int) -> None:
+def _put(
+    store: BlobStore, via: str, source: Path, sha256: str, size: int, sha512: str | None = None
+) -> None:
     """Put the bytes of ``source`` through put_file or put_stream."""
     if via == "file":
-        store.put_file(source, sha256=sha256, size=size)
+        store.put_file(source, sha256=sha256, size=size, sha512=sha512)
     else:
-        store.put_stream(io.BytesIO(source.read_bytes()), sha256=sha256, size=size)
+        store.put_stream(
+            io.BytesIO(source.read_bytes()), sha256=sha256, size=size, sha512=sha512
+        )
 
 
 def _assert_absent(store: BlobStore, sha256: str) -> None:
@@ -108,6 +114,51 @@ def test_source_with_wrong_size_is_refused_and_nothing_stored(
     expected = rf"refused blob {SHA}: .*(expected {claimed}|longer than the expected {claimed})"
     with pytest.raises(BlobIntegrityError, match=expected):
         _put(store, via, source, SHA, claimed)
+    _assert_absent(store, SHA)
+
+
+@pytest.mark.parametrize("via", ["file", "stream"])
+def test_source_with_the_given_sha512_is_stored(store: BlobStore, source: Path, via: str) -> None:
+    """A put given the right sha512 as well stores the blob under its sha256."""
+    _put(store, via, source, SHA, len(DATA), SHA512)
+    assert _read(store, SHA) == DATA
+
+
+@pytest.mark.parametrize("via", ["file", "stream"])
+def test_source_with_wrong_sha512_is_refused_and_nothing_stored(
+    store: BlobStore, source: Path, via: str
+) -> None:
+    """Bytes with the promised sha256 and size but not the promised sha512 are refused,
+    naming both SHA-512 digests; nothing is stored."""
+    expected = (
+        rf"refused blob {SHA}: the source hashes to sha512 {SHA512}, "
+        f"not the expected {OTHER_SHA512}"
+    )
+    with pytest.raises(BlobIntegrityError, match=expected):
+        _put(store, via, source, SHA, len(DATA), OTHER_SHA512)
+    _assert_absent(store, SHA)
+
+
+def test_held_blob_with_a_different_sha512_is_refused_and_kept(
+    store: BlobStore, source: Path
+) -> None:
+    """Putting a held blob with a sha512 its bytes do not have is refused (the digests
+    given disagree); the held blob stays as it was."""
+    store.put_file(source, sha256=SHA, size=len(DATA))
+    with pytest.raises(BlobIntegrityError, match="digests given do not describe the same bytes"):
+        store.put_stream(io.BytesIO(DATA), sha256=SHA, size=len(DATA), sha512=OTHER_SHA512)
+    store.put_stream(io.BytesIO(DATA), sha256=SHA, size=len(DATA), sha512=SHA512)
+    assert _read(store, SHA) == DATA
+
+
+@pytest.mark.parametrize("bad", [SHA512.upper(), SHA512[:127], SHA, ""],
+                         ids=["upper", "short", "sha256", "empty"])
+def test_malformed_sha512_is_refused(store: BlobStore, source: Path, bad: str) -> None:
+    """A sha512 that is not 128 lower-case hex characters is a ValueError."""
+    with pytest.raises(ValueError, match="not a SHA-512 digest"):
+        store.put_file(source, sha256=SHA, size=len(DATA), sha512=bad)
+    with pytest.raises(ValueError, match="not a SHA-512 digest"):
+        store.put_stream(io.BytesIO(DATA), sha256=SHA, size=len(DATA), sha512=bad)
     _assert_absent(store, SHA)
 
 

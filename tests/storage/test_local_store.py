@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import stat
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -245,3 +248,225 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
         assert stream.read() == data
     assert LocalBlobStore(tmp_path / "never-used").remove_stale_temporaries(
         older_than_seconds=0) == 0
+
+
+# -- one pass into the store: linking on the same filesystem, copying across ------------
+
+
+def _sha512(data: bytes) -> str:
+    return hashlib.sha512(data).hexdigest()
+
+
+@pytest.fixture
+def other_filesystem() -> Iterator[Path]:
+    """A directory on another filesystem than tmp_path (/dev/shm, a tmpfs)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == Path(tempfile.gettempdir()).stat().st_dev:
+        pytest.skip("no /dev/shm on a filesystem of its own")
+    with tempfile.TemporaryDirectory(dir=shm) as directory:
+        yield Path(directory)
+
+
+class _NoHardLinksStore(LocalBlobStore):
+    """A store on a filesystem that refuses hard links (as FAT, or protected_hardlinks
+    for a file this user does not own, would)."""
+
+    def _link(self, source: Path, target: Path) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(source))
+
+
+def _source(directory: Path, data: bytes) -> Path:
+    path = directory / "capture.warc.gz"
+    path.write_bytes(data)
+    path.chmod(0o600)
+    return path
+
+
+def _snapshot(path: Path) -> tuple[bytes, int, int, int, int]:
+    """What a caller would notice changing about its file: bytes, inode, links, mode,
+    mtime."""
+    info = path.stat()
+    return (path.read_bytes(), info.st_ino, info.st_nlink, stat.S_IMODE(info.st_mode),
+            info.st_mtime_ns)
+
+
+def _assert_copied(store: LocalBlobStore, source: Path, before: tuple[bytes, int, int, int, int],
+                   sha: str) -> None:
+    """The blob is a separate, read-only copy; the caller's file is exactly as it was."""
+    stored = store.path_for(sha).stat()
+    assert stored.st_ino != source.stat().st_ino
+    assert stored.st_nlink == 1
+    assert stat.S_IMODE(stored.st_mode) == 0o444
+    assert store.path_for(sha).read_bytes() == before[0]
+    assert _snapshot(source) == before
+    assert _tmp_files(store.root) == []
+
+
+def test_put_file_on_the_same_filesystem_links_the_source(tmp_path: Path) -> None:
+    """A scratch file on the store's filesystem becomes the blob by a hard link (same
+    inode, two links), read-only, with the mtime of the put; nothing stays in tmp/."""
+    data, sha, size = _blob(os.urandom(2 * MiB + 5))
+    source = _source(tmp_path, data)
+    an_hour_ago = time.time() - 3600
+    os.utime(source, (an_hour_ago, an_hour_ago))
+    store = LocalBlobStore(tmp_path / "blobs")
+    started = time.time()
+    store.put_file(source, sha256=sha, size=size, sha512=_sha512(data))
+    stored = store.path_for(sha).stat()
+    assert stored.st_ino == source.stat().st_ino
+    assert stored.st_nlink == 2
+    assert stat.S_IMODE(stored.st_mode) == 0o444
+    assert stored.st_mtime >= started - 1
+    assert store.path_for(sha).read_bytes() == data
+    assert _tmp_files(store.root) == []
+    # The caller may delete its scratch file: the blob stays.
+    source.unlink()
+    with store.open(sha) as stream:
+        assert stream.read() == data
+
+
+def test_put_file_across_filesystems_copies_and_leaves_the_source_alone(
+    tmp_path: Path, other_filesystem: Path
+) -> None:
+    """A source on another filesystem is copied: the blob is its own inode and the
+    source keeps its bytes, links, mode and mtime."""
+    data, sha, size = _blob(os.urandom(MiB + 7))
+    source = _source(other_filesystem, data)
+    before = _snapshot(source)
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put_file(source, sha256=sha, size=size, sha512=_sha512(data))
+    _assert_copied(store, source, before, sha)
+
+
+def test_link_sources_false_always_copies(tmp_path: Path) -> None:
+    """With link_sources=False a source on the same filesystem is copied, not linked."""
+    data, sha, size = _blob(os.urandom(MiB + 7))
+    source = _source(tmp_path, data)
+    before = _snapshot(source)
+    store = LocalBlobStore(tmp_path / "blobs", link_sources=False)
+    store.put_file(source, sha256=sha, size=size)
+    _assert_copied(store, source, before, sha)
+
+
+def test_a_filesystem_without_hard_links_falls_back_to_copying(tmp_path: Path) -> None:
+    """When linking fails (EPERM here) the file is copied instead and the put succeeds."""
+    data, sha, size = _blob(os.urandom(MiB + 7))
+    source = _source(tmp_path, data)
+    before = _snapshot(source)
+    store = _NoHardLinksStore(tmp_path / "blobs")
+    store.put_file(source, sha256=sha, size=size, sha512=_sha512(data))
+    _assert_copied(store, source, before, sha)
+
+
+def test_a_source_with_another_name_is_copied_not_linked(tmp_path: Path) -> None:
+    """A file that already has a second name (it could be written through it) is not
+    taken over: it is copied, and both names keep the file as it was."""
+    data, sha, size = _blob(os.urandom(MiB + 7))
+    source = _source(tmp_path, data)
+    os.link(source, tmp_path / "second-name")
+    before = _snapshot(source)
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put_file(source, sha256=sha, size=size)
+    _assert_copied(store, source, before, sha)
+
+
+def _rchar() -> int:
+    """Bytes this process has read through read(2) and friends, page cache or not."""
+    with open("/proc/self/io") as io_stats:
+        return next(int(line.split()[1]) for line in io_stats if line.startswith("rchar:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux /proc/self/io")
+@pytest.mark.parametrize(("link_sources", "reads"), [(True, 1), (False, 2)],
+                         ids=["link", "copy"])
+def test_put_file_reads_the_data_at_most_twice(
+    tmp_path: Path, link_sources: bool, reads: int
+) -> None:
+    """Ingesting a 48 MiB file reads it once when linked (the verification) and twice
+    when copied (the copy, hashed as it goes, and the verification), counted by the
+    kernel's rchar for this process; 1 MiB of slack covers reads of anything else."""
+    data, sha, size = _blob(os.urandom(48 * MiB))
+    source = _source(tmp_path, data)
+    store = LocalBlobStore(tmp_path / "blobs", link_sources=link_sources)
+    before = _rchar()
+    store.put_file(source, sha256=sha, size=size, sha512=_sha512(data))
+    read = _rchar() - before
+    assert reads * size <= read <= reads * size + MiB
+    assert (store.path_for(sha).stat().st_ino == source.stat().st_ino) is link_sources
+
+
+@pytest.mark.parametrize("how", ["link", "copy"])
+@pytest.mark.parametrize("wrong", ["sha256", "sha512"])
+def test_a_source_that_does_not_match_stores_nothing_and_is_left_intact(
+    tmp_path: Path, how: str, wrong: str
+) -> None:
+    """Bytes that do not hash to the given sha256 or sha512 are refused, by the link
+    path and by the copy path alike: BlobIntegrityError naming the digest that failed,
+    no blob, nothing in tmp/, and the caller's file unchanged (bytes, inode, one link,
+    mode, mtime) and still writable."""
+    data = os.urandom(3 * MiB)
+    sha, sha512 = hashlib.sha256(data).hexdigest(), _sha512(data)
+    other = b"a different recording" * 10
+    if wrong == "sha256":
+        sha = hashlib.sha256(other).hexdigest()
+        found = f"sha256 {hashlib.sha256(data).hexdigest()}"
+    else:
+        sha512 = _sha512(other)
+        found = f"sha512 {_sha512(data)}, not the expected {sha512}"
+    source = _source(tmp_path, data)
+    before = _snapshot(source)
+    store = LocalBlobStore(tmp_path / "blobs", link_sources=how == "link")
+    refused = f"refused blob {sha}: the source hashes to {found}"
+    with pytest.raises(BlobIntegrityError, match=refused):
+        store.put_file(source, sha256=sha, size=len(data), sha512=sha512)
+    assert not store.exists(sha)
+    assert list(store.iter_blobs()) == []
+    assert _tmp_files(store.root) == []
+    assert _snapshot(source) == before
+    with source.open("r+b") as still_usable:
+        still_usable.write(b"x")
+
+
+def test_verify_after_write_catches_corruption_on_the_copy_path_of_put_file(
+    tmp_path: Path,
+) -> None:
+    """A corrupting write path under put_file's copy is caught before the rename: no
+    blob, no temporary file, the source untouched."""
+    data, sha, size = _blob(os.urandom(3 * MiB))
+    source = _source(tmp_path, data)
+    before = _snapshot(source)
+    store = _BitFlippingStore(tmp_path / "blobs", link_sources=False)
+    with pytest.raises(BlobIntegrityError, match=f"verify after write failed for blob {sha}"):
+        store.put_file(source, sha256=sha, size=size, sha512=_sha512(data))
+    assert not store.exists(sha)
+    assert _tmp_files(store.root) == []
+    assert _snapshot(source) == before
+
+
+def test_concurrent_put_files_of_one_source_all_succeed(tmp_path: Path) -> None:
+    """Eight writers putting the same scratch file at once all succeed (whichever of
+    them links it, the others copy or find it held); one intact blob, nothing in tmp/."""
+    data, sha, size = _blob(os.urandom(3 * MiB))
+    source = _source(tmp_path, data)
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def put() -> None:
+        store = LocalBlobStore(tmp_path / "blobs")
+        barrier.wait()
+        try:
+            store.put_file(source, sha256=sha, size=size, sha512=_sha512(data))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=put) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    store = LocalBlobStore(tmp_path / "blobs")
+    assert store.path_for(sha).read_bytes() == data
+    assert source.read_bytes() == data
+    assert list(store.iter_blobs()) == [sha]
+    assert _tmp_files(store.root) == []

@@ -33,10 +33,14 @@ SIZE = len(DATA)
 class _RefusingStore(MemoryBlobStore):
     """A memory store whose writes are refused, as a full or read-only backend would."""
 
-    def put_stream(self, stream: BinaryIO, *, sha256: str, size: int) -> None:
+    def put_stream(
+        self, stream: BinaryIO, *, sha256: str, size: int, sha512: str | None = None
+    ) -> None:
         raise StoreUnavailable("disk full")
 
-    def put_file(self, path: Path, *, sha256: str, size: int) -> None:
+    def put_file(
+        self, path: Path, *, sha256: str, size: int, sha512: str | None = None
+    ) -> None:
         raise StoreUnavailable("disk full")
 
 
