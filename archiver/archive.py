@@ -45,7 +45,7 @@ from chain_of_custody.ledger import (
     LedgerReport,
     checkpoints_table,
 )
-from chain_of_custody.manifest import MANIFEST_FILE, SIGNATURE_FILE
+from chain_of_custody.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
 from chain_of_custody.manifest import verify_manifest as check_manifest
 from chain_of_custody.timestamp import StoredToken, TimestampLog, tokens_table, verify_token
 from storage.base import BlobStore
@@ -534,7 +534,7 @@ class Archive:
         sig_sha = signature_sha if isinstance(signature_sha, str) else (
             sig_artifact.sha256 if sig_artifact else None)
         signature = self._read_small_blob(sig_sha, SIGNATURE_FILE, checks) if sig_sha else None
-        manifest: dict[str, Any] | None = None
+        manifest: Manifest | None = None
         if manifest_bytes is not None and signature is not None:
             try:
                 manifest = check_manifest(manifest_bytes, signature, self.public_keys())
@@ -543,17 +543,16 @@ class Archive:
                 checks.append(Check("manifest signature", str(exc)))
         if manifest is None:
             return CaptureVerification(capture.id, tuple(checks))
-        if manifest.get("capture_id") != capture.id:
+        if manifest.capture_id != capture.id:
             checks.append(Check("manifest", "manifest belongs to another capture"))
-        expected = {a["name"]: a for a in manifest.get("artifacts", [])}
+        expected = {a.name: a.digest for a in manifest.artifacts}
         recorded = {a.name for a in capture.artifacts} - {MANIFEST_FILE, SIGNATURE_FILE}
         if recorded != set(expected):
             checks.append(Check(
                 "artifact list",
                 f"database lists {sorted(recorded)}, signed manifest lists {sorted(expected)}",
             ))
-        for name, spec in expected.items():
-            want = Digest(spec["sha256"], spec["sha512"], spec["size"])
+        for name, want in expected.items():
             checks.extend(self._check_blob_copies(name, want))
         return CaptureVerification(capture.id, tuple(checks))
 

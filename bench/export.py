@@ -83,7 +83,13 @@ def phase_setup(workdir: str, captures: int, warc_bytes: int, media_bytes: int) 
     from archiver.clock import rfc3339
     from archiver.settings import load_settings
     from chain_of_custody.digest import digest_bytes, digest_stream
-    from chain_of_custody.manifest import Artifact, build_manifest, sign_manifest
+    from chain_of_custody.manifest import (
+        MANIFEST_FILE,
+        SIGNATURE_FILE,
+        Artifact,
+        build_manifest,
+        sign_manifest,
+    )
 
     settings = load_settings()
     initialise(settings)
@@ -121,12 +127,16 @@ def phase_setup(workdir: str, captures: int, warc_bytes: int, media_bytes: int) 
                 capture_id=capture_id,
                 requested={"url": url, "by": "bench@localhost", "at": now, "via": "cli",
                            "source": None, "case": CASE, "note": None},
-                happened={"started": now, "ended": now, "host": "bench", "software": {}},
-                target={"final_url": url, "http_status": 200}, artifacts=artifacts,
+                happened={"started": now, "ended": now, "host": "bench", "software": {},
+                          "fetchers": {}},
+                target={"final_url": url, "http_status": 200, "peer_ip": None,
+                        "tls_certificate_sha256": None, "redirects": [],
+                        "content_type": "application/octet-stream"},
+                artifacts=artifacts,
                 key_id=key.key_id), key)
             sealed = [*artifacts,
-                      Artifact("manifest.json", "manifest", "application/json", signed.digest),
-                      Artifact("manifest.sig", "signature", "application/octet-stream",
+                      Artifact(MANIFEST_FILE, "manifest", "application/json", signed.digest),
+                      Artifact(SIGNATURE_FILE, "signature", "application/octet-stream",
                                digest_bytes(signed.signature))]
             for data in (signed.canonical, signed.signature):
                 small = scratch / "small"

@@ -66,7 +66,8 @@ from chain_of_custody.checkpoint import TreeHead, verify_note
 from chain_of_custody.digest import CHUNK_SIZE, Digest, Hasher
 from chain_of_custody.errors import CustodyError, ProofError, VerificationError
 from chain_of_custody.keys import PublicKey
-from chain_of_custody.manifest import verify_manifest
+from chain_of_custody.manifest import MANIFEST_FILE, Manifest, ManifestArtifact, verify_manifest
+from chain_of_custody.manifest import SIGNATURE_FILE as MANIFEST_SIGNATURE_FILE
 from chain_of_custody.timestamp import load_certificates, split_chain, verify_token
 
 BUNDLE_TYPE = "evidence-archiver/bundle/v1"
@@ -82,8 +83,6 @@ CHECKPOINT_FILE = "data/custody/checkpoint.note"
 KEY_HISTORY_FILE = "data/keys/history.json"
 REPORT_HTML = "data/report/custody-report.html"
 REPORT_PDF = "data/report/custody-report.pdf"
-MANIFEST_NAME = "manifest.json"
-SIGNATURE_NAME = "manifest.sig"
 KEY_ACTIONS = ("key.created", "key.rotated")
 MAX_SMALL_FILE = 64 * 1024 * 1024
 CLOCK_TOLERANCE = timedelta(minutes=5)
@@ -867,41 +866,37 @@ class _Verifier:
         name = f"capture {capture_id}"
         folder = capture_dir(capture_id)
         try:
-            canonical = self.bundle.read_small(f"{folder}/{MANIFEST_NAME}")
-            signature = self.bundle.read_small(f"{folder}/{SIGNATURE_NAME}")
+            canonical = self.bundle.read_small(f"{folder}/{MANIFEST_FILE}")
+            signature = self.bundle.read_small(f"{folder}/{MANIFEST_SIGNATURE_FILE}")
             manifest = verify_manifest(canonical, signature, self.state.keys)
         except VerificationError as exc:
             self.fail(f"{name}: manifest", str(exc))
             return
-        signer = manifest["signer"]["key_id"]
-        self.ok(f"{name}: manifest", f"manifest.json signed by key {signer}")
-        if manifest.get("capture_id") != capture_id:
+        self.ok(f"{name}: manifest", f"{MANIFEST_FILE} signed by key {manifest.signer.key_id}")
+        if manifest.capture_id != capture_id:
             self.fail(f"{name}: manifest", f"the manifest in {folder} is of capture "
-                                           f"{manifest.get('capture_id')}")
-        requested = manifest.get("requested") or {}
-        if requested.get("case") != case:
+                                           f"{manifest.capture_id}")
+        requested = manifest.requested
+        if requested.case != case:
             self.fail(f"{name}: case", f"capture {capture_id} belongs to case "
-                                       f"{requested.get('case')!r}, not to this bundle's "
+                                       f"{requested.case!r}, not to this bundle's "
                                        f"case {case!r}")
         else:
-            self.ok(f"{name}: case", f"requested for case {case!r} by {requested.get('by')} "
-                                     f"at {requested.get('at')}")
+            self.ok(f"{name}: case", f"requested for case {case!r} by {requested.by} "
+                                     f"at {requested.at}")
         self._capture_files(name, folder, manifest)
         self._capture_on_ledger(name, capture_id, canonical, signature)
-        warcs = [a for a in manifest.get("artifacts", []) if a.get("role") == "warc"]
+        warcs = [a for a in manifest.artifacts if a.role == "warc"]
         for artifact in warcs:
-            self._warc(name, f"{folder}/{artifact['name']}")
+            self._warc(name, f"{folder}/{artifact.name}")
         if listed.get("replay"):
             self._replay(name, capture_id, warcs)
 
-    def _capture_files(self, name: str, folder: str, manifest: Mapping[str, Any]) -> None:
+    def _capture_files(self, name: str, folder: str, manifest: Manifest) -> None:
         problems = []
-        expected = {}
-        for artifact in manifest.get("artifacts", []):
-            expected[f"{folder}/{artifact['name']}"] = Digest(
-                artifact["sha256"], artifact["sha512"], artifact["size"])
+        expected = {f"{folder}/{a.name}": a.digest for a in manifest.artifacts}
         present = {n for n in self.bundle.members if n.startswith(folder + "/")}
-        present -= {f"{folder}/{MANIFEST_NAME}", f"{folder}/{SIGNATURE_NAME}"}
+        present -= {f"{folder}/{MANIFEST_FILE}", f"{folder}/{MANIFEST_SIGNATURE_FILE}"}
         for file_name in sorted(set(expected) - present):
             problems.append(f"{file_name} is in the signed manifest but not in the bundle")
         for file_name in sorted(present - set(expected)):
@@ -961,7 +956,7 @@ class _Verifier:
             self.ok(check, f"{file_name}: {result.records} records, "
                            f"{result.digests_checked} block/payload digests verified")
 
-    def _replay(self, name: str, capture_id: str, warcs: Sequence[Mapping[str, Any]]) -> None:
+    def _replay(self, name: str, capture_id: str, warcs: Sequence[ManifestArtifact]) -> None:
         check = f"{name}: replay WACZ"
         wacz = replay_path(capture_id)
         if not self.bundle.has(wacz):
@@ -971,12 +966,12 @@ class _Verifier:
             with self.bundle.open(wacz) as outer, zipfile.ZipFile(outer) as inner:
                 problems = []
                 for artifact in warcs:
-                    member = f"archive/{artifact['name']}"
+                    member = f"archive/{artifact.name}"
                     hasher = Hasher()
                     with inner.open(member) as stream:
                         while chunk := stream.read(CHUNK_SIZE):
                             hasher.update(chunk)
-                    if hasher.digest().sha256 != artifact["sha256"]:
+                    if hasher.digest().sha256 != artifact.sha256:
                         problems.append(f"{wacz}: {member} is not the signed WARC")
         except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
             self.fail(check, f"{wacz} is not a readable WACZ holding the capture's WARC: "

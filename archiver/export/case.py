@@ -90,13 +90,13 @@ from chain_of_custody.bundle import (
 from chain_of_custody.checkpoint import verifier_key
 from chain_of_custody.digest import CHUNK_SIZE, Digest, Hasher, HashingWriter, digest_bytes
 from chain_of_custody.errors import CustodyError, VerificationError
-from chain_of_custody.ledger import Checkpoint, LedgerEntry
-from chain_of_custody.manifest import verify_manifest
+from chain_of_custody.ledger import KEY_ACTIONS, Checkpoint, LedgerEntry
+from chain_of_custody.manifest import MANIFEST_FILE, SignedManifest, verify_manifest
+from chain_of_custody.manifest import SIGNATURE_FILE as MANIFEST_SIGNATURE_FILE
 from chain_of_custody.timestamp import StoredToken, TokenInfo, verify_token
 from storage.errors import StorageError
 from storage.local import LocalBlobStore
 
-KEY_ACTIONS = ("key.created", "key.rotated")
 MAX_SMALL_BLOB = 16 * 1024 * 1024
 _DEFLATE_SUFFIXES = (".json", ".txt", ".md", ".html", ".pem", ".note", ".jsonl")
 _DEFLATE_BELOW = 64 * 1024 * 1024
@@ -174,7 +174,7 @@ class _Plan:
     exported_at: datetime
     bag_name: str
     captures: list[Capture]
-    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    manifests: dict[str, SignedManifest] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
     checkpoint: Checkpoint | None = None
     tokens: list[StoredToken] = field(default_factory=list)
@@ -324,7 +324,7 @@ def _read_small(archive: Archive, sha256: str, what: str) -> bytes:
 
 def _checked_manifest(
     archive: Archive, capture: Capture, keys: Mapping[str, Any]
-) -> dict[str, Any]:
+) -> SignedManifest:
     """The capture's signed manifest (and its bytes and signature), checked against the
     ledger and the key history: what the bundle's files must match."""
     hint = f"capture {capture.id} cannot be exported; run 'archiver verify {capture.id}'"
@@ -340,21 +340,21 @@ def _checked_manifest(
         raise ArchiverError(f"{hint}: its ledger entry does not record its manifest")
     signature_sha = payload.get("signature_sha256")
     if not isinstance(signature_sha, str):
-        signature_sha = capture.artifact("manifest.sig").sha256
+        signature_sha = capture.artifact(MANIFEST_SIGNATURE_FILE).sha256
     canonical = _read_small(archive, capture.manifest_sha256, f"manifest of {capture.id}")
     signature = _read_small(archive, signature_sha, f"signature of {capture.id}")
     try:
         manifest = verify_manifest(canonical, signature, keys)
     except VerificationError as exc:
         raise ArchiverError(f"{hint}: {exc}") from exc
-    if manifest.get("capture_id") != capture.id:
+    if manifest.capture_id != capture.id:
         raise ArchiverError(f"{hint}: its manifest is of another capture")
-    for artifact in manifest.get("artifacts", []):
+    for artifact in manifest.artifacts:
         try:
-            check_file_name(str(artifact["name"]))
+            check_file_name(artifact.name)
         except ValueError as exc:
             raise ArchiverError(f"{hint}: {exc}") from exc
-    return {"manifest": manifest, "canonical": canonical, "signature": signature}
+    return SignedManifest(manifest, canonical, signature)
 
 
 def _choose_checkpoint(archive: Archive, plan: _Plan) -> None:
@@ -405,15 +405,14 @@ def _stage(archive: Archive, plan: _Plan, staging: Path) -> None:
             continue
         sealed = plan.manifests[capture.id]
         folder = capture_dir(capture.id)
-        write(f"{folder}/manifest.json", sealed["canonical"])
-        write(f"{folder}/manifest.sig", sealed["signature"])
+        write(f"{folder}/{MANIFEST_FILE}", sealed.canonical)
+        write(f"{folder}/{MANIFEST_SIGNATURE_FILE}", sealed.signature)
         warcs = []
-        for artifact in sealed["manifest"]["artifacts"]:
-            path = f"{folder}/{artifact['name']}"
-            _stage_blob(archive, str(artifact["sha256"]), place(path))
-            expected = Digest(artifact["sha256"], artifact["sha512"], artifact["size"])
-            plan.files.append(_File(path, staging / path, expected))
-            if artifact["role"] == "warc":
+        for artifact in sealed.manifest.artifacts:
+            path = f"{folder}/{artifact.name}"
+            _stage_blob(archive, artifact.sha256, place(path))
+            plan.files.append(_File(path, staging / path, artifact.digest))
+            if artifact.role == "warc":
                 warcs.append(staging / path)
         if warcs:
             path = replay_path(capture.id)
@@ -558,7 +557,7 @@ def _stage_keys(
     return keys
 
 
-def _capture_json(capture: Capture, sealed: Mapping[str, Any] | None) -> dict[str, Any]:
+def _capture_json(capture: Capture, sealed: SignedManifest | None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": capture.id, "url": capture.url, "status": capture.status,
         "requested_by": capture.requested_by, "requested_at": capture.requested_at,
@@ -569,10 +568,10 @@ def _capture_json(capture: Capture, sealed: Mapping[str, Any] | None) -> dict[st
         "files": [], "replay": None,
     }
     if sealed is not None:
-        artifacts = sealed["manifest"]["artifacts"]
+        artifacts = sealed.manifest.artifacts
         data["files"] = [f"{capture_dir(capture.id)}/{name}" for name in
-                         ["manifest.json", "manifest.sig", *[a["name"] for a in artifacts]]]
-        if any(a["role"] == "warc" for a in artifacts):
+                         [MANIFEST_FILE, MANIFEST_SIGNATURE_FILE, *[a.name for a in artifacts]]]
+        if any(a.role == "warc" for a in artifacts):
             data["replay"] = replay_path(capture.id)
     return data
 
@@ -614,11 +613,11 @@ def _report_data(archive: Archive, plan: _Plan, keys: Sequence[Mapping[str, Any]
     captures = []
     for capture in plan.captures:
         sealed = plan.manifests.get(capture.id)
-        manifest = sealed["manifest"] if sealed else {}
-        artifacts = list(manifest.get("artifacts", []))
+        artifacts: list[Mapping[str, Any]] = []
         if sealed:
-            for name, data in (("manifest.json", sealed["canonical"]),
-                               ("manifest.sig", sealed["signature"])):
+            artifacts += [a.to_json() for a in sealed.manifest.artifacts]
+            for name, data in ((MANIFEST_FILE, sealed.canonical),
+                               (MANIFEST_SIGNATURE_FILE, sealed.signature)):
                 d = digest_bytes(data)
                 artifacts.append({"name": name, "role": "signature" if name.endswith("sig")
                                   else "manifest", "size": d.size, "sha256": d.sha256,
@@ -630,7 +629,7 @@ def _report_data(archive: Archive, plan: _Plan, keys: Sequence[Mapping[str, Any]
             final_url=capture.final_url, http_status=capture.http_status,
             reason=capture.reason, message=capture.message, started=capture.started,
             ended=capture.ended, manifest_sha256=capture.manifest_sha256,
-            signer_key_id=(manifest.get("signer") or {}).get("key_id"),
+            signer_key_id=sealed.key_id if sealed else None,
             ledger_seq=capture.ledger_seq, artifacts=tuple(artifacts),
         ))
     return ReportData(

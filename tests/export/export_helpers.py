@@ -46,7 +46,8 @@ from archiver.clock import rfc3339
 from chain_of_custody.bundle import SIGNATURE_FILE, SIGNED_TAG_MANIFEST
 from chain_of_custody.digest import Digest, digest_bytes
 from chain_of_custody.keys import SigningKey
-from chain_of_custody.manifest import Artifact, build_manifest, sign_manifest
+from chain_of_custody.manifest import MANIFEST_FILE, Artifact, build_manifest, sign_manifest
+from chain_of_custody.manifest import SIGNATURE_FILE as MANIFEST_SIGNATURE_FILE
 
 PASSPHRASE = archive_cli.PASSPHRASE
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
@@ -298,14 +299,16 @@ def seed_capture(
                  "case": case, "note": "seeded with media"}
     manifest = build_manifest(
         capture_id=capture_id, requested=requested,
-        happened={"started": now, "ended": now, "host": socket.gethostname(), "software": {}},
-        target={"final_url": like.final_url, "http_status": like.http_status},
+        happened={"started": now, "ended": now, "host": socket.gethostname(), "software": {},
+                  "fetchers": {}},
+        target={"final_url": like.final_url, "http_status": like.http_status, "peer_ip": None,
+                "tls_certificate_sha256": None, "redirects": [], "content_type": None},
         artifacts=artifacts, key_id=key.key_id,
     )
     signed = sign_manifest(manifest, key)
     sealed = [*artifacts,
-              Artifact("manifest.json", "manifest", "application/json", signed.digest),
-              Artifact("manifest.sig", "signature", "application/octet-stream",
+              Artifact(MANIFEST_FILE, "manifest", "application/json", signed.digest),
+              Artifact(MANIFEST_SIGNATURE_FILE, "signature", "application/octet-stream",
                        digest_bytes(signed.signature))]
     for data in (signed.canonical, signed.signature):
         scratch = archive.settings.work_dir / f"seed-{uuid.uuid4().hex}"
