@@ -49,8 +49,9 @@ class BlobStore(Protocol):
 
     * The bytes read from the source must hash to ``sha256`` and be exactly ``size``
       bytes, and when the caller passes ``sha512`` (it has it from sealing) they must
-      hash to that too; this is checked while copying, and a mismatch is refused with
-      :class:`~storage.errors.BlobIntegrityError` leaving nothing stored. A blob already
+      hash to that too; this is checked as the source is read, and a mismatch is
+      refused with :class:`~storage.errors.BlobIntegrityError` leaving nothing stored.
+      A blob already
       held whose bytes do not hash to the given ``sha512`` is refused the same way (the
       two digests the caller gave do not describe the same bytes).
     * After writing, the store re-reads what it stored and re-hashes it (verify after

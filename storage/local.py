@@ -367,8 +367,10 @@ class LocalBlobStore:
 
     def remove_stale_temporaries(self, *, older_than_seconds: float) -> int:
         """Delete files in ``tmp/`` untouched for ``older_than_seconds``: what a writer
-        killed mid-blob left behind (a live writer keeps its file's mtime fresh; nothing
-        under ``tmp/`` is ever a stored blob). Returns how many were deleted."""
+        killed mid-blob left behind, partial copies and links to sources (a live writer
+        keeps its file's mtime fresh, and a put by link sets the mtime when it links;
+        nothing under ``tmp/`` is ever a stored blob, and removing a link only removes a
+        name). Returns how many were deleted. Raises StoreUnavailable."""
         deleted = 0
         cutoff = time.time() - older_than_seconds
         try:

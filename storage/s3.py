@@ -8,9 +8,10 @@ Writes and their defences:
   streaming multipart upload, one part in memory at a time. Every request carries the
   SHA-256 of its body (``ChecksumSHA256``), so S3 refuses a body damaged in transit and
   keeps the checksum with the object.
-* The source is hashed as it is read; if it does not match the promised sha256 and size,
-  nothing is completed: a single ``PutObject`` is never sent, a multipart upload is
-  aborted (no object, no billable orphan parts). Any other failure aborts it too.
+* The source is hashed as it is read; if it does not match the promised sha256 and size
+  (and sha512, when the caller gives it), nothing is completed: a single ``PutObject``
+  is never sent, a multipart upload is aborted (no object, no billable orphan parts).
+  Any other failure aborts it too.
 * Verify after write: the object is read back (``GetObject``) and re-hashed. For a 2 GiB
   video that doubles the traffic; that is the price of verifying twice, and the only way
   to catch a server (or S3-compatible store) that keeps something other than what it

@@ -387,3 +387,22 @@ def test_settings_s3_cannot_honour_are_refused(
     kwargs.setdefault("bucket", "evidence")
     with pytest.raises(ValueError, match=message):
         S3BlobStore(s3_client, **kwargs)
+
+
+def test_multipart_upload_of_a_source_with_the_wrong_sha512_is_aborted(
+    make_s3_store: MakeStore, s3_client: S3Client, bucket: str
+) -> None:
+    """A large source with the right sha256 and size but not the given sha512 is refused
+    once read to its end, before the upload completes: no object, no upload left."""
+    data, sha, size = _blob(os.urandom(12 * MiB + 5))
+    wrong = hashlib.sha512(b"what the seal said").hexdigest()
+    store = _multipart(make_s3_store)
+    refused = rf"refused blob {sha}: .*not the expected {wrong}"
+    with pytest.raises(BlobIntegrityError, match=refused):
+        store.put_stream(io.BytesIO(data), sha256=sha, size=size, sha512=wrong)
+    assert not store.exists(sha)
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert _no_uploads_in_progress(s3_client, bucket)
+    store.put_stream(io.BytesIO(data), sha256=sha, size=size,
+                     sha512=hashlib.sha512(data).hexdigest())
+    assert _read(store, sha) == data
