@@ -280,32 +280,42 @@ def bench_ledger(entries: int) -> None:
     print(f"  peak RSS: ledger process {ours['peak_rss_mib']:.0f} MiB")
 
 
-def bench_ingest(size: int) -> None:
+def bench_ingest(size: int, repeats: int = 3) -> None:
     # The pipeline's realistic case: the capture has just written (and fsynced) the file in
     # its scratch directory under the archive home, on the same filesystem as the local
     # store, so put_file links it. The copy path (a store on another filesystem, or
-    # linking refused) is forced with link_sources=False. Each path gets its own freshly
-    # written file and its own baseline over that same file.
-    rounds = {}
+    # linking refused) is forced with link_sources=False. Every round writes a fresh file
+    # (a linked one becomes the blob) and measures hashlib and put_file over that same
+    # file; the best of the rounds is kept, as other load on the machine only ever adds.
+    best: dict[str, dict[str, dict[str, float]]] = {"link": {}, "copy": {}}
     with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
         home = Path(tmp) / "home"
-        for path_kind, link in (("link", True), ("copy", False)):
-            scratch = home / "work" / f"capture-{path_kind}"
-            scratch.mkdir(parents=True)
-            source = scratch / "capture.warc.gz"
-            sha256, sha512 = _make_blob(source, size)
-            base = _phase("ingest_baseline", source=str(source))
-            ours = _phase("ingest_archiver", source=str(source),
-                          store=str(home / f"blobs-{path_kind}"), link=link,
-                          sha256=sha256, sha512=sha512, size=size)
-            rounds[path_kind] = (base, ours)
+        for round_ in range(repeats):
+            for path_kind, link in (("link", True), ("copy", False)):
+                scratch = home / "work" / f"capture-{path_kind}-{round_}"
+                scratch.mkdir(parents=True)
+                source = scratch / "capture.warc.gz"
+                sha256, sha512 = _make_blob(source, size)
+                results = {
+                    "base": _phase("ingest_baseline", source=str(source)),
+                    "ours": _phase("ingest_archiver", source=str(source),
+                                   store=str(home / f"blobs-{path_kind}-{round_}"), link=link,
+                                   sha256=sha256, sha512=sha512, size=size),
+                }
+                source.unlink()
+                for side, result in results.items():
+                    kept = best[path_kind].get(side)
+                    if kept is None or result["seconds"] < kept["seconds"]:
+                        best[path_kind][side] = result
     print(f"ingest: one {size / MiB:.0f} MiB file just written and fsynced by a capture, "
-          "into the local store (digests known from sealing; the store checks both)")
+          "into the local store (digests known from sealing; the store checks both); "
+          f"best of {repeats}")
     what = {
         "link": "same filesystem: hard link, verify (reads the data once)",
         "copy": "link_sources=False: copy while hashing, verify (reads it twice)",
     }
-    for path_kind, (base, ours) in rounds.items():
+    for path_kind, sides in best.items():
+        base, ours = sides["base"], sides["ours"]
         print(f"  {path_kind} path, {what[path_kind]}")
         print(f"    hashlib sha256+sha512 alone: {base['seconds']:6.2f} s "
               f"{size / MiB / base['seconds']:7.1f} MiB/s")
