@@ -7,7 +7,8 @@
     ├── LedgerError                 the ledger cannot be written or read
     └── VerificationError           something does not verify: a digest, a signature,
         ├── ProofError              an inclusion or consistency proof,
-        └── LedgerIntegrityError    or the ledger itself (names the first bad entry)
+        ├── LedgerIntegrityError    or the ledger itself (names the first bad entry);
+        └── BundleError             a file given as an evidence bundle is not one at all
 
 Third-party exceptions (cryptography, SQLAlchemy) are translated where they enter,
 with a message a person can act on, and chained with ``from``.
@@ -46,3 +47,11 @@ class LedgerIntegrityError(VerificationError):
     def __init__(self, message: str, *, seq: int | None = None) -> None:
         super().__init__(message)
         self.seq = seq
+
+
+class BundleError(VerificationError):
+    """The file is not a bundle at all (missing, unreadable, not a ZIP).
+
+    Everything wrong *inside* a bundle is a failed check of the verification report
+    instead, so that every problem is reported, not just the first.
+    """

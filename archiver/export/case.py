@@ -1,4 +1,4 @@
-"""Exporting a case as an evidence bundle (the layout is in :mod:`chain_of_custody.bundle`).
+"""Exporting a case as an evidence bundle (the format is :mod:`chain_of_custody.bundle`).
 
 The flow of one export:
 
@@ -14,24 +14,18 @@ The flow of one export:
 4. stage on disk under ``work_dir``: artifacts hard-linked from a local store on the same
    filesystem (else streamed from whichever store holds them), a WACZ per capture built
    from its WARC(s) by the ``wacz`` tool, custody files, keys, report, ``VERIFY.md``;
-5. stream every file into the ZIP in 1 MiB chunks, computing SHA-256 and SHA-512 as it
-   goes; an artifact whose bytes differ from its signed manifest aborts the export. The
-   payload digests become the bag's manifests, then the tag manifests, then the
-   Ed25519 signature over ``tagmanifest-sha256.txt``. Memory stays flat whatever the
-   case's size; the ZIP is hashed as it is written and published atomically;
+5. stream every file into the ZIP with :class:`~chain_of_custody.bundle.BagWriter`,
+   which computes SHA-256 and SHA-512 as it goes; an artifact whose bytes differ from
+   its signed manifest aborts the export. The writer adds the bag's manifests, then the
+   tag manifests, then the Ed25519 signature over ``tagmanifest-sha256.txt``. Memory
+   stays flat whatever the case's size; the ZIP is hashed as it is written and
+   published atomically;
 6. append ``bundle.exported`` (the ZIP's digests, who asked, what it holds) and sign a
    checkpoint over it.
-
-Why the bag is written here rather than by ``bagit.make_bag``: that function changes the
-process's working directory (unsafe in the daemon, whose threads resolve relative
-paths), hashes every payload file a second time, and declares BagIt 0.97. The bag below
-is BagIt 1.0; the Library of Congress validator (``bagit.py --validate``) is the tests'
-independent judge of it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -40,12 +34,11 @@ import shutil
 import subprocess
 import sys
 import uuid
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -64,8 +57,8 @@ from archiver.export.report import (
 )
 from archiver.versions import software_versions
 from chain_of_custody import merkle
-from chain_of_custody.bundle import (
-    BAGIT_VERSION,
+from chain_of_custody.bundle import BagWriter
+from chain_of_custody.bundle.layout import (
     BUNDLE_TYPE,
     CHECKPOINT_FILE,
     INDEX_FILE,
@@ -74,21 +67,17 @@ from chain_of_custody.bundle import (
     PROOF_TYPE,
     REPORT_HTML,
     REPORT_PDF,
-    SIGNATURE_FILE,
-    SIGNED_TAG_MANIFEST,
     VERIFY_FILE,
     capture_dir,
     check_file_name,
     entry_path,
     key_path,
-    manifest_line,
     proof_path,
     replay_path,
-    tag_text,
     token_paths,
 )
 from chain_of_custody.checkpoint import verifier_key
-from chain_of_custody.digest import CHUNK_SIZE, Digest, Hasher, HashingWriter, digest_bytes
+from chain_of_custody.digest import CHUNK_SIZE, Digest, Hasher, digest_bytes
 from chain_of_custody.errors import CustodyError, VerificationError
 from chain_of_custody.ledger import KEY_ACTIONS, Checkpoint, LedgerEntry
 from chain_of_custody.manifest import MANIFEST_FILE, SignedManifest, verify_manifest
@@ -98,8 +87,6 @@ from storage.errors import StorageError
 from storage.local import LocalBlobStore
 
 MAX_SMALL_BLOB = 16 * 1024 * 1024
-_DEFLATE_SUFFIXES = (".json", ".txt", ".md", ".html", ".pem", ".note", ".jsonl")
-_DEFLATE_BELOW = 64 * 1024 * 1024
 _WACZ_DRIVER = """
 import contextlib, io, json, sys
 from wacz.main import main
@@ -218,7 +205,7 @@ def export_case(
     staging.mkdir(parents=True, mode=0o700)
     try:
         _stage(archive, plan, staging)
-        digest = _write_zip(archive, plan, staging, out)
+        digest = _write_zip(archive, plan, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     checkpoint = plan.checkpoint
@@ -654,58 +641,19 @@ def _json(value: Any) -> bytes:
 # -- the ZIP ----------------------------------------------------------------------------------
 
 
-class _BagZip:
-    """Writes members into a ZIP streamed to ``out`` (never seeked: data descriptors),
-    hashing each member's bytes as they pass."""
-
-    def __init__(self, out: IO[bytes], root: str, when: datetime) -> None:
-        self.zip = zipfile.ZipFile(out, "w", allowZip64=True)
-        self.root = root
-        self.date_time = when.timetuple()[:6]
-
-    def _info(self, path: str, size: int) -> zipfile.ZipInfo:
-        info = zipfile.ZipInfo(f"{self.root}/{path}", date_time=self.date_time)
-        small_text = path.endswith(_DEFLATE_SUFFIXES) and size < _DEFLATE_BELOW
-        info.compress_type = zipfile.ZIP_DEFLATED if small_text else zipfile.ZIP_STORED
-        info.file_size = size  # lets zipfile choose ZIP64 for members past 4 GiB
-        info.external_attr = 0o644 << 16
-        return info
-
-    def add_file(self, path: str, source: Path) -> Digest:
-        hasher = Hasher()
-        with source.open("rb") as stream, \
-                self.zip.open(self._info(path, source.stat().st_size), "w") as member:
-            while chunk := stream.read(CHUNK_SIZE):
-                hasher.update(chunk)
-                member.write(chunk)
-        return hasher.digest()
-
-    def add_bytes(self, path: str, data: bytes) -> Digest:
-        with self.zip.open(self._info(path, len(data)), "w") as member:
-            member.write(data)
-        return digest_bytes(data)
-
-    def close(self) -> None:
-        self.zip.close()
-
-
-def _write_zip(archive: Archive, plan: _Plan, staging: Path, out: Path) -> Digest:
+def _write_zip(archive: Archive, plan: _Plan, out: Path) -> Digest:
+    """Write the bag to a partial file, then publish it at ``out`` (never replacing a
+    file); return the ZIP's digest, computed as it was written."""
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         with partial.open("xb") as raw:
-            hashing = HashingWriter(raw)
-            # HashingWriter has write/flush/tell but no seek: zipfile then streams
-            # (data descriptors), and every byte of the ZIP passes through the hash once.
-            bag = _BagZip(cast(IO[bytes], hashing), plan.bag_name, plan.exported_at)
+            bag = BagWriter(raw, root=plan.bag_name, when=plan.exported_at)
             try:
                 _fill(archive, plan, bag)
+                digest = bag.finish(_bag_info(archive, plan), archive.signing_key)
             except BaseException:
-                # Close it now, into the partial file about to be deleted: left open, the
-                # ZipFile would write its directory to a closed file when collected.
-                with contextlib.suppress(OSError, ValueError):
-                    bag.close()
+                bag.abort()  # into the partial file, which is about to be deleted
                 raise
-            bag.close()
             raw.flush()
             os.fsync(raw.fileno())
         try:
@@ -718,53 +666,29 @@ def _write_zip(archive: Archive, plan: _Plan, staging: Path, out: Path) -> Diges
         raise ArchiverError(f"cannot write {out}: {exc.strerror or exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
-    return hashing.digest()
+    return digest
 
 
-def _fill(archive: Archive, plan: _Plan, bag: _BagZip) -> None:
+def _fill(archive: Archive, plan: _Plan, bag: BagWriter) -> None:
     checkpoint = plan.checkpoint
     assert checkpoint is not None
-    key = archive.signing_key
-    tags: dict[str, Digest] = {}
-    tags[VERIFY_FILE] = bag.add_bytes(VERIFY_FILE, verify_md(
+    bag.add_tag_bytes(VERIFY_FILE, verify_md(
         case=plan.case, origin=archive.origin, exported_at=rfc3339(plan.exported_at),
-        exported_by=plan.actor, signing_key_id=key.key_id,
+        exported_by=plan.actor, signing_key_id=archive.signing_key.key_id,
         checkpoint_key_id=checkpoint.key_id, tree_size=checkpoint.tree_size,
         tokens=[(number, token.tsa_url, token.gen_time)
                 for number, token in enumerate(plan.tokens, 1)],
         timestamp_problems=plan.timestamp_problems,
         has_replay=any(f.path.endswith(".wacz") for f in plan.files),
     ).encode("utf-8"))
-    bagit_txt = f"BagIt-Version: {BAGIT_VERSION}\nTag-File-Character-Encoding: UTF-8\n"
-    tags["bagit.txt"] = bag.add_bytes("bagit.txt", bagit_txt.encode("utf-8"))
-    payload: dict[str, Digest] = {}
     for item in sorted(plan.files, key=lambda f: f.path):
-        digest = bag.add_file(item.path, item.source)
+        digest = bag.add_payload_file(item.path, item.source)
         if item.expected is not None and digest != item.expected:
             raise _damaged(item.path)
-        payload[item.path] = digest
-    for algorithm in ("sha256", "sha512"):
-        name = f"manifest-{algorithm}.txt"
-        text = "".join(manifest_line(getattr(payload[p], algorithm), p) for p in sorted(payload))
-        tags[name] = bag.add_bytes(name, text.encode("utf-8"))
-    oxum = f"{sum(d.size for d in payload.values())}.{len(payload)}"
-    info = tag_text(_bag_info(archive, plan, oxum))
-    tags["bag-info.txt"] = bag.add_bytes("bag-info.txt", info.encode("utf-8"))
-    signed = b""
-    for algorithm in ("sha256", "sha512"):
-        name = f"tagmanifest-{algorithm}.txt"
-        text = "".join(manifest_line(getattr(tags[p], algorithm), p) for p in sorted(tags))
-        data = text.encode("utf-8")
-        bag.add_bytes(name, data)
-        if name == SIGNED_TAG_MANIFEST:
-            signed = data
-    # Domain separation: these bytes start with 64 hex digits and two spaces, so they can
-    # be taken neither for a capture manifest (JSON) nor for a checkpoint note (whose
-    # first line is an origin without spaces).
-    bag.add_bytes(SIGNATURE_FILE, key.sign(signed))
 
 
-def _bag_info(archive: Archive, plan: _Plan, oxum: str) -> list[tuple[str, str]]:
+def _bag_info(archive: Archive, plan: _Plan) -> list[tuple[str, str]]:
+    """``bag-info.txt`` (the writer adds the ``Payload-Oxum``)."""
     checkpoint = plan.checkpoint
     assert checkpoint is not None
     completed = sum(1 for c in plan.captures if c.ok)
@@ -779,7 +703,6 @@ def _bag_info(archive: Archive, plan: _Plan, oxum: str) -> list[tuple[str, str]]
          f"({completed} completed), their custody ledger entries with inclusion proofs, "
          "the signed checkpoint, trusted timestamps, the archive's public keys and a "
          "custody report. See VERIFY.md."),
-        ("Payload-Oxum", oxum),
         ("Evidence-Case", plan.case),
         ("Evidence-Exported-At", rfc3339(plan.exported_at)),
         ("Evidence-Exported-By", plan.actor),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from chain_of_custody.bundle import (
+from chain_of_custody.bundle.layout import (
     CHECKPOINT_FILE,
     SIGNATURE_FILE,
     SIGNED_TAG_MANIFEST,
