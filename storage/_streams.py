@@ -19,6 +19,7 @@ from storage.errors import BlobIntegrityError, StorageError
 
 CHUNK_SIZE = 1024 * 1024
 
+
 @dataclass(frozen=True, slots=True)
 class Expected:
     """What a put was promised: the blob's address (its SHA-256), its length and,
@@ -81,7 +82,8 @@ def refuse_source(expected: Expected, got: Measured, *, store: str) -> None:
         raise BlobIntegrityError(
             f"{store}: refused blob {sha256}: the source hashes to sha256 {got.sha256}"
         )
-    if expected.sha512 is not None and got.sha512 not in (None, expected.sha512):
+    # A sha512 not computed (None) when one was expected is refused too: failing closed.
+    if expected.sha512 is not None and got.sha512 != expected.sha512:
         raise BlobIntegrityError(
             f"{store}: refused blob {sha256}: the source hashes to sha512 {got.sha512}, "
             f"not the expected {expected.sha512}"
