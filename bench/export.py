@@ -121,6 +121,9 @@ def phase_setup(workdir: str, captures: int, warc_bytes: int, media_bytes: int) 
                 with path.open("rb") as stream:
                     digest = digest_stream(stream)
                 archive.store.put_file(path, sha256=digest.sha256, size=digest.size)
+                # A local store may link the file in as the blob itself: never write to
+                # that name again (the next capture's random file would change the blob).
+                path.unlink()
                 artifacts.append(Artifact(name, role, kind, digest))
             now = rfc3339(archive.clock())
             signed = sign_manifest(build_manifest(
@@ -143,6 +146,7 @@ def phase_setup(workdir: str, captures: int, warc_bytes: int, media_bytes: int) 
                 small.write_bytes(data)
                 archive.store.put_file(small, sha256=hashlib.sha256(data).hexdigest(),
                                        size=len(data))
+                small.unlink()  # as above: it may now be the blob
             with archive.engine.begin() as conn:
                 case_id = conn.execute(sa.select(models.cases.c.id).where(
                     models.cases.c.name == CASE)).scalar_one_or_none()
