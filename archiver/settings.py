@@ -77,6 +77,10 @@ class CaptureSettings(_Section):
     verify_tls: bool = True
     ca_bundle: Path | None = None
     user_agent: str = Field(default_factory=_default_user_agent)
+    concurrency: int = Field(default=0, ge=0, le=64)
+    """Captures one process runs at once (``archiver capture URL…`` and each daemon
+    worker), within ``daemon.per_host_concurrency`` and ``per_host_rate`` per host.
+    0: what this machine can take (see :func:`archiver.capture.parallel.auto_concurrency`)."""
 
 
 class BrowserSettings(_Section):
@@ -103,6 +107,12 @@ class BrowserSettings(_Section):
     """Default: Chromium's own (headless) user agent."""
     pdf: bool = True
     """Also print the page to PDF (print layout, backgrounds included)."""
+    recycle_after: int = Field(default=200, ge=1)
+    """Captures one Chromium serves (each in a fresh, isolated context) before it is
+    restarted; it is also restarted after a crash and when it passes ``max_memory_mib``."""
+    max_memory_mib: int = Field(default=2048, ge=128)
+    """Resident memory of Chromium and its children past which it is restarted (between
+    captures, never in the middle of one)."""
 
     @field_validator("user_agent")
     @classmethod
@@ -215,7 +225,8 @@ Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 
 class DaemonSettings(_Section):
     workers: int = Field(default=2, ge=0)
-    """Worker processes ``archiver daemon`` runs; each makes one capture at a time."""
+    """Worker processes ``archiver daemon`` runs; each runs up to ``capture.concurrency``
+    captures at once, with one Chromium shared by them."""
     poll_threads: int = Field(default=8, ge=1)
     """Threads polling watched sources (listing posts; captures are the workers' job)."""
     drain_seconds: Seconds = 60.0

@@ -30,36 +30,27 @@ from chain_of_custody.errors import CustodyError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # the codes of archiver.cli
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    ledger_sub: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    """Add ``export`` and ``verify-bundle`` to the commands, ``timestamp`` to ``ledger``."""
-    p = sub.add_parser("export", help="write a case's signed evidence bundle (a BagIt ZIP)")
-    p.add_argument("--case", required=True, help="the case to export")
-    p.add_argument("--capture", action="extend", nargs="+", default=[], metavar="ID",
-                   help="only these captures of the case (id or unique prefix)")
-    p.add_argument("--out", required=True, type=Path, metavar="FILE.zip",
-                   help="the bundle to write (never replaced if it exists)")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser(
-        "verify-bundle",
-        help="check an evidence bundle offline (needs no archive, database or config)",
-    )
-    p.add_argument("bundle", type=Path, metavar="FILE.zip")
-    p.add_argument("--trusted-key", action="append", default=[],
-                   metavar="PEM_OR_FINGERPRINT",
-                   help="the archive's published public key (PEM file) or key id (64 hex); "
-                        "without it, integrity is checked but not who signed")
-    p.add_argument("--tsa-ca", type=Path, metavar="PEM",
-                   help="the TSA's published CA certificate(s); without it, tokens are "
-                        "checked against the CA shipped in the bundle")
-    p.add_argument("--json", action="store_true", help="one JSON object: every check")
-
-    q = ledger_sub.add_parser("timestamp",
-                              help="get RFC 3161 tokens of the newest checkpoint now")
-    q.add_argument("--json", action="store_true")
+def add_arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of ``export`` or ``verify-bundle`` (``ledger timestamp`` is in
+    :mod:`archiver.cli.ledger` and runs :func:`cmd_ledger_timestamp`)."""
+    if command == "export":
+        p.add_argument("--case", required=True, help="the case to export")
+        p.add_argument("--capture", action="extend", nargs="+", default=[], metavar="ID",
+                       help="only these captures of the case (id or unique prefix)")
+        p.add_argument("--out", required=True, type=Path, metavar="FILE.zip",
+                       help="the bundle to write (never replaced if it exists)")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(handler=cmd_export)
+    elif command == "verify-bundle":
+        p.add_argument("bundle", type=Path, metavar="FILE.zip")
+        p.add_argument("--trusted-key", action="append", default=[],
+                       metavar="PEM_OR_FINGERPRINT",
+                       help="the archive's published public key (PEM file) or key id "
+                            "(64 hex); without it, integrity is checked but not who signed")
+        p.add_argument("--tsa-ca", type=Path, metavar="PEM",
+                       help="the TSA's published CA certificate(s); without it, tokens are "
+                            "checked against the CA shipped in the bundle")
+        p.add_argument("--json", action="store_true", help="one JSON object: every check")
 
 
 def _emit_json(out: TextIO, value: Any) -> None:
@@ -146,4 +137,4 @@ def cmd_ledger_timestamp(settings: Settings, args: argparse.Namespace, out: Text
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
-__all__ = ["add_parsers", "cmd_export", "cmd_ledger_timestamp", "cmd_verify_bundle"]
+__all__ = ["add_arguments", "cmd_export", "cmd_ledger_timestamp", "cmd_verify_bundle"]

@@ -11,19 +11,20 @@ import json
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from archiver.archive import Archive
-from archiver.capture.media import phash
+from archiver.cli.common import EXIT_OK
 from archiver.errors import ArchiverError
-from archiver.settings import Settings
 
-EXIT_OK = 0
+if TYPE_CHECKING:
+    from archiver.settings import Settings
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("similar", help="captures whose images or videos look like a file's "
-                                       "or a capture's (PDQ perceptual hashes)")
+def add_arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of ``similar``."""
+    from archiver.capture.media import phash
+
+    p.set_defaults(handler=cmd_similar)
     p.add_argument("target", help="an image or video file, or a capture id (or prefix)")
     p.add_argument("--max-distance", type=int, default=phash.DEFAULT_MAX_DISTANCE,
                    metavar="N", help="Hamming distance of 256 bits that still counts as "
@@ -34,6 +35,9 @@ def add_parser(sub: Any) -> None:
 def cmd_similar(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     if not 0 <= args.max_distance <= 256:
         raise ArchiverError("--max-distance must be between 0 and 256")
+
+    from archiver.archive import Archive
+
     target = Path(args.target)
     with Archive.open(settings) as archive:
         if target.is_file():
@@ -57,6 +61,9 @@ def cmd_similar(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
 
 
 def _file_hashes(settings: Settings, path: Path) -> list[str]:
+    from archiver.capture.media import phash
+
+
     work = settings.work_dir / f"similar-{uuid.uuid4().hex}"
     work.mkdir(parents=True, mode=0o700)
     try:

@@ -1,44 +1,30 @@
 """CLI commands of the daemon side: ``watch``, ``capture --queue``, ``jobs``, ``gone``,
 ``status``, ``daemon``, ``worker``.
 
-Registered by :mod:`archiver.cli` (which maps errors to exit codes); nothing here
-imports it. Exit codes are the CLI's: 0 ok, 1 failed, 2 usage/config, 3 not
-initialised, 4 not found.
+Registered by :mod:`archiver.cli.main` (which maps errors to exit codes). Library
+modules are imported inside the commands: ``archiver status``, ``jobs`` and ``gone``
+answer without loading the poller, the sources or the capture stack.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from archiver.archive import Archive
-from archiver.durations import parse_duration
+from archiver.cli.common import EXIT_FAILED, EXIT_OK, emit_json
 from archiver.errors import ArchiverError
-from archiver.logs import configure
-from archiver.settings import Settings
-from archiver.watch.daemon import iter_lines, run_daemon, run_worker, status_report
-from archiver.watch.jobs import STATES, JobLimits, JobQueue, JobRequest
-from archiver.watch.poller import Poller
-from archiver.watch.revisit import Revisits
-from archiver.watch.sources import GuardedFetcher, build_sources
-from archiver.watch.sources.base import KINDS
-from archiver.watch.watches import (
-    FORMATS,
-    Watchlist,
-    WatchSpec,
-    WatchView,
-    format_of,
-    read_watchlist,
-    write_watchlist,
-)
 
-EXIT_OK, EXIT_FAILED = 0, 1
+if TYPE_CHECKING:
+    from archiver.archive import Archive
+    from archiver.settings import Settings
+    from archiver.watch.watches import Watchlist, WatchView
 
 
 def _duration(text: str) -> float:
+    from archiver.durations import parse_duration
+
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -55,14 +41,41 @@ def _count(text: str) -> int:
     return value
 
 
-def _emit_json(out: TextIO, value: Any) -> None:
-    out.write(json.dumps(value, sort_keys=True) + "\n")
-    out.flush()
+def add_arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of ``command`` (one of this module's)."""
+    if command == "watch":
+        _watch_arguments(p)
+    elif command == "jobs":
+        from archiver.watch.jobs import STATES
+
+        p.add_argument("--state", choices=STATES, action="append",
+                       help="only jobs in this state (repeatable)")
+        p.add_argument("--limit", type=int, default=50)
+        p.add_argument("--json", action="store_true", help="one JSON object per job per line")
+        p.set_defaults(handler=cmd_jobs)
+    elif command == "gone":
+        p.add_argument("--case")
+        p.add_argument("--json", action="store_true",
+                       help="one JSON object per takedown per line")
+        p.set_defaults(handler=cmd_gone)
+    elif command == "status":
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(handler=cmd_status)
+    elif command == "daemon":
+        p.add_argument("--workers", type=_count,
+                       help="worker processes (default: daemon.workers; 0: schedule only)")
+        p.set_defaults(handler=cmd_daemon)
+    elif command == "worker":
+        p.add_argument("--worker-id", help=argparse.SUPPRESS)
+        p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+        p.set_defaults(handler=cmd_worker)
 
 
-def add_parsers(sub: Any) -> None:
-    """Add this module's subcommands to the ``archiver`` parser's subparsers."""
-    p = sub.add_parser("watch", help="watchlists: what the daemon polls for new posts")
+def _watch_arguments(p: argparse.ArgumentParser) -> None:
+    from archiver.watch.sources.base import KINDS
+    from archiver.watch.watches import FORMATS
+
+    p.set_defaults(handler=cmd_watch)
     wsub = p.add_subparsers(dest="watch_command", required=True, metavar="SUBCOMMAND")
     q = wsub.add_parser("add", help="watch an account, channel, feed or page")
     q.add_argument("url", metavar="URL")
@@ -84,7 +97,8 @@ def add_parsers(sub: Any) -> None:
         q.add_argument("--json", action="store_true")
     q = wsub.add_parser("import", help="add every watch of a CSV or TOML watchlist")
     q.add_argument("file", type=Path)
-    q.add_argument("--format", choices=FORMATS, help="default: from the file's suffix")
+    q.add_argument("--format", choices=FORMATS,
+                   help="default: from the file's suffix")
     q.add_argument("--json", action="store_true")
     q = wsub.add_parser("export", help="write the watchlist as CSV or TOML")
     q.add_argument("--format", choices=FORMATS, default=None,
@@ -95,39 +109,14 @@ def add_parsers(sub: Any) -> None:
     q.add_argument("id", type=int)
     q.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("jobs", help="capture jobs (queued, running, done, failed)")
-    p.add_argument("--state", choices=STATES, action="append",
-                   help="only jobs in this state (repeatable)")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true", help="one JSON object per job per line")
-
-    p = sub.add_parser("gone", help="posts recorded as taken down (target.gone)")
-    p.add_argument("--case")
-    p.add_argument("--json", action="store_true", help="one JSON object per takedown per line")
-
-    p = sub.add_parser("status", help="queue depth, workers, last polls, failures")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("daemon", help="run the scheduler and the workers until SIGTERM")
-    p.add_argument("--workers", type=_count,
-                   help="worker processes (default: daemon.workers; 0: schedule only)")
-
-    p = sub.add_parser("worker", help="run one worker (the daemon starts these itself)")
-    p.add_argument("--worker-id", help=argparse.SUPPRESS)
-    p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
-
-
-def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--queue", action="store_true",
-                        help="submit to the daemon's queue instead of capturing now")
-    parser.add_argument("--again", action="store_true",
-                        help="with --queue: capture even if the URL was captured or queued")
-
 
 # -- capture --queue -------------------------------------------------------------------
 
 
 def queue_captures(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.archive import Archive
+    from archiver.watch.jobs import JobLimits, JobQueue, JobRequest
+
     with Archive.open(settings) as archive:
         queue = JobQueue(archive.engine, ledger=archive.ledger,
                          limits=JobLimits.from_settings(settings), clock=archive.clock)
@@ -137,7 +126,7 @@ def queue_captures(settings: Settings, args: argparse.Namespace, out: TextIO) ->
                 note=args.note, again=args.again,
             ))
             if args.json:
-                _emit_json(out, {
+                emit_json(out, {
                     "url": url,
                     "job": submitted.job.as_json() if submitted.job else None,
                     "duplicate_of": submitted.duplicate_of.as_json()
@@ -161,6 +150,9 @@ def queue_captures(settings: Settings, args: argparse.Namespace, out: TextIO) ->
 
 
 def cmd_watch(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.archive import Archive
+    from archiver.watch.watches import Watchlist, WatchSpec
+
     command = args.watch_command
     with Archive.open(settings) as archive:
         watchlist = Watchlist(archive)
@@ -172,7 +164,7 @@ def cmd_watch(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
             elif command == "list":
                 for view in watchlist.list(include_removed=args.all):
                     if args.json:
-                        _emit_json(out, view.as_json())
+                        emit_json(out, view.as_json())
                     else:
                         print(_watch_line(view), file=out)
             elif command in ("pause", "resume", "remove"):
@@ -192,7 +184,7 @@ def cmd_watch(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
 def _print_watch(out: TextIO, view: WatchView, as_json: bool, *, verb: str) -> None:
     if as_json:
-        _emit_json(out, view.as_json())
+        emit_json(out, view.as_json())
         return
     source = f" (source {view.source_url})" if view.source_url != view.url else ""
     case = f", case {view.case!r}" if view.case else ""
@@ -209,6 +201,8 @@ def _watch_line(view: WatchView) -> str:
 
 
 def _import(watchlist: Watchlist, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.watch.watches import format_of, read_watchlist
+
     path: Path = args.file
     fmt = format_of(path, args.format)
     try:
@@ -217,7 +211,7 @@ def _import(watchlist: Watchlist, args: argparse.Namespace, out: TextIO) -> int:
         raise ArchiverError(f"cannot read {path}: {exc.strerror}") from exc
     report = watchlist.add_many(read_watchlist(text, fmt, name=str(path)))
     if args.json:
-        _emit_json(out, {"added": [v.as_json() for v in report.added],
+        emit_json(out, {"added": [v.as_json() for v in report.added],
                          "skipped": [{"url": s.url, "reason": why}
                                      for s, why in report.skipped]})
         return EXIT_OK
@@ -229,6 +223,8 @@ def _import(watchlist: Watchlist, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _export(watchlist: Watchlist, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.watch.watches import format_of, write_watchlist
+
     target: Path | None = args.output
     fmt = args.format or (format_of(target, None) if target is not None else "toml")
     text = write_watchlist(watchlist.list(include_removed=args.all), fmt)
@@ -247,6 +243,11 @@ def _export(watchlist: Watchlist, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _poll(archive: Archive, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.watch.jobs import JobLimits, JobQueue
+    from archiver.watch.poller import Poller
+    from archiver.watch.sources import GuardedFetcher, build_sources
+    from archiver.watch.watches import Watchlist
+
     Watchlist(archive).get(args.id)  # NotFoundError for an unknown id
     queue = JobQueue(archive.engine, ledger=archive.ledger,
                      limits=JobLimits.from_settings(settings), clock=archive.clock)
@@ -255,7 +256,7 @@ def _poll(archive: Archive, settings: Settings, args: argparse.Namespace, out: T
                         settings=settings, clock=archive.clock)
         report = poller.poll(args.id)
     if args.json:
-        _emit_json(out, {"watch_id": report.watch_id, "ok": report.ok,
+        emit_json(out, {"watch_id": report.watch_id, "ok": report.ok,
                          "listed": report.listed, "new_posts": report.new_posts,
                          "queued": report.queued, "pages": report.pages,
                          "not_modified": report.not_modified, "error": report.error,
@@ -274,12 +275,15 @@ def _poll(archive: Archive, settings: Settings, args: argparse.Namespace, out: T
 
 
 def cmd_jobs(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.archive import Archive
+    from archiver.watch.jobs import JobQueue
+
     with Archive.open(settings) as archive:
         queue = JobQueue(archive.engine, ledger=archive.ledger, clock=archive.clock)
         jobs = queue.list(states=args.state or (), limit=args.limit)
     for job in jobs:
         if args.json:
-            _emit_json(out, job.as_json())
+            emit_json(out, job.as_json())
         else:
             error = f"  ({job.last_error})" if job.last_error else ""
             print(f"{job.id:<6} {job.state:7} p{job.priority:<3} {job.via:7} "
@@ -289,12 +293,16 @@ def cmd_jobs(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_gone(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.archive import Archive
+    from archiver.watch.jobs import JobQueue
+    from archiver.watch.revisit import Revisits
+
     with Archive.open(settings) as archive:
         queue = JobQueue(archive.engine, ledger=archive.ledger, clock=archive.clock)
         records = Revisits(archive, queue, settings=settings).gone(case=args.case)
     for record in records:
         if args.json:
-            _emit_json(out, record.as_json())
+            emit_json(out, record.as_json())
         else:
             status = f" {record.http_status}" if record.http_status is not None else ""
             was = f"  (captured while up: {record.revisit_of})" if record.revisit_of else ""
@@ -304,10 +312,13 @@ def cmd_gone(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.archive import Archive
+    from archiver.watch.status import iter_lines, status_report
+
     with Archive.open(settings) as archive:
         report = status_report(archive)
     if args.json:
-        _emit_json(out, report)
+        emit_json(out, report)
     else:
         for line in iter_lines(report):
             print(line, file=out)
@@ -318,11 +329,17 @@ def cmd_status(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
 
 
 def cmd_daemon(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.logs import configure
+    from archiver.watch.daemon import run_daemon
+
     configure(level=settings.daemon.log_level, log_format=settings.daemon.log_format)
     return run_daemon(settings, workers=args.workers, config_path=args.config)
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.logs import configure
+    from archiver.watch.daemon import run_worker
+
     configure(level=settings.daemon.log_level, log_format=settings.daemon.log_format)
     return run_worker(settings, worker_id=args.worker_id, parent_pid=args.parent_pid)
 

@@ -34,29 +34,24 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import sqlalchemy as sa
 
 from archiver import models
 from archiver.archive import Archive, Capture
-from archiver.clock import Clock, rfc3339, utc_now
+from archiver.capture.parallel import auto_concurrency
 from archiver.errors import NotFoundError
 from archiver.logs import event
 from archiver.settings import LocalStoreSettings, Settings
 from archiver.watch.jobs import (
-    DONE,
     FAILED,
     KIND_REVISIT,
     QUEUED,
@@ -71,6 +66,7 @@ from archiver.watch.poller import Poller
 from archiver.watch.revisit import GoneVerdict, Revisits
 from archiver.watch.scheduler import SchedulerLock, WatchScheduler
 from archiver.watch.sources import GuardedFetcher, build_sources
+from archiver.watch.status import ProcessRegistry, new_process_id
 from storage.errors import StorageError
 from storage.local import LocalBlobStore
 
@@ -78,122 +74,6 @@ log = logging.getLogger("archiver.daemon")
 
 TICK_SECONDS = 0.2
 STANDBY_RETRY_SECONDS = 5.0
-
-
-def new_process_id(role: str) -> str:
-    return f"{socket.gethostname()}/{role}-{uuid.uuid4().hex[:12]}"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (on this host)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
-
-# -- the process registry ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessView:
-    id: str
-    role: str
-    host: str
-    pid: int
-    parent_id: str | None
-    started: str
-    heartbeat_at: str
-    state: str
-    job_id: int | None
-    scheduler: bool
-
-    def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "role": self.role, "host": self.host, "pid": self.pid,
-                "parent_id": self.parent_id, "started": self.started,
-                "heartbeat_at": self.heartbeat_at, "state": self.state,
-                "job_id": self.job_id, "scheduler": self.scheduler}
-
-
-def _process(row: Any) -> ProcessView:
-    return ProcessView(row.id, row.role, row.host, row.pid, row.parent_id, row.started,
-                       row.heartbeat_at, row.state, row.job_id, bool(row.scheduler))
-
-
-_KEEP: Any = object()
-
-
-class ProcessRegistry:
-    """Daemon and worker processes, with heartbeats (``daemon_processes``)."""
-
-    def __init__(self, engine: sa.Engine, *, clock: Clock = utc_now) -> None:
-        self.engine = engine
-        self.clock = clock
-
-    def register(self, process_id: str, role: str, *, parent_id: str | None = None) -> None:
-        now = rfc3339(self.clock())
-        p = models.daemon_processes
-        with self.engine.begin() as conn:
-            conn.execute(sa.delete(p).where(p.c.id == process_id))
-            conn.execute(sa.insert(p).values(
-                id=process_id, role=role, host=socket.gethostname(), pid=os.getpid(),
-                parent_id=parent_id, started=now, heartbeat_at=now, state="running",
-                job_id=None, scheduler=False,
-            ))
-
-    def beat(self, process_id: str, *, job_id: Any = _KEEP, state: str | None = None,
-             scheduler: bool | None = None) -> None:
-        p = models.daemon_processes
-        values: dict[str, Any] = {"heartbeat_at": rfc3339(self.clock())}
-        if job_id is not _KEEP:
-            values["job_id"] = job_id
-        if state is not None:
-            values["state"] = state
-        if scheduler is not None:
-            values["scheduler"] = scheduler
-        with self.engine.begin() as conn:
-            conn.execute(sa.update(p).where(p.c.id == process_id).values(**values))
-
-    def stopped(self, process_ids: Collection[str]) -> None:
-        if not process_ids:
-            return
-        p = models.daemon_processes
-        with self.engine.begin() as conn:
-            conn.execute(sa.update(p).where(p.c.id.in_(list(process_ids))).values(
-                state="stopped", job_id=None, scheduler=False,
-                heartbeat_at=rfc3339(self.clock())))
-
-    def dead_here(self, *, stale_after: float) -> list[ProcessView]:
-        """Processes of this host that are not stopped but whose pid is gone (or whose
-        heartbeat is older than ``stale_after`` seconds: the pid was reused)."""
-        p = models.daemon_processes
-        stale = rfc3339(self.clock() - timedelta(seconds=stale_after))
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(p).where(
-                p.c.host == socket.gethostname(), p.c.state != "stopped")).all()
-        return [_process(r) for r in rows
-                if r.pid != os.getpid() and (not pid_alive(r.pid) or r.heartbeat_at < stale)]
-
-    def live(self, *, stale_after: float) -> list[ProcessView]:
-        p = models.daemon_processes
-        fresh = rfc3339(self.clock() - timedelta(seconds=stale_after))
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(p).where(
-                p.c.state != "stopped", p.c.heartbeat_at >= fresh).order_by(p.c.started)).all()
-        return [_process(r) for r in rows]
-
-    def prune(self, *, older_than: float) -> None:
-        p = models.daemon_processes
-        old = rfc3339(self.clock() - timedelta(seconds=older_than))
-        with self.engine.begin() as conn:
-            conn.execute(sa.delete(p).where(p.c.state == "stopped", p.c.heartbeat_at < old))
 
 
 # -- scratch space ---------------------------------------------------------------------
@@ -392,35 +272,40 @@ def _every(interval: float, stop: threading.Event, action: Callable[[], None],
 
 
 class Worker:
-    """Claims and runs jobs until told to stop; finishes the current one first."""
+    """Claims and runs jobs until told to stop: ``capture.concurrency`` at once, each on
+    a thread of its own (sharing the process's one Chromium); finishes them first."""
 
     def __init__(self, archive: Archive, *, worker_id: str, parent_pid: int | None,
-                 drain: threading.Event) -> None:
+                 drain: threading.Event, concurrency: int = 1) -> None:
         self.archive = archive
         settings = archive.settings
         self.settings = settings
         self.worker_id = worker_id
         self.parent_pid = parent_pid
         self.drain = drain
+        self.concurrency = max(1, concurrency)
         self.queue = JobQueue(archive.engine, ledger=archive.ledger,
                               limits=JobLimits.from_settings(settings), clock=archive.clock)
         self.revisits = Revisits(archive, self.queue, settings=settings)
         self.runner = JobRunner(archive, self.queue, self.revisits)
         self.registry = ProcessRegistry(archive.engine, clock=archive.clock)
-        self._current: Job | None = None
+        self._lock = threading.Lock()
+        self._current: dict[int, Job] = {}
 
     def _heartbeat(self) -> None:
         if self.parent_pid is not None and os.getppid() != self.parent_pid \
                 and not self.drain.is_set():
             event(log, "worker.orphaned", level=logging.WARNING, worker=self.worker_id)
             self.drain.set()
-        current = self._current
-        if current is not None and not self.queue.heartbeat(current.id, self.worker_id) \
-                and self.queue.attempt_outcome(current) in (None, "interrupted"):
-            # Neither finished by us (the heartbeat raced the finish) nor still ours:
-            # our lease ran out and the job was recovered; our capture, if it completes,
-            # is recorded all the same, and the job's next claim sees it.
-            event(log, "job.lease_lost", level=logging.WARNING, job=current.id)
+        with self._lock:
+            current = list(self._current.values())
+        for job in current:
+            if not self.queue.heartbeat(job.id, self.worker_id) \
+                    and self.queue.attempt_outcome(job) in (None, "interrupted"):
+                # Neither finished by us (the heartbeat raced the finish) nor still ours:
+                # our lease ran out and the job was recovered; our capture, if it
+                # completes, is recorded all the same, and the job's next claim sees it.
+                event(log, "job.lease_lost", level=logging.WARNING, job=job.id)
         self.registry.beat(self.worker_id,
                            state="draining" if self.drain.is_set() else "running")
 
@@ -429,35 +314,53 @@ class Worker:
         beating = threading.Event()
         _every(max(0.2, self.settings.daemon.lease_seconds / 4), beating, self._heartbeat,
                "worker.heartbeat")
-        event(log, "worker.started", worker=self.worker_id, pid=os.getpid())
-        idle = self.settings.daemon.idle_poll_seconds
+        event(log, "worker.started", worker=self.worker_id, pid=os.getpid(),
+              concurrency=self.concurrency)
+        threads = [threading.Thread(target=self._loop, name=f"capture-{i}")
+                   for i in range(self.concurrency)]
         try:
-            while not self.drain.is_set():
-                try:
-                    job = self.queue.claim(self.worker_id)
-                except sa.exc.SQLAlchemyError as exc:
-                    event(log, "job.claim_failed", level=logging.WARNING, error=str(exc))
-                    self.drain.wait(max(idle, 1.0))
-                    continue
-                if job is None:
-                    self.drain.wait(idle)
-                    continue
-                self._current = job
-                self.registry.beat(self.worker_id, job_id=job.id)
-                try:
-                    self.runner.run(job, self.worker_id)
-                except Exception:  # the job loop: log it, let the lease run out, go on
-                    # The job stays ours without a heartbeat; when its lease runs out it
-                    # is recovered (and, if this keeps happening, ends after max_attempts).
-                    log.exception("job.crashed", extra={"fields": {"job": job.id}})
-                finally:
-                    self._current = None
-                    self.registry.beat(self.worker_id, job_id=None)
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
         finally:
             beating.set()
             self.registry.stopped([self.worker_id])
             event(log, "worker.stopped", worker=self.worker_id)
         return 0
+
+    def _loop(self) -> None:
+        idle = self.settings.daemon.idle_poll_seconds
+        while not self.drain.is_set():
+            try:
+                job = self.queue.claim(self.worker_id)
+            except sa.exc.SQLAlchemyError as exc:
+                event(log, "job.claim_failed", level=logging.WARNING, error=str(exc))
+                self.drain.wait(max(idle, 1.0))
+                continue
+            if job is None:
+                self.drain.wait(idle)
+                continue
+            self._started(job)
+            try:
+                self.runner.run(job, self.worker_id)
+            except Exception:  # the job loop: log it, let the lease run out, go on
+                # The job stays ours without a heartbeat; when its lease runs out it is
+                # recovered (and, if this keeps happening, ends after max_attempts).
+                log.exception("job.crashed", extra={"fields": {"job": job.id}})
+            finally:
+                self._ended(job)
+
+    def _started(self, job: Job) -> None:
+        with self._lock:
+            self._current[job.id] = job
+        self.registry.beat(self.worker_id, job_id=job.id)
+
+    def _ended(self, job: Job) -> None:
+        with self._lock:
+            self._current.pop(job.id, None)
+            still = min(self._current, default=None)
+        self.registry.beat(self.worker_id, job_id=still)
 
 
 def run_worker(settings: Settings, *, worker_id: str | None = None,
@@ -468,8 +371,9 @@ def run_worker(settings: Settings, *, worker_id: str | None = None,
     _install_signals(drain)
     with Archive.open(settings) as archive:
         archive.signing_key  # noqa: B018 - a wrong passphrase must stop us before any job
+        concurrency = settings.capture.concurrency or auto_concurrency()
         return Worker(archive, worker_id=worker_id or new_process_id("worker"),
-                      parent_pid=parent_pid, drain=drain).run()
+                      parent_pid=parent_pid, drain=drain, concurrency=concurrency).run()
 
 
 # -- the daemon -------------------------------------------------------------------------
@@ -692,89 +596,3 @@ def run_daemon(settings: Settings, *, workers: int | None = None,
 
 
 # -- status ----------------------------------------------------------------------------
-
-
-def status_report(archive: Archive, *, recent: int = 10) -> dict[str, Any]:
-    """Queue depth, processes, watches and their last polls, recent failures."""
-    settings = archive.settings
-    queue = JobQueue(archive.engine, ledger=archive.ledger,
-                     limits=JobLimits.from_settings(settings), clock=archive.clock)
-    registry = ProcessRegistry(archive.engine, clock=archive.clock)
-    revisits = Revisits(archive, queue, settings=settings)
-    processes = registry.live(stale_after=2 * settings.daemon.lease_seconds)
-    w, j = models.watches, models.jobs
-    with archive.engine.connect() as conn:
-        watch_states = {s: int(n) for s, n in conn.execute(
-            sa.select(w.c.status, sa.func.count()).group_by(w.c.status))}
-        polls = conn.execute(
-            sa.select(w).where(w.c.last_poll_at.is_not(None))
-            .order_by(w.c.last_poll_at.desc()).limit(recent)).all()
-        failing = conn.execute(
-            sa.select(w).where(w.c.failures > 0, w.c.status == "active")
-            .order_by(w.c.failures.desc(), w.c.id).limit(recent)).all()
-        failed_jobs = conn.execute(
-            sa.select(j).where(sa.or_(j.c.state == FAILED,
-                                      sa.and_(j.c.state == QUEUED, j.c.last_error.is_not(None))))
-            .order_by(j.c.finished.desc(), j.c.id.desc()).limit(recent)).all()
-        running = conn.execute(
-            sa.select(j.c.id, j.c.url, j.c.worker, j.c.started, j.c.capture_id)
-            .where(j.c.state == RUNNING).order_by(j.c.started)).all()
-        done = int(conn.execute(sa.select(sa.func.count()).select_from(j)
-                                .where(j.c.state == DONE)).scalar_one())
-    counts = queue.counts()
-    counts[DONE] = done
-    return {
-        "queue": counts,
-        "running": [{"job_id": r.id, "url": r.url, "worker": r.worker, "started": r.started,
-                     "capture_id": r.capture_id} for r in running],
-        "processes": [p.as_json() for p in processes],
-        "scheduler": next((p.id for p in processes if p.scheduler), None),
-        "watches": {"active": watch_states.get("active", 0),
-                    "paused": watch_states.get("paused", 0),
-                    "failing": len(failing)},
-        "last_polls": [_poll_json(r) for r in polls],
-        "failing_watches": [_poll_json(r) for r in failing],
-        "failures": [{"job_id": r.id, "url": r.url, "state": r.state,
-                      "attempts": r.attempts, "finished": r.finished,
-                      "error": r.last_error} for r in failed_jobs],
-        "revisits": revisits.counts(),
-        "gone": len(list(archive.ledger.entries(actions=["target.gone"]))),
-    }
-
-
-def _poll_json(row: Any) -> dict[str, Any]:
-    return {"watch_id": row.id, "url": row.url, "kind": row.kind,
-            "last_poll_at": row.last_poll_at, "last_ok_at": row.last_ok_at,
-            "failures": row.failures, "error": row.last_error,
-            "new_posts": row.last_new_posts}
-
-
-def iter_lines(report: dict[str, Any]) -> Iterator[str]:
-    """``archiver status`` for a person."""
-    q = report["queue"]
-    yield (f"queue:     {q['queued']} queued ({q['due']} due now), {q['running']} running, "
-           f"{q['done']} done, {q['failed']} failed")
-    yield f"scheduler: {report['scheduler'] or 'none running'}"
-    processes = report["processes"]
-    yield f"processes: {len(processes)}"
-    for p in processes:
-        job = f"  job {p['job_id']}" if p["job_id"] else ""
-        yield (f"  {p['role']:7} {p['id']}  pid {p['pid']}  {p['state']}  "
-               f"heartbeat {p['heartbeat_at']}{job}")
-    for r in report["running"]:
-        yield f"  running job {r['job_id']} since {r['started']}: {r['url']}"
-    wt = report["watches"]
-    yield f"watches:   {wt['active']} active, {wt['paused']} paused, {wt['failing']} failing"
-    if report["last_polls"]:
-        yield "last polls:"
-        for p in report["last_polls"]:
-            outcome = f"error: {p['error']}" if p["error"] else f"{p['new_posts']} new"
-            yield f"  watch {p['watch_id']:<5} {p['last_poll_at']}  {outcome}  {p['url']}"
-    if report["failures"]:
-        yield "recent failures:"
-        for f in report["failures"]:
-            yield (f"  job {f['job_id']:<6} {f['state']:7} attempts {f['attempts']}  "
-                   f"{f['error']}  {f['url']}")
-    rv = report["revisits"]
-    yield (f"revisits:  {rv['waiting']} waiting, {rv['queued']} queued, {rv['done']} done; "
-           f"{report['gone']} takedowns recorded")

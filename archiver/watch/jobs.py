@@ -41,12 +41,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from archiver import models
+from archiver.capture.parallel import host_of
 from archiver.capture.values import SERVICE_ACTOR
 from archiver.clock import Clock, IdFactory, new_capture_id, rfc3339, utc_now
 from archiver.errors import NotFoundError
@@ -110,14 +110,6 @@ def backoff_delay(failures: int, *, base: float, cap: float) -> float:
         return 0.0
     # 2**64 is far past any cap; avoid float overflow for absurd attempt counts.
     return float(min(cap, base * 2 ** min(failures - 1, 64)))
-
-
-def host_of(url: str) -> str:
-    """The lower-case host name a URL's requests go to ('' if it has none)."""
-    try:
-        return (urlsplit(url).hostname or "").lower()[:255]
-    except ValueError:
-        return ""
 
 
 def url_key(url: str) -> str:

@@ -97,6 +97,23 @@ document.body.append('after the alert');</script></body></html>""",
 <video><source src="/media/other.mp4" type="video/mp4"></video>
 <script>fetch('/media/playlist.m3u8');</script></body></html>""",
 }
+# Isolation between captures sharing one Chromium: the first page leaves a cookie (by
+# script and by a Set-Cookie header) and local storage behind; the probe page must see
+# none of it, while the first page's own later request does carry its cookies.
+PAGES["/leave-state.html"] = """<!doctype html><html><head><title>Leaves state</title>
+</head><body><img src="/set-cookie-header" width="1" height="1" onload="after()">
+<script>
+document.cookie = "witness=A; path=/";
+localStorage.setItem("witness", "A");
+function after() { fetch("/cookie-probe-a").then(() => { document.title = "done"; }); }
+</script></body></html>"""
+PAGES["/probe.html"] = """<!doctype html><html><head><title>Probe</title></head><body>
+<p id="out">waiting</p><script>
+document.getElementById("out").textContent =
+  "storage=" + localStorage.getItem("witness") + " cookie=" + document.cookie;
+fetch("/cookie-probe-b");
+</script></body></html>"""
+
 TEMPLATES: dict[str, str] = {
     # {private} is the base URL of the server on 127.0.0.2, {port} this server's port.
     "/private.html": """<!doctype html><html><head><title>Private</title></head><body>
@@ -179,6 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, "application/octet-stream", b"\x00file for browsers")
             else:
                 self._send(200, "text/html", b"<p>a page for other clients</p>")
+        elif path == "/set-cookie-header":
+            self._send(200, "image/png", PNG, ("Set-Cookie", "tracker=A1; Path=/"))
+        elif path.startswith("/cookie-probe"):
+            self._send(200, "text/plain", b"seen")
         elif path in REDIRECTS:
             self._send(302, "text/html", b"moved", ("Location", REDIRECTS[path]))
         elif path in self.server.pages:
@@ -263,25 +284,37 @@ class Captured:
 Capture = Callable[..., Captured]
 
 
-def capturer(tmp_path: Path) -> Capture:
+def capturer(tmp_path: Path, fetcher: BrowserFetcher | None = None) -> Capture:
     """``capture(url, options=…, address_policy=…, allow_private=True)``: the page, then
-    the browser, into ``tmp_path/capture.warc.gz``; the work directory is kept."""
+    the browser, into ``tmp_path/<n>/capture.warc.gz``; the work directory is kept. With
+    ``fetcher``, every capture uses it (one Chromium); else each gets its own, closed
+    after it."""
+    count = 0
 
     def run(url: str, *, options: BrowserOptions | None = None,
             address_policy: AddressPolicy = non_global_reason,
             allow_private: bool = True, capture_seconds: float = 60.0) -> Captured:
-        warc = tmp_path / "capture.warc.gz"
-        work = tmp_path / "work"
+        nonlocal count
+        count += 1
+        folder = tmp_path if count == 1 else tmp_path / f"capture-{count}"
+        folder.mkdir(exist_ok=True)
+        warc = folder / "capture.warc.gz"
+        work = folder / "work"
         work.mkdir()
         recorder = RecorderOptions(allow_private_networks=allow_private,
                                    timeout_seconds=capture_seconds)
         started = time.monotonic()
-        with open_session(warc, options=recorder, warcinfo=WARCINFO,
-                          address_policy=address_policy) as session:
-            page = capture_page(session, url)
-            report = BrowserFetcher(options or fast_options()).run(session, page, work)
-            discovered = list(session.discovered_media)
-            session.publish()
+        browser = fetcher or BrowserFetcher(options or fast_options())
+        try:
+            with open_session(warc, options=recorder, warcinfo=WARCINFO,
+                              address_policy=address_policy) as session:
+                page = capture_page(session, url)
+                report = browser.run(session, page, work)
+                discovered = list(session.discovered_media)
+                session.publish()
+        finally:
+            if fetcher is None:
+                browser.close()
         return Captured(page, report, warc, work, discovered, time.monotonic() - started)
 
     return run

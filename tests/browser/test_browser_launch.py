@@ -32,7 +32,7 @@ def test_a_missing_browser_is_reported_and_the_capture_goes_on(
     assert (outcome.status, outcome.reason) == ("skipped", "browser-unavailable")
     assert outcome.message == (f"no browser at {missing} (install Debian's chromium "
                                "package, or set browser.executable)")
-    assert done.report.artifacts == []
+    assert done.report.artifacts == ()
     assert [r.header("WARC-Type") for r in read_records(done.warc)] == [
         "warcinfo", "request", "response", "request", "response"]
 
@@ -46,7 +46,7 @@ def test_a_browser_that_will_not_start_is_reported(browser_site: Site, capture: 
     assert (outcome.status, outcome.reason) == ("skipped", "browser-unavailable")
     assert str(outcome.message).startswith("Chromium at /bin/false could not be started: ")
     assert "\n" not in str(outcome.message)
-    assert done.report.artifacts == []
+    assert done.report.artifacts == ()
 
 
 def test_a_disabled_browser_says_so(browser_site: Site, capture: Capture) -> None:

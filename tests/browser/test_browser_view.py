@@ -395,7 +395,7 @@ def test_a_download_is_not_a_page(browser_site: Site, capture: Capture) -> None:
     assert outcome.message == (
         f"{browser_site.url('/evidence.bin')} is application/octet-stream, not a page: "
         "nothing to render (the page and media fetchers keep it)")
-    assert done.report.artifacts == []
+    assert done.report.artifacts == ()
     assert len(_records(done, "response", browser_site.url("/evidence.bin"))) == 1
     assert not (done.work / "browser").exists()  # Chromium was never started
 
@@ -407,4 +407,4 @@ def test_a_page_chromium_downloads_is_not_a_page(browser_site: Site, capture: Ca
     outcome = done.report.outcome
     assert (outcome.status, outcome.reason) == ("none", "not-a-page")
     assert "is a download in the browser, not a page" in str(outcome.message)
-    assert done.report.artifacts == []
+    assert done.report.artifacts == ()

@@ -213,7 +213,7 @@ def test_media_url_answering_404_fails_media_as_not_found(
     assert captured.report.outcome.status == "failed"
     assert captured.report.outcome.reason == "not-found"
     assert "HTTP Error 404" in (captured.report.outcome.message or "")
-    assert captured.report.artifacts == []
+    assert captured.report.artifacts == ()
     assert "/missing.mp4" in {urlsplit(r.header("WARC-Target-URI") or "").path
                               for r in _records(captured, "response")}
     _judged(captured, site)
@@ -234,7 +234,7 @@ def test_page_without_media_is_none(site: Any, capture: Callable[..., Any]) -> N
     assert captured.report.outcome.status == "none"
     assert captured.report.outcome.reason is None
     assert captured.report.summary["problems"] == []
-    assert captured.report.artifacts == []
+    assert captured.report.artifacts == ()
     _judged(captured, site)
 
 
@@ -288,7 +288,7 @@ def test_refused_address_is_never_fetched(site: Any, tmp_path: Path) -> None:
         session.publish()
     assert report.outcome.status == "failed"
     assert report.outcome.reason == "refused"
-    assert report.artifacts == []
+    assert report.artifacts == ()
     assert site.seen() == []
 
 
@@ -305,7 +305,7 @@ def test_media_disabled_still_downloads_a_direct_video(
     site.clear()
     page = capture(site.url("/video.html"), options=MediaOptions(enabled=False))
     assert page.report.outcome.status == "skipped"
-    assert page.report.artifacts == []
+    assert page.report.artifacts == ()
 
 
 def test_max_items_limits_a_gallery(site: Any, capture: Callable[..., Any]) -> None:

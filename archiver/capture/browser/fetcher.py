@@ -4,20 +4,19 @@ fetched recorded in the capture's WARC, the rendered views sealed as artifacts.
 It runs after the page fetch (and before media, so the media fetcher gets the media URLs
 the browser saw: :meth:`RecordingSession.add_discovered_media`).
 
-Threads. Playwright runs on an asyncio loop; the capture's caller may be any thread, even
-one that runs a loop of its own, so the whole browser phase runs on a fresh loop in a
-thread of its own, joined with a deadline: ``browser.timeout_seconds`` (capped by what
-``capture.timeout_seconds`` left) plus :data:`CLOSE_GRACE` for shutting Chromium down. If
-the thread overran even that, the router is closed (no further exchange can start) and
-the capture goes on without the browser view (outcome ``failed``, ``timeout``). Files
-become WARC records and artifacts only here, in the caller's thread, after the browser
-thread finished, so an overrunning browser never writes into the capture.
+Chromium is the process's one browser (:class:`~.service.BrowserService`), started by
+the first capture and lent to each in a fresh, isolated context. The view runs on the
+service's event loop; the capture's thread waits for it with a deadline:
+``browser.timeout_seconds`` (capped by what ``capture.timeout_seconds`` left) plus
+:data:`CLOSE_GRACE`. If it overran even that, the view is cancelled, the router is closed
+(no further exchange can start) and the capture goes on without the browser view
+(outcome ``failed``, ``timeout``). Files become WARC records and artifacts only here, in
+the capture's thread, after the view finished, so an overrunning browser never writes
+into the capture.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -30,6 +29,7 @@ from archiver.capture.browser.errors import BrowserError, BrowserUnavailable, No
 from archiver.capture.browser.options import BrowserOptions
 from archiver.capture.browser.render import Rendering, render
 from archiver.capture.browser.router import Router, notes_json
+from archiver.capture.browser.service import BrowserService, Lease
 from archiver.capture.fetcher import DerivedArtifact, FetcherReport, Outcome, OutcomeStatus
 from archiver.capture.page import PageCapture
 from archiver.clock import rfc3339, utc_now
@@ -59,54 +59,30 @@ def _playwright_version() -> str:
         return "absent"
 
 
-class _Job:
-    """The browser phase, run on its own thread and event loop."""
-
-    def __init__(self, session: RecordingSession, url: str, options: BrowserOptions,
-                 out_dir: Path, budget: float, clock: Callable[[], datetime]) -> None:
-        self.session = session
-        self.url = url
-        self.options = options
-        self.out_dir = out_dir
-        self.clock = clock
-        self.phase = Deadline(budget)
-        self.pool = ThreadPoolExecutor(EXCHANGE_THREADS, thread_name_prefix="browser-exchange")
-        self.router = Router(session, spool_dir=out_dir, pool=self.pool, phase=self.phase,
-                             request_timeout=options.request_timeout_seconds,
-                             max_requests=options.max_requests)
-        self.rendering: Rendering | None = None
-        self.failure: BrowserError | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.rendering = asyncio.run(render(
-                session=self.session, url=self.url, options=self.options,
-                out_dir=self.out_dir, router=self.router, phase=self.phase, clock=self.clock,
-            ))
-        except BrowserError as exc:
-            self.failure = exc
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the capture's thread
-            self.error = exc
-        finally:
-            self.router.close()
-            # Exchanges still running end by their deadlines; none starts any more.
-            self.pool.shutdown(wait=True, cancel_futures=True)
-        if self.error is None and self.router.error is not None:
-            # A bug or a local failure in a request handler outranks the browser's own
-            # failure it may have caused: the capture's thread raises it.
-            self.error = self.router.error
-
-
 class BrowserFetcher:
     """Renders the captured page in headless Chromium (see the module docstring)."""
 
     name = "browser"
 
-    def __init__(self, options: BrowserOptions, *,
+    def __init__(self, options: BrowserOptions, *, service: BrowserService | None = None,
                  clock: Callable[[], datetime] = utc_now) -> None:
         self.options = options
         self.clock = clock
+        self._service = service
+        self._owns_service = service is None
+
+    @property
+    def service(self) -> BrowserService:
+        """The Chromium this fetcher's captures share (its own, unless one was given)."""
+        if self._service is None:
+            self._service = BrowserService(self.options)
+        return self._service
+
+    def close(self) -> None:
+        """Stop the Chromium this fetcher started (one given to it is its owner's)."""
+        if self._owns_service and self._service is not None:
+            self._service.close()
+            self._service = None
 
     def run(self, session: RecordingSession, page: PageCapture, workdir: Path) -> FetcherReport:
         """Render ``page.requested_url``; never raises for the target's problems (they
@@ -131,29 +107,54 @@ class BrowserFetcher:
         out_dir = workdir / "browser"
         out_dir.mkdir(exist_ok=True)
         started = self.clock()
-        job = _Job(session, page.requested_url, options, out_dir, budget, self.clock)
-        thread = threading.Thread(target=job.run, name="browser-capture", daemon=True)
-        thread.start()
-        thread.join(budget + CLOSE_GRACE)
+        phase = Deadline(budget)
+        leased: list[Lease] = []
+        with ThreadPoolExecutor(EXCHANGE_THREADS,
+                                thread_name_prefix="browser-exchange") as pool:
+            router = Router(session, spool_dir=out_dir, pool=pool, phase=phase,
+                            request_timeout=options.request_timeout_seconds,
+                            max_requests=options.max_requests)
+
+            async def view(lease: Lease) -> Rendering:
+                leased.append(lease)
+                return await render(lease=lease, session=session, url=page.requested_url,
+                                    options=options, out_dir=out_dir, router=router,
+                                    phase=phase, clock=self.clock)
+
+            rendering: Rendering | None = None
+            failure: BrowserError | None = None
+            try:
+                rendering = self.service.run(view, timeout=budget + CLOSE_GRACE)
+            except BrowserError as exc:
+                failure = exc
+            except TimeoutError:
+                failure = None
+            finally:
+                # Exchanges still running end by their deadlines; none starts any more.
+                router.close()
         ended = self.clock()
         base["timings"] = {"started": rfc3339(started), "ended": rfc3339(ended)}
-        if thread.is_alive():
-            job.router.close()
+        if leased:
+            base["browser"] = {"generation": leased[0].generation,
+                               "capture_number": leased[0].capture_number,
+                               "started_for_this_capture": leased[0].launch_seconds > 0}
+        if router.error is not None:
+            # A bug or a local failure in a request handler outranks the browser's own
+            # failure it may have caused: the capture's thread raises it.
+            raise router.error
+        if rendering is None and failure is None:
             return self._report(Outcome(
                 "failed", "timeout",
                 f"the browser did not stop within {budget + CLOSE_GRACE:.0f} s; "
                 "abandoned, no browser view"), base)
-        if job.error is not None:
-            raise job.error
-        if job.failure is not None:
-            failure = job.failure
+        if failure is not None:
             status: OutcomeStatus = (
                 "skipped" if isinstance(failure, BrowserUnavailable)
                 else "none" if isinstance(failure, NotAPage) else "failed")
-            base["notes"] = notes_json(job.router.notes, MAX_LISTED)
+            base["notes"] = notes_json(router.notes, MAX_LISTED)
             return self._report(Outcome(status, failure.reason, str(failure)), base)
-        assert job.rendering is not None
-        return self._rendered(session, job.rendering, base)
+        assert rendering is not None
+        return self._rendered(session, rendering, base)
 
     def _report(self, outcome: Outcome, provenance: dict[str, Any]) -> FetcherReport:
         return FetcherReport(name=self.name, outcome=outcome, provenance=provenance)

@@ -24,6 +24,8 @@ class BrowserOptions:
     viewport_height: int = 900
     user_agent: str | None = None
     pdf: bool = True
+    recycle_after: int = 200
+    max_memory_mib: int = 2048
 
     def __post_init__(self) -> None:
         for name in ("timeout_seconds", "network_idle_seconds", "request_timeout_seconds"):
@@ -35,6 +37,8 @@ class BrowserOptions:
             raise ValueError("max_requests must be >= 1")
         if self.viewport_width <= 0 or self.viewport_height <= 0:
             raise ValueError("the viewport must have a positive size")
+        if self.recycle_after < 1 or self.max_memory_mib < 1:
+            raise ValueError("recycle_after and max_memory_mib must be >= 1")
 
     @classmethod
     def from_settings(cls, settings: BrowserSettings) -> BrowserOptions:

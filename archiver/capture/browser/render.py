@@ -1,5 +1,6 @@
-"""One browser view: start Chromium, load the page through the recorder, let it settle,
-scroll, and take the rendered artifacts.
+"""One browser view: in a fresh context of the process's Chromium (lent by
+:mod:`.service`), load the page through the recorder, let it settle, scroll, and take
+the rendered artifacts.
 
 Time. The phase has one budget (``browser.timeout_seconds``, capped by what is left of
 ``capture.timeout_seconds``), enforced as a hard ``asyncio.timeout``. Loading, waiting for
@@ -25,21 +26,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, Dialog, FloatRect, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Dialog, FloatRect, Page
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from archiver.capture.browser import scripts
-from archiver.capture.browser.chromium import chromium_flags, dead_end, first_line, launch
+from archiver.capture.browser.chromium import first_line
 from archiver.capture.browser.errors import (
     BrowserError,
     BrowserTimeout,
-    BrowserUnavailable,
     NavigationFailed,
     NotAPage,
 )
 from archiver.capture.browser.options import BrowserOptions
 from archiver.capture.browser.router import Note, Router
+from archiver.capture.browser.service import Lease
 from archiver.clock import rfc3339
 from archiver.recorder import RecordingSession
 from archiver.recorder.wire import Deadline
@@ -100,6 +101,7 @@ def _ms(until: float) -> float:
 
 async def render(
     *,
+    lease: Lease,
     session: RecordingSession,
     url: str,
     options: BrowserOptions,
@@ -108,56 +110,44 @@ async def render(
     phase: Deadline,
     clock: Callable[[], datetime],
 ) -> Rendering:
-    """Render ``url`` in a fresh headless Chromium whose every request goes through
-    ``router`` into ``session``; write the artifacts into ``out_dir``.
+    """Render ``url`` in a fresh, isolated context of the lent browser, every request of
+    which goes through ``router`` into ``session``; write the artifacts into ``out_dir``.
+    The context is closed before this returns, whatever happens.
 
-    Raises BrowserUnavailable, NotAPage, NavigationFailed, BrowserTimeout, BrowserError
-    (the browser crashed or Playwright failed), and re-raises what the router caught
-    (a bug or a local failure such as a full disk).
+    Raises NotAPage, NavigationFailed, BrowserTimeout, BrowserError (the browser crashed
+    or Playwright failed), and re-raises what the router caught (a bug or a local failure
+    such as a full disk).
     """
     budget = phase.remaining()
     started = time.monotonic()
     reserve = min(ARTIFACT_RESERVE_MAX, budget / 3)
     settle_by = started + budget - reserve
-    with dead_end() as port:
-        flags = chromium_flags(port)
-        try:
-            playwright = await async_playwright().start()
-        except PlaywrightError as exc:
-            raise BrowserUnavailable(
-                f"Playwright could not start its driver: {first_line(exc.message)}"
-            ) from exc
-        try:
-            browser = await launch(playwright, options.executable, flags,
-                                   timeout=phase.remaining())
-            timings = {"launch": time.monotonic() - started}
-            try:
-                async with asyncio.timeout(budget - (time.monotonic() - started)):
-                    rendering = await _view(browser, url, options, out_dir, router,
-                                            settle_by, started + budget, clock, timings)
-            except TimeoutError as exc:
-                raise BrowserTimeout(
-                    f"the browser phase did not finish within {budget:.0f} s "
-                    "(browser.timeout_seconds, or what capture.timeout_seconds left)"
-                ) from exc
-            except PlaywrightError as exc:
-                raise BrowserError(f"the browser failed: {first_line(exc.message)}") from exc
-            finally:
-                router.close()
-                await _close(browser)
-        finally:
-            await playwright.stop()
+    timings = {"launch": lease.launch_seconds}
+    try:
+        async with asyncio.timeout(budget):
+            rendering = await _view(lease.browser, url, options, out_dir, router,
+                                    settle_by, started + budget, clock, timings)
+    except TimeoutError as exc:
+        raise BrowserTimeout(
+            f"the browser phase did not finish within {budget:.0f} s "
+            "(browser.timeout_seconds, or what capture.timeout_seconds left)"
+        ) from exc
+    except PlaywrightError as exc:
+        raise BrowserError(f"the browser failed: {first_line(exc.message)}") from exc
+    finally:
+        router.close()
     if router.error is not None:
         raise router.error
-    rendering.flags = flags
-    rendering.timings["total"] = time.monotonic() - started
+    rendering.flags = lease.flags
+    rendering.timings["total"] = time.monotonic() - started + lease.launch_seconds
     return rendering
 
 
-async def _close(browser: Browser) -> None:
-    # Stopping the driver next kills whatever is left of a browser that will not close.
+async def _close_context(context: BrowserContext) -> None:
+    # The context's pages, cookies and storage go with it; a browser that hangs is
+    # retired by the service.
     with contextlib.suppress(PlaywrightError, TimeoutError):
-        await asyncio.wait_for(browser.close(), CLOSE_SECONDS)
+        await asyncio.wait_for(context.close(), CLOSE_SECONDS)
 
 
 async def _view(
@@ -178,6 +168,25 @@ async def _view(
         service_workers="block",
         accept_downloads=False,
     )
+    try:
+        return await _in_context(context, url, options, out_dir, router, settle_by,
+                                 hard_end, clock, timings, browser.version)
+    finally:
+        await _close_context(context)
+
+
+async def _in_context(
+    context: BrowserContext,
+    url: str,
+    options: BrowserOptions,
+    out_dir: Path,
+    router: Router,
+    settle_by: float,
+    hard_end: float,
+    clock: Callable[[], datetime],
+    timings: dict[str, float],
+    browser_version: str,
+) -> Rendering:
     await context.route("**/*", router.handle)
     await context.route_web_socket("**/*", router.refuse_websocket)
     page = await context.new_page()
@@ -239,7 +248,7 @@ async def _view(
             problems.append(f"page.pdf not made: {first_line(exc.message)}")
     timings["artifacts"] = time.monotonic() - mark
     return Rendering(
-        browser_version=browser.version, flags=[], final_url=final_url, http_status=status,
+        browser_version=browser_version, flags=[], final_url=final_url, http_status=status,
         title=str(info["title"]), load_event=load_event, network_idle=network_idle,
         scrolls=scrolls, reached_bottom=reached_bottom, walls=walls, dialogs=dialogs,
         files=files, problems=problems, page_info=info, requests=router.requests,

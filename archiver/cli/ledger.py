@@ -1,0 +1,132 @@
+"""The key and ledger commands: ``key show``, ``ledger verify|checkpoint|proof|timestamp``.
+
+Imports of the archive happen inside each command (see :mod:`archiver.cli.main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+from typing import TYPE_CHECKING, Any, TextIO
+
+from archiver.cli.common import EXIT_FAILED, EXIT_OK, emit_json
+
+if TYPE_CHECKING:
+    from archiver.settings import Settings
+
+
+def add_arguments(command: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of ``command`` (``key`` or ``ledger``)."""
+    if command == "key":
+        sub = p.add_subparsers(dest="key_command", required=True, metavar="SUBCOMMAND")
+        q = sub.add_parser("show", help="print the current public key (PEM) and its id")
+        q.add_argument("--all", action="store_true", help="every key in the key history")
+        q.add_argument("--json", action="store_true")
+        p.set_defaults(handler=cmd_key)
+    elif command == "ledger":
+        sub = p.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
+        q = sub.add_parser("verify", help="recompute every hash and check every checkpoint")
+        q.add_argument("--json", action="store_true")
+        q = sub.add_parser("checkpoint", help="sign the current ledger head")
+        q.add_argument("--json", action="store_true")
+        q = sub.add_parser("proof", help="inclusion proof of one entry")
+        q.add_argument("seq", type=int)
+        q.add_argument("--json", action="store_true")
+        q = sub.add_parser("timestamp", help="get RFC 3161 tokens of the newest checkpoint now")
+        q.add_argument("--json", action="store_true")
+        p.set_defaults(handler=cmd_ledger)
+
+
+def cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    if args.ledger_command == "timestamp":
+        from archiver.cli.export import cmd_ledger_timestamp
+
+        return cmd_ledger_timestamp(settings, args, out)
+    from archiver.archive import Archive
+    from chain_of_custody.errors import LedgerIntegrityError
+
+    with Archive.open(settings) as archive:
+        if args.ledger_command == "verify":
+            try:
+                report = archive.verify_ledger()
+                tokens = archive.verify_timestamps()
+            except LedgerIntegrityError as exc:
+                if args.json:
+                    emit_json(out, {"ok": False, "seq": exc.seq, "problem": str(exc)})
+                else:
+                    print(f"FAIL  {exc}", file=out)
+                return EXIT_FAILED
+            if args.json:
+                emit_json(out, {"ok": True, "entries": report.entries,
+                                 "checkpoints": report.checkpoints,
+                                 "root_hash": report.root_hash.hex(),
+                                 "unsigned_entries": report.unsigned_entries,
+                                 "timestamp_tokens": tokens})
+            else:
+                print(f"ok  ledger verified: {report.entries} entries, "
+                      f"{report.checkpoints} checkpoints, root {report.root_hash.hex()}",
+                      file=out)
+                print(f"ok  {tokens} RFC 3161 timestamp tokens verified (each over its "
+                      "checkpoint, as of its genTime, against the TSA chain kept with it)",
+                      file=out)
+                if report.unsigned_entries:
+                    print(f"    {report.unsigned_entries} newest entries are not yet in a "
+                          "signed checkpoint ('archiver ledger checkpoint' signs them)",
+                          file=out)
+            return EXIT_OK
+        if args.ledger_command == "checkpoint":
+            checkpoint = archive.checkpoint()
+            if args.json:
+                emit_json(out, {"id": checkpoint.id, "tree_size": checkpoint.tree_size,
+                                 "root_hash": checkpoint.root_hash.hex(),
+                                 "key_id": checkpoint.key_id, "note": checkpoint.note})
+            else:
+                out.write(checkpoint.note)
+            return EXIT_OK
+        proof = archive.proof(args.seq)
+    entry = proof.entry
+    proof_hex = [h.hex() for h in proof.hashes]
+    data: dict[str, Any] = {
+        "seq": entry.seq,
+        "leaf": entry.leaf_bytes().decode("utf-8"),
+        "leaf_hash": entry.leaf_hash().hex(),
+        "tree_size": proof.tree_size,
+        "root_hash": proof.root_hash.hex(),
+        "inclusion_proof": proof_hex,
+        "checkpoint": proof.checkpoint.note if proof.checkpoint else None,
+    }
+    if args.json:
+        emit_json(out, data)
+    else:
+        print(f"entry {entry.seq}: {entry.action} {entry.subject} at {entry.time}", file=out)
+        print(f"  leaf hash:  {data['leaf_hash']}", file=out)
+        print(f"  tree size:  {proof.tree_size}", file=out)
+        print(f"  root hash:  {data['root_hash']} "
+              f"(base64 {base64.b64encode(proof.root_hash).decode()})", file=out)
+        for i, h in enumerate(proof_hex):
+            print(f"  proof[{i}]:   {h}", file=out)
+        if proof.checkpoint:
+            print("  signed checkpoint:", file=out)
+            for line in proof.checkpoint.note.splitlines():
+                print(f"    {line}", file=out)
+        else:
+            print("  not yet in a signed checkpoint (proof is against the current root)",
+                  file=out)
+    return EXIT_OK
+
+
+def cmd_key(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.archive import Archive
+
+    with Archive.open(settings) as archive:
+        history = archive.key_history()
+    keys = history if args.all else [k for k in history if k["retired"] is None]
+    for key in keys:
+        if args.json:
+            emit_json(out, key)
+        else:
+            state = f"retired {key['retired']}" if key["retired"] else "current"
+            print(f"# key id {key['key_id']} ({key['algorithm']}, created {key['created']}, "
+                  f"{state})", file=out)
+            out.write(key["public_pem"])
+    return EXIT_OK
