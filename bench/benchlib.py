@@ -7,6 +7,8 @@ on ``sys.path`` when it runs).
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -53,3 +55,29 @@ def peak_rss_mib() -> float:
     with open("/proc/self/status") as status:
         kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
     return kib / 1024
+
+
+def ensure_loopback_name(name: str) -> None:
+    """Make sure host ``name`` resolves to 127.0.0.1, for tools that refuse loopback
+    URLs written as such (``localhost``, ``127.0.0.1``) but follow a name. If it does
+    not resolve, add ``127.0.0.1 name`` to /etc/hosts when running as root (saying so on
+    stderr; the line stays), else exit with what to do. Use a name under ``.test``
+    (RFC 6761), which never resolves on the internet."""
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(name, None, socket.AF_INET)}
+    except socket.gaierror:
+        found = set()
+    if found == {"127.0.0.1"}:
+        return
+    if found:
+        raise SystemExit(f"{name} resolves to {sorted(found)}, not 127.0.0.1: fix /etc/hosts")
+    line = f"127.0.0.1 {name}"
+    if os.geteuid() != 0:
+        raise SystemExit(f"{name} does not resolve; as root, add this line to /etc/hosts "
+                         f"and run again:\n  {line}")
+    with open("/etc/hosts", "a") as hosts:
+        hosts.write(f"\n{line}  # added by bench/ (evidence-archiver benchmarks)\n")
+    print(f"added '{line}' to /etc/hosts (it stays; remove it by hand if unwanted)",
+          file=sys.stderr)
+    if {info[4][0] for info in socket.getaddrinfo(name, None, socket.AF_INET)} != {"127.0.0.1"}:
+        raise SystemExit(f"{name} still does not resolve to 127.0.0.1 after editing /etc/hosts")
