@@ -114,7 +114,8 @@ def build_fetchers(settings: Settings) -> list[Fetcher]:
     # when turned off, so every capture says why it has no browser view.
     # Media always runs: with media.enabled = false it still downloads a URL that is
     # itself a video or image (the page fetcher leaves such bodies to it).
-    return [BrowserFetcher(BrowserOptions.from_settings(settings.browser)),
+    return [BrowserFetcher(BrowserOptions.from_settings(
+                settings.browser, defer_media=settings.media.enabled)),
             MediaFetcher(MediaOptions.from_settings(settings.media))]
 
 
@@ -377,7 +378,8 @@ class Archive:
         )
 
         return CapturePipeline(Collaborators(
-            engine=self.engine, ledger=self.ledger, blobs=self.store, page=PageFetcher(),
+            engine=self.engine, ledger=self.ledger, blobs=self.store,
+            page=PageFetcher(defer_media=self.settings.media.enabled),
             fetchers=self.fetchers, options=recorder_options(self.settings),
             host=host_facts(self.settings), work_dir=self.settings.work_dir,
             clock=self.clock, address_policy=self.address_policy,

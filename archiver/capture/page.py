@@ -68,6 +68,9 @@ class PageCapture:
     page fetcher (the page's response record holds the status line, the headers and
     whatever arrived with them, marked ``WARC-Truncated``); the media fetcher downloads
     it once, as media, into the same WARC."""
+    media: tuple[str, ...] = ()
+    """The page's <video>/<audio>/<source> URLs. When the media fetcher runs they are
+    left to it (fetched once, as media, not also as subresources)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,7 +157,8 @@ def record_capture(
     )
 
 
-def capture_page(session: RecordingSession, url: str) -> PageCapture:
+def capture_page(session: RecordingSession, url: str, *,
+                 defer_media: bool = False) -> PageCapture:
     """Fetch the page ``url`` and its redirects into ``session``, then (when enabled) its
     subresources. Raises ``archiver.errors`` for the page; subresource failures become
     session warnings.
@@ -163,7 +167,10 @@ def capture_page(session: RecordingSession, url: str) -> PageCapture:
     by its Content-Type) is not downloaded here: reading stops after its headers and
     ``body_deferred`` is set, so the media fetcher downloads it once, with the media
     limits (``capture.max_media_bytes``, its own time budget), instead of twice, and a
-    video larger than ``capture.max_response_bytes`` does not fail the capture."""
+    video larger than ``capture.max_response_bytes`` does not fail the capture.
+
+    With ``defer_media`` the page's <video>/<audio> sources are not fetched as
+    subresources: the media fetcher downloads them (once, with the media limits)."""
     page, redirects = session.follow(OutgoingRequest(url=url), role="page",
                                      parse_links=session.options.fetch_subresources,
                                      on_headers=_reads_as_page)
@@ -173,7 +180,9 @@ def capture_page(session: RecordingSession, url: str) -> PageCapture:
             f"the response from {page.url} is larger than "
             f"{page.summary.response_bytes} bytes ({_page_limit_name(session)})"
         )
-    fetched = fetch_subresources(session, page.links) if page.links else 0
+    media = tuple(link.url for link in page.links if link.kind == "media")
+    links = [link for link in page.links if not (defer_media and link.kind == "media")]
+    fetched = fetch_subresources(session, links) if links else 0
     tls = page.tls
     return PageCapture(
         requested_url=url,
@@ -189,6 +198,7 @@ def capture_page(session: RecordingSession, url: str) -> PageCapture:
         subresources_fetched=fetched,
         response_record_id=page.summary.response_record_id,
         body_deferred=deferred,
+        media=media,
     )
 
 
@@ -267,10 +277,14 @@ class PageFetcher:
     ``capture.fetch_subresources``) the resources it references, into the session.
 
     Unlike the fetchers that follow it, it raises: without the page there is no capture.
-    Its limits are the session's (``capture.*``)."""
+    Its limits are the session's (``capture.*``). ``defer_media`` (the media fetcher
+    runs): the page's videos are left to it."""
 
     name = "page"
 
+    def __init__(self, *, defer_media: bool = False) -> None:
+        self.defer_media = defer_media
+
     def fetch(self, session: RecordingSession, url: str) -> PageCapture:
         """See :func:`capture_page`; raises ``archiver.errors.CaptureError`` subclasses."""
-        return capture_page(session, url)
+        return capture_page(session, url, defer_media=self.defer_media)

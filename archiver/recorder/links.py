@@ -16,7 +16,9 @@ from html.parser import HTMLParser
 from typing import Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-LinkKind = Literal["stylesheet", "other"]
+LinkKind = Literal["stylesheet", "media", "other"]
+"""``media``: the ``src`` of a <video>, <audio> or their <source> (a video the media
+fetcher downloads, once, when it is on)."""
 
 SKIPPED_SCHEMES = ("data:", "javascript:", "mailto:", "about:", "blob:", "tel:")
 _LINK_RELS = frozenset(
@@ -113,7 +115,10 @@ class PageLinkParser(HTMLParser):
             if rels & _LINK_RELS:
                 self._add(a.get("href"), "stylesheet" if "stylesheet" in rels else "other")
         elif tag in _SRC_TAGS:
-            if tag != "input" or (a.get("type") or "").lower() == "image":
+            if tag in ("video", "audio") or (tag == "source" and a.get("src")
+                                             and not a.get("srcset")):
+                self._add(a.get("src"), "media")
+            elif tag != "input" or (a.get("type") or "").lower() == "image":
                 self._add(a.get("src"))
             if tag == "video":
                 self._add(a.get("poster"))

@@ -73,5 +73,8 @@ class ExchangeSummary:
     started: datetime
     ended: datetime
     revisit_of: str | None = None  # set when the response was written as a revisit
+    payload_digest: str | None = None
+    """``sha256:<BASE32>`` of the payload as received (after the HTTP header block, with
+    transfer framing and content coding untouched), when the header block is complete."""
 
 

@@ -63,7 +63,7 @@ from archiver.recorder.links import (
 )
 from archiver.recorder.model import ExchangeSummary, RecorderOptions, Role, new_record_id
 from archiver.recorder.transport import GuardedTransport
-from archiver.recorder.warcfile import WarcFile
+from archiver.recorder.warcfile import WarcFile, warc_digest_hex
 from archiver.recorder.wire import (
     ByteLimitReached,
     Deadline,
@@ -532,6 +532,8 @@ class RecordingSession:
             response_record_id=response_id, certificate_record_id=certificate_id,
             response_bytes=wire.response.size, truncated=wire.response.truncated,
             started=started, ended=ended, revisit_of=revisit_of,
+            payload_digest=(wire.response.payload_digest
+                            if wire.response.headers_complete else None),
         )
         self.exchanges.append(summary)
         return summary, revisit_of
@@ -587,9 +589,12 @@ class RecordingSession:
         refers_to: str | None = None,
         refers_to_url: str | None = None,
         extra: Mapping[str, str] | None = None,
+        digest: Digest | None = None,
     ) -> tuple[str, Digest]:
         """Add a file the capture derived (a merged video, a screenshot, info.json) as a
-        record of this WARC; returns its record id and the file's digest."""
+        record of this WARC; returns its record id and the file's digest. With
+        ``digest`` (computed by the caller in its own pass) the file is read once, to
+        write it; the WARC's block digest is then that digest, checked as it streams."""
         fields: list[tuple[str, str]] = []
         if refers_to is not None:
             fields.append(("WARC-Refers-To", refers_to))
@@ -598,11 +603,36 @@ class RecordingSession:
         fields += list((extra or {}).items())
         with self._lock:
             record_id = self.warc.record_id()
-            digest = self.warc.write_file_record(
+            written = self.warc.write_file_record(
                 rec_type, record_id=record_id, url=url, date=self.clock(), path=path,
-                content_type=content_type, extra=fields,
+                content_type=content_type, extra=fields, digest=digest,
             )
-        return record_id, digest
+        return record_id, written
+
+    def write_identity(self, *, url: str, name: str, digest: Digest, refers_to: str,
+                       refers_to_url: str) -> str:
+        """Say, in a small ``metadata`` record, that the file ``name`` (``digest``) is
+        byte for byte the payload of the response record ``refers_to`` of this WARC, so
+        that a video is not stored in the WARC twice. Returns the record's id.
+
+        The caller has checked the identity (the file's SHA-256 is that response's
+        ``WARC-Payload-Digest``); anyone can check it again from the two records."""
+        with self._lock:
+            record_id = self.warc.record_id()
+            self.warc.write_fields_record(
+                record_id=record_id, url=url, date=self.clock(),
+                fields={
+                    "file": name,
+                    "identical-to": "payload of the response record in WARC-Refers-To",
+                    "payload-digest": warc_digest_hex(digest.sha256),
+                    "sha256": digest.sha256,
+                    "sha512": digest.sha512,
+                    "size": str(digest.size),
+                },
+                extra=[("WARC-Refers-To", refers_to),
+                       ("WARC-Refers-To-Target-URI", refers_to_url)],
+            )
+        return record_id
 
     def response_record_for(self, url: str) -> str | None:
         """The record id of the last 2xx response (or its revisit) recorded for ``url``."""

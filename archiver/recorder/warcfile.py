@@ -16,17 +16,19 @@ SHA-512 and size are computed by a HashingWriter as the bytes go to disk.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
 import secrets
+import struct
 import zlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from warcio.recordloader import ArcWarcRecord
 from warcio.statusandheaders import StatusAndHeaders
@@ -68,6 +70,42 @@ class _GzipMember:
 
     def flush(self) -> None:
         self._out.write(self._compressor.flush())
+        self._out.flush()
+
+
+class _StoredGzipMember:
+    """A gzip member (RFC 1952) of *stored* deflate blocks (RFC 1951 §3.2.4), framed here.
+
+    Why not ``zlib.compressobj(0)``: at level 0 zlib still moves every byte through its
+    window and runs at about 0.7 GB/s, the slowest step of writing a video into the WARC.
+    A stored block is a 5-byte header and the bytes themselves, so framing them here
+    runs at memory speed (CRC-32 by zlib); any gzip reader reads the result.
+    """
+
+    _HEADER = bytes([0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 0xFF])  # deflate, no mtime, OS unknown
+    _MAX_BLOCK = 0xFFFF
+
+    def __init__(self, out: HashingWriter) -> None:
+        self._out = out
+        self._crc = 0
+        self._size = 0
+        out.write(self._HEADER)
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        self._crc = zlib.crc32(view, self._crc)
+        self._size += len(view)
+        for start in range(0, len(view), self._MAX_BLOCK):
+            block = view[start : start + self._MAX_BLOCK]
+            n = len(block)
+            self._out.write(bytes((0, n & 0xFF, n >> 8, ~n & 0xFF, (~n >> 8) & 0xFF)))
+            self._out.write(block)
+        return len(data)
+
+    def flush(self) -> None:
+        # The final block: empty, stored, BFINAL set; then CRC-32 and size mod 2^32.
+        self._out.write(b"\x01\x00\x00\xff\xff")
+        self._out.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
         self._out.flush()
 
 
@@ -170,7 +208,9 @@ class WarcFile:
         # One gzip member per record, as warcio's own gzip mode writes, but at a level
         # chosen per record: warcio always uses 9, which on a video (already compressed)
         # costs ~13x the time of level 0 for no gain.
-        member = _GzipMember(self._hashing, level)
+        member: _GzipMember | _StoredGzipMember = (
+            _StoredGzipMember(self._hashing) if level == 0
+            else _GzipMember(self._hashing, level))
         WARCWriter(member, gzip=False, warc_version=WARC_VERSION).write_record(record)
 
     def write_warcinfo(self, fields: Mapping[str, str], *, date: datetime) -> str:
@@ -308,24 +348,51 @@ class WarcFile:
         path: Path,
         content_type: str,
         extra: list[tuple[str, str]] | None = None,
+        digest: Digest | None = None,
     ) -> Digest:
         """A ``resource``, ``conversion`` or ``metadata`` record whose block is the file at
-        ``path``, streamed (never held in memory). Returns the file's digest, computed in
-        a first pass (the record's header carries it, so it must be known first)."""
+        ``path``, streamed (never held in memory). Returns the file's digest.
+
+        The record's header carries the block digest, so it must be known before the
+        block is written: given as ``digest`` (the caller hashed the file already), or
+        computed here in a first pass. Either way the bytes written are hashed again as
+        they stream, and a file that changed in between raises ``ValueError`` (the
+        temporary WARC is then discarded with the capture: nothing inconsistent is ever
+        published)."""
         if rec_type not in ("resource", "conversion", "metadata"):
             raise ValueError(f"not a file record type: {rec_type}")
         with path.open("rb") as handle:
-            hashed = hashlib.sha256()
-            digest = _digest_file(handle, hashed)
-            handle.seek(0)
-            block_digest = warc_digest(hashed)
+            if digest is None:
+                digest = _digest_file(handle, hashlib.sha256())
+                handle.seek(0)
+            block_digest = warc_digest_hex(digest.sha256)
             headers = self._common(rec_type, record_id, url, date)
             headers += list(extra or [])
             headers += [("WARC-Block-Digest", block_digest),
                         ("WARC-Payload-Digest", block_digest)]
-            self._write(rec_type, headers, content_type, handle, digest.size,
+            checked = _CheckedReader(handle, digest)
+            self._write(rec_type, headers, content_type, cast(IO[bytes], checked), digest.size,
                         level=gzip_level_for(content_type))
+            checked.finish()
         return digest
+
+    def write_fields_record(
+        self,
+        *,
+        record_id: str,
+        url: str,
+        date: datetime,
+        fields: Mapping[str, str],
+        extra: list[tuple[str, str]],
+    ) -> None:
+        """A ``metadata`` record whose block is ``application/warc-fields``."""
+        block = warc_fields(fields)
+        headers = self._common("metadata", record_id, url, date)
+        headers += extra
+        headers += [("WARC-Block-Digest", warc_digest_of(block)),
+                    ("WARC-Payload-Digest", warc_digest_of(block))]
+        self._write("metadata", headers, "application/warc-fields", BytesIO(block),
+                    len(block))
 
     def publish(self) -> Digest:
         """fsync, rename to the final path, fsync the directory; the file's digest."""
@@ -349,6 +416,32 @@ class WarcFile:
 
 def warc_digest_of(data: bytes) -> str:
     return warc_digest(hashlib.sha256(data))
+
+
+def warc_digest_hex(sha256_hex: str) -> str:
+    """``sha256:<BASE32>`` (the WARC form) of a SHA-256 given in hex."""
+    return "sha256:" + base64.b32encode(bytes.fromhex(sha256_hex)).decode("ascii")
+
+
+class _CheckedReader:
+    """Reads a file for the WARC writer while hashing it again: the record's header was
+    written with the digest the caller stated, so the bytes that follow must match."""
+
+    def __init__(self, handle: BinaryIO, want: Digest) -> None:
+        self._handle = handle
+        self._want = want
+        self._sha256 = hashlib.sha256()
+        self._size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self._sha256.update(data)
+        self._size += len(data)
+        return data
+
+    def finish(self) -> None:
+        if self._size != self._want.size or self._sha256.hexdigest() != self._want.sha256:
+            raise ValueError("a file changed while it was written into the WARC")
 
 
 def _digest_file(handle: BinaryIO, sha256: Any) -> Digest:

@@ -82,7 +82,8 @@ def test_captures_share_one_chromium_but_no_cookie_or_storage(
     assert {h.path for h in hits} >= {"/probe.html", "/cookie-probe-b"}
     assert [h for h in hits if "cookie" in h.headers] == []
     text = json.loads((second.work / "browser" / "page.json").read_text())["text"]
-    assert "storage=null cookie=" in text and "witness" not in text
+    assert "storage=null cookie=" in text
+    assert "witness" not in text
 
     used = [c.report.provenance["browser"] for c in (first, second)]
     assert used == [
@@ -139,7 +140,8 @@ def test_chromium_past_its_memory_limit_is_replaced_between_captures(
         capture = capturer(tmp_path, fetcher)
         first = capture(browser_site.url("/post.html"))
         used = browser_memory(_port(first.report.provenance["flags"]))
-        assert used is not None and used > 1024 * 1024
+        assert used is not None
+        assert used > 1024 * 1024
         second = capture(browser_site.url("/post.html"))
         assert [first.report.outcome.status, second.report.outcome.status] == ["ok", "ok"]
         assert second.report.provenance["browser"]["generation"] == 2

@@ -46,6 +46,11 @@ class Route:
     body: bytes = b""
     stream_bytes: int = 0  # > 0: BIG_BLOCK repeated, cut at this many bytes
 
+    def with_head(self, head: str) -> Route:
+        """This HTML page with ``head`` added inside its <head>."""
+        return Route(self.status, self.content_type, self.file,
+                     self.body.replace(b"</head>", head.encode() + b"</head>", 1))
+
 
 @dataclass
 class MediaSite:
@@ -196,6 +201,16 @@ def _make_media(d: Path) -> dict[str, Route]:
         "/photo2-reencoded.jpg": Route("200 OK", "image/jpeg", d / "photo2-reencoded.jpg"),
         "/icon.png": Route("200 OK", "image/png", d / "icon.png"),
         "/big.mp4": Route("200 OK", "video/mp4", stream_bytes=200 * 1024 * 1024),
+        # og:image with a relative URL (the generic extractor reports it as given), and
+        # one that is no http(s) URL at all: neither may cost the post its video.
+        "/og-post.html": page('<video controls src="/clip.mp4"></video>').with_head(
+                                  '<meta property="og:image" content="/img/2.png">'),
+        "/og-bad.html": page('<video controls src="/clip.mp4"></video>').with_head(
+            '<meta property="og:image" content="javascript:alert(1)">'),
+        "/img/2.png": Route("200 OK", "image/png", d / "photo2.png"),
+        # The same photo at two addresses: stored once.
+        "/twice.html": page('<img src="/photo1.png"><img src="/copy/photo1.png">'),
+        "/copy/photo1.png": Route("200 OK", "image/png", d / "photo1.png"),
     }
     for i in (1, 2, 3):
         routes[f"/photo{i}.png"] = Route("200 OK", "image/png", d / f"photo{i}.png")

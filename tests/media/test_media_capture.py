@@ -18,7 +18,7 @@ from warc_judges import Record, read_records, strict_problems, warcio_check
 from archiver.capture.fetcher import DerivedArtifact
 from archiver.capture.media import MediaFetcher, MediaOptions
 from archiver.capture.media.handler import MediaTraffic, RecordingYoutubeDL
-from archiver.capture.page import PageCapture
+from archiver.capture.page import PageCapture, capture_page
 from archiver.recorder import RecorderOptions, open_session
 from archiver.recorder.wire import Deadline
 
@@ -47,6 +47,21 @@ def _judged(captured: Any, site: Any) -> None:
     assert served == _request_paths(captured)
 
 
+def _identities(captured: Any) -> list[Record]:
+    """The metadata records saying a media file is exactly one response's payload."""
+    return [r for r in _records(captured, "metadata")
+            if r.header("Content-Type") == "application/warc-fields"]
+
+
+def _fields(record: Record) -> dict[str, str]:
+    lines = record.block.decode("utf-8").splitlines()
+    return dict(line.split(": ", 1) for line in lines if line)
+
+
+def _payload(response: Record) -> bytes:
+    return response.block.split(b"\r\n\r\n", 1)[1]
+
+
 def _media(captured: Any) -> list[DerivedArtifact]:
     return [a for a in captured.report.artifacts if a.role == "media"]
 
@@ -57,12 +72,12 @@ def _responded(captured: Any) -> set[str]:
             and r.block.startswith(b"HTTP/1.1 200")}
 
 
-def test_direct_mp4_is_downloaded_once_as_media_and_kept_as_a_resource(
+def test_direct_mp4_is_downloaded_once_and_stored_once_in_the_warc(
     site: Any, capture: Callable[..., Any]
 ) -> None:
     """A URL that is a video: the page record stops at the headers, yt-dlp downloads it,
-    the artifact is the served bytes, and the WARC keeps it as a resource record that
-    refers to the response it came in."""
+    the artifact is the served bytes, and the WARC holds those bytes once: in the
+    response they came in, named by a small identity record (no resource copy)."""
     captured = capture(site.url("/clip.mp4"))
     assert captured.page.body_deferred is True
     assert captured.page.status == 200
@@ -74,13 +89,25 @@ def test_direct_mp4_is_downloaded_once_as_media_and_kept_as_a_resource(
     assert video.digest.size == len(site.served("/clip.mp4"))
     page_response = _records(captured, "response")[0]
     assert page_response.header("WARC-Truncated") == "length"
-    (resource,) = _records(captured, "resource")
-    assert hashlib.sha256(resource.block).hexdigest() == site.sha256("/clip.mp4")
-    refers = resource.header("WARC-Refers-To")
-    assert refers in {r.id for r in read_records(captured.warc)
-                      if r.type in ("response", "revisit")}
+    assert _records(captured, "resource") == []
+    (identity,) = _identities(captured)
+    refers = identity.header("WARC-Refers-To")
+    (response,) = [r for r in read_records(captured.warc) if r.id == refers]
+    assert response.type == "response"
+    assert _payload(response) == site.served("/clip.mp4")
+    fields = _fields(identity)
+    assert fields["file"] == "media-clip.mp4"
+    assert fields["sha256"] == video.digest.sha256
+    assert fields["sha512"] == video.digest.sha512
+    assert fields["payload-digest"] == response.header("WARC-Payload-Digest")
     (item,) = captured.report.summary["items"]
-    assert item["warc_record"] == "resource"
+    assert item["warc_record"] == "identity"
+    assert item["warc_refers_to"] == refers
+    # the video is whole in one record of the WARC: the response it came in (the page
+    # fetcher's record of the same URL stops after the headers, marked truncated)
+    served = site.served("/clip.mp4")
+    assert [r.id for r in read_records(captured.warc)
+            if served in r.block and r.header("WARC-Truncated") is None] == [refers]
     assert item["extractor"] == "Generic"
     assert item["format_id"] == "mp4"
     assert [h["position"] for h in item["pdq"]] == [0, 1, 2]
@@ -199,7 +226,9 @@ def test_gallery_of_three_images_skips_the_icon_and_the_missing_one(
     assert all(len(item["pdq"]) == 1 and len(item["pdq"][0]["pdq"]) == 64 for item in items)
     assert any("missing-photo.png: HTTP 404" in w
                for w in captured.report.provenance["warnings"])
-    assert len(_records(captured, "resource")) == 3
+    assert [_fields(r)["file"] for r in _identities(captured)] == [
+        "media-photo1.png", "media-photo2.png", "media-photo3.png"]
+    assert _records(captured, "resource") == []
     _judged(captured, site)
 
 
@@ -323,3 +352,72 @@ def test_the_recorder_is_the_only_request_handler(tmp_path: Path) -> None:
         with RecordingYoutubeDL({"quiet": True}, traffic=traffic) as ydl:
             assert list(ydl._request_director.handlers) == ["Recorder"]
         traffic.close()
+
+
+def test_a_video_the_browser_hands_on_is_fetched_and_stored_once(
+    site: Any, tmp_path: Path
+) -> None:
+    """The page's <video> is found by yt-dlp's extractor and handed on by the browser
+    too: the URL is not fetched a second time for media, one artifact holds it, and the
+    manifest says which route was folded into which item."""
+    warc = tmp_path / "capture.warc.gz"
+    with open_session(warc, options=RecorderOptions(allow_private_networks=True,
+                                                    timeout_seconds=60.0),
+                      warcinfo={"software": "test"}) as session:
+        # as in an archive with media on: the page fetcher leaves the <video> to media
+        page = capture_page(session, site.url("/video.html"), defer_media=True)
+        session.add_discovered_media(site.url("/clip.mp4"))  # what the browser does
+        report = MediaFetcher(MediaOptions(frame_samples=0)).run(session, page, tmp_path)
+        session.publish()
+    captured = type("C", (), {"warc": warc, "report": report, "page": page})
+    assert report.outcome.status == "ok", report.outcome
+    (video,) = _media(captured)
+    assert video.digest.sha256 == site.sha256("/clip.mp4")
+    assert [d["url"] for d in report.summary["deduplicated"]] == [site.url("/clip.mp4")]
+    assert report.summary["deduplicated"][0]["route"] == "browser"
+    gets = [path for method, path, _ua in site.seen() if method == "GET"]
+    assert gets.count("/clip.mp4") == 1
+    _judged(captured, site)
+
+
+def test_a_relative_thumbnail_is_resolved_against_the_page(
+    site: Any, capture: Callable[..., Any]
+) -> None:
+    """og:image '/img/2.png' (relative, as the generic extractor reports it): the
+    thumbnail is fetched from the page's host and kept; the video is captured."""
+    captured = capture(site.url("/og-post.html"))
+    assert captured.report.outcome.status == "ok", captured.report.outcome
+    (video,) = _media(captured)
+    assert video.digest.sha256 == site.sha256("/clip.mp4")
+    thumbnails = [a for a in captured.report.artifacts if ".thumbnail." in a.name]
+    assert [a.digest.sha256 for a in thumbnails] == [site.sha256("/img/2.png")]
+    _judged(captured, site)
+
+
+def test_a_thumbnail_that_is_no_web_url_is_left_out_with_a_warning(
+    site: Any, capture: Callable[..., Any]
+) -> None:
+    """og:image 'javascript:alert(1)': left out, said in the warnings; the video is
+    captured all the same (before, the whole media step failed on it)."""
+    captured = capture(site.url("/og-bad.html"))
+    assert captured.report.outcome.status == "ok", captured.report.outcome
+    (video,) = _media(captured)
+    assert video.digest.sha256 == site.sha256("/clip.mp4")
+    assert not [a for a in captured.report.artifacts if ".thumbnail." in a.name]
+    assert any("thumbnail URL 'javascript:alert(1)'" in w and "left out" in w
+               for w in captured.report.provenance["warnings"])
+
+
+def test_the_same_image_at_two_addresses_is_stored_once(
+    site: Any, capture: Callable[..., Any]
+) -> None:
+    """Two <img> with the same bytes: one media artifact; the second address is noted as
+    the same as the first in the manifest."""
+    captured = capture(site.url("/twice.html"))
+    assert captured.report.outcome.status == "ok", captured.report.outcome
+    (image,) = _media(captured)
+    assert image.digest.sha256 == site.sha256("/photo1.png")
+    (same,) = captured.report.summary["deduplicated"]
+    assert same["url"] == site.url("/copy/photo1.png")
+    assert same["same_as"] == image.name
+    _judged(captured, site)

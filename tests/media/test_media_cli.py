@@ -96,3 +96,30 @@ def test_a_410_post_is_recorded_as_target_gone(cli: Cli, site: Any) -> None:
         gone = [e for e in archive.ledger.entries() if e.action == "target.gone"]
     assert [(e.subject, e.payload["fetcher"]) for e in gone] == [
         (f"capture:{capture['id']}", "media")]
+
+
+def test_a_post_with_a_video_stores_and_fetches_it_once_with_everything_on(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], site: Any,
+) -> None:
+    """Page, browser view and media together: the page's <video> is found by yt-dlp's
+    extractor, by the page's tags and by the browser, yet the server sends it once and
+    the capture holds one media artifact of it (before: two, fetched three times)."""
+    archive_environment(monkeypatch, tmp_path / "archive", database_url, {
+        "ARCHIVER_CAPTURE__TIMEOUT_SECONDS": "90",
+        "ARCHIVER_MEDIA__FRAME_SAMPLES": "0",
+    })
+    cli = Cli(tmp_path / "archive", capsys)
+    cli.ok("init")
+    capture = cli.capture(site.url("/video.html"))
+    assert capture["status"] == "completed"
+    assert capture["outcomes"]["browser"]["status"] == "ok", capture["outcomes"]
+    assert capture["outcomes"]["media"]["status"] == "ok", capture["outcomes"]
+    media = [a for a in capture["artifacts"] if a["role"] == "media"]
+    assert [a["sha256"] for a in media] == [site.sha256("/clip.mp4")]
+    gets = [path for method, path, _agent in site.seen() if method == "GET"]
+    assert gets.count("/clip.mp4") == 1, gets
+    provenance = tmp_path / "provenance.json"
+    cli.ok("get", capture["id"], "provenance.json", "-o", str(provenance))
+    notes = json.loads(provenance.read_text())["fetchers"]["browser"]["notes"]
+    assert {"url": site.url("/clip.mp4"), "kind": "media-deferred"}.items() <= notes[0].items()

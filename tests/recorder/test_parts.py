@@ -42,7 +42,8 @@ def test_css_urls_are_found_across_chunk_boundaries() -> None:
 
 
 def test_page_links_resolve_against_base_and_skip_non_fetchable() -> None:
-    """<base href> applies to every link; data:, javascript:, mailto:, fragments skipped."""
+    """<base href> applies to every link; data:, javascript:, mailto:, fragments skipped;
+    an <audio>/<video> source is a media link (the media fetcher's, when it runs)."""
     parser = PageLinkParser(max_links=100)
     parser.feed('<img src="a.png"><base href="/assets/"><script src="s.js"></script>'
                 '<img src="data:image/png;base64,AA"><a href="mailto:x@y">m</a>'
@@ -53,7 +54,7 @@ def test_page_links_resolve_against_base_and_skip_non_fetchable() -> None:
         Link("https://example.org/assets/a.png", "other"),
         Link("https://example.org/assets/s.js", "other"),
         Link("https://example.org/assets/f.woff", "other"),
-        Link("https://cdn.example/a.ogg", "other"),
+        Link("https://cdn.example/a.ogg", "media"),
         Link("https://example.org/assets/t.vtt", "other"),
         Link("https://example.org/assets/d.png", "other"),
         Link("https://example.org/assets/bg.png", "other"),

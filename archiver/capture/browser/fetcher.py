@@ -113,7 +113,8 @@ class BrowserFetcher:
                                 thread_name_prefix="browser-exchange") as pool:
             router = Router(session, spool_dir=out_dir, pool=pool, phase=phase,
                             request_timeout=options.request_timeout_seconds,
-                            max_requests=options.max_requests)
+                            max_requests=options.max_requests,
+                            defer_media=options.defer_media)
 
             async def view(lease: Lease) -> Rendering:
                 leased.append(lease)

@@ -26,6 +26,9 @@ class BrowserOptions:
     pdf: bool = True
     recycle_after: int = 200
     max_memory_mib: int = 2048
+    defer_media: bool = False
+    """A <video>/<audio> the page loads is not fetched for the view but handed to the
+    media fetcher, which downloads it once (set when the media fetcher runs)."""
 
     def __post_init__(self) -> None:
         for name in ("timeout_seconds", "network_idle_seconds", "request_timeout_seconds"):
@@ -41,8 +44,9 @@ class BrowserOptions:
             raise ValueError("recycle_after and max_memory_mib must be >= 1")
 
     @classmethod
-    def from_settings(cls, settings: BrowserSettings) -> BrowserOptions:
-        return cls(**settings.model_dump())
+    def from_settings(cls, settings: BrowserSettings, *,
+                      defer_media: bool = False) -> BrowserOptions:
+        return cls(**settings.model_dump(), defer_media=defer_media)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -93,7 +93,7 @@ MAX_NOTES = 1000
 NoteKind = Literal[
     "refused", "timeout", "failed", "tls", "redirect-limit", "truncated", "too-large",
     "undecodable", "websocket", "event-stream", "request-limit", "redirected",
-    "undelivered", "closed",
+    "undelivered", "closed", "media-deferred",
 ]
 NOT_RECORDED: frozenset[str] = frozenset({
     "refused", "timeout", "failed", "tls", "redirect-limit", "truncated", "too-large",
@@ -162,6 +162,7 @@ class Router:
         phase: Deadline,
         request_timeout: float,
         max_requests: int,
+        defer_media: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._session = session
@@ -170,6 +171,7 @@ class Router:
         self._phase = phase
         self._request_timeout = request_timeout
         self._max_requests = max_requests
+        self._defer_media = defer_media
         self._monotonic = monotonic
         self.requests = 0
         self.notes: list[Note] = []
@@ -265,6 +267,15 @@ class Router:
                        f"the page made more than {self._max_requests} requests "
                        "(browser.max_requests); not made")
             await self._abort(route, "blockedbyclient")
+            return
+        if self._defer_media and request.resource_type == "media":
+            # A <video>/<audio> the page plays: the media fetcher downloads it once, as
+            # media (with its own limits); fetching it here too would record it twice.
+            self.add_media(url)
+            self._note(url, "media-deferred",
+                       "a video or audio the page loads: handed to the media fetcher, "
+                       "which records it; not loaded in the browser view")
+            await self._abort(route, "aborted")
             return
         if request.resource_type == "eventsource":
             self._note(url, "event-stream",

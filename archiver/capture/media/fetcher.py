@@ -27,7 +27,6 @@ the manifest under ``happened.fetchers.media.items``, for ``archiver similar``.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import time
@@ -53,9 +52,10 @@ from archiver.errors import CaptureError, ConfigError
 from archiver.recorder import RecordingSession
 from archiver.recorder.links import parse_srcset
 from archiver.recorder.session import OutgoingRequest
+from archiver.recorder.warcfile import warc_digest_hex
 from archiver.recorder.wire import Deadline
 from archiver.settings import MediaSettings
-from chain_of_custody.digest import Digest
+from chain_of_custody.digest import Digest, Hasher
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 MANIFEST_TYPES = (
@@ -242,6 +242,10 @@ class _Run:
         self.used_ytdlp = False
         self.skipped_live: list[str] = []
         self.timings: dict[str, float] = {}
+        self.deduplicated: list[dict[str, Any]] = []
+        """Media found again by another route: the URL not fetched twice, or the same
+        bytes not stored twice (what it was, and which item it is)."""
+        self._by_sha256: dict[str, dict[str, Any]] = {}
         self._serial = 0
 
     # -- the plan ----------------------------------------------------------------------
@@ -258,6 +262,12 @@ class _Run:
             targets = self._ytdlp_targets(media_type)
             if targets:
                 self._run_ytdlp(targets)
+            # The page's own <video>/<audio> sources (the page fetcher left them to us)
+            # that no extractor took: downloaded as they are.
+            for url in page.media:
+                if (url not in self.fetched_urls and len(self.items) < options.max_items
+                        and not self.deadline.expired):
+                    self._direct(url, page_body=False, tag=True)
             if (options.images and media_type in HTML_TYPES and 200 <= page.status < 300
                     and len(self.items) < options.max_items):
                 self._page_images()
@@ -295,6 +305,13 @@ class _Run:
                 left = self.options.max_items - len(collected)
                 if left <= 0 or self.deadline.expired:
                     break
+                known = _item_urls(collected)
+                if url in known:
+                    # The browser handed on a URL an extractor already downloaded (the
+                    # page's <video>): fetching it again would only store it twice.
+                    self.deduplicated.append({"url": url, "route": "browser",
+                                              "same_as": known[url]})
+                    continue
                 ydl.params["playlistend"] = left
                 problems_before = len(ydl.problems)
                 ydl.extract_info(url, download=True)
@@ -307,6 +324,7 @@ class _Run:
                 ydl.close()  # saves cookies to our copy only; closes the director
             traffic.close()
         self.warnings += log.warnings
+        self.fetched_urls |= traffic.requested
         self.timings["yt_dlp_seconds"] = round(time.monotonic() - begun, 3)
         for facts in collected:
             self._seal_ytdlp_item(facts, traffic.bodies)
@@ -376,11 +394,14 @@ class _Run:
         path = Path(facts["filepath"]) if facts.get("filepath") else None
         if path is None or not path.is_file() or len(self.items) >= self.options.max_items:
             return
+        source = _source_url(facts)
+        digest = _digest_file(path)
+        if self._already_sealed(digest, source, facts.get("extractor")):
+            return
         base = f"media-{facts['id']}"
         name = self._name(base, path.suffix.lstrip(".") or str(facts.get("ext") or "bin"))
-        source = _source_url(facts)
-        digest, warc_type, url, refers = self._write(path, bodies, fallback_url=source,
-                                                     media_type=_media_type(path))
+        warc_type, url, refers = self._write(path, name, digest, bodies, fallback_url=source,
+                                             media_type=_media_type(path))
         self.artifacts.append(DerivedArtifact(name, "media", _media_type(path), path, digest))
         kind = "image" if phash.is_image(path) else (
             "audio" if facts.get("vcodec") == "none" else "video")
@@ -394,6 +415,7 @@ class _Run:
             "pdq": self._hashes(path, kind, facts.get("duration")),
         }
         self.items.append(item)
+        self._by_sha256[digest.sha256] = item
         self.fetched_urls.update(str(f.get("url")) for f in facts["formats"])
         for what, file_path, ext in self._side_files(facts):
             side = Path(file_path)
@@ -401,13 +423,26 @@ class _Run:
                 continue
             side_name = self._name(f"{base}.{what}", ext)
             media_type = _media_type(side)
-            digest, side_type, _url, _refers = self._write(
-                side, bodies, fallback_url=source, media_type=media_type,
-                derived_type="metadata" if what == "info" else "conversion")
+            side_digest = _digest_file(side)
+            side_type, _url, _refers = self._write(
+                side, side_name, side_digest, bodies, fallback_url=source,
+                media_type=media_type, derived_type="metadata" if what == "info" else
+                "conversion")
             self.artifacts.append(DerivedArtifact(side_name, "metadata", media_type, side,
-                                                  digest))
+                                                  side_digest))
             self.files.append({"artifact": side_name, "what": what, "of": name,
                                "warc_record": side_type})
+
+    def _already_sealed(self, digest: Digest, url: str, route: Any) -> bool:
+        """Whether these exact bytes are already an item (found by another route, e.g.
+        the page's <img> and a thumbnail, or two extractors): then noted, not stored
+        twice."""
+        item = self._by_sha256.get(digest.sha256)
+        if item is None:
+            return False
+        self.deduplicated.append({"url": url, "route": str(route or "direct"),
+                                  "same_as": item["artifact"], "sha256": digest.sha256})
+        return True
 
     @staticmethod
     def _side_files(facts: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
@@ -443,9 +478,10 @@ class _Run:
         page_copy.unlink(missing_ok=True)
         self.timings["images_seconds"] = round(time.monotonic() - begun, 3)
 
-    def _direct(self, url: str, *, page_body: bool) -> None:
-        """Download ``url`` as one media file (an image, or the page when it is itself
-        a video); a page image that is small or not an image is left out quietly."""
+    def _direct(self, url: str, *, page_body: bool, tag: bool = False) -> None:
+        """Download ``url`` as one media file (an image, a <video> source of the page,
+        or the page when it is itself a video); a page image that is small or not an
+        image is left out quietly, a <video> source that fails is a problem."""
         self.fetched_urls.add(url)
         self._serial += 1
         path = self.directory / f"direct-{self._serial:03d}"
@@ -454,16 +490,25 @@ class _Run:
                 done, _ = self.session.follow(OutgoingRequest(url=url), role="media",
                                               body=body, deadline=self.deadline)
         except CaptureError as exc:
-            self._direct_problem(page_body, _Note(exc.reason, str(exc), url))
+            self._direct_problem(page_body or tag, _Note(exc.reason, str(exc), url))
             path.unlink(missing_ok=True)
             return
         problem = _direct_status_problem(done.status, done.truncated, done.body_problem)
         if problem is not None:
-            self._direct_problem(page_body, _Note(problem[0], f"{done.url}: {problem[1]}", url))
+            self._direct_problem(page_body or tag,
+                                 _Note(problem[0], f"{done.url}: {problem[1]}", url))
             path.unlink(missing_ok=True)
             return
         is_image = phash.is_image(path)
-        if not page_body and not (is_image and self._big_enough(path)):
+        if tag:
+            keep = done.media_type.startswith(("video/", "audio/")) or is_image
+        else:
+            keep = page_body or (is_image and self._big_enough(path))
+        if not keep:
+            path.unlink(missing_ok=True)
+            return
+        digest = _digest_file(path)
+        if self._already_sealed(digest, done.url, "page image" if not page_body else "direct"):
             path.unlink(missing_ok=True)
             return
         ext = _extension(done.media_type, done.url)
@@ -471,18 +516,21 @@ class _Run:
         path.rename(final)
         name = self._name(f"media-{_stem(done.url)}", ext)
         media_type = done.media_type if "/" in done.media_type else _media_type(final)
-        record_id, digest = self.session.write_file(
-            "resource", url=done.url, path=final, content_type=media_type,
-            refers_to=done.summary.response_record_id, refers_to_url=done.url)
+        response = RecordedBody(done.url, done.summary.payload_digest or "",
+                                done.revisit_of or done.summary.response_record_id)
+        warc_type, _url, refers = self._write(final, name, digest, [response],
+                                              fallback_url=done.url, media_type=media_type)
         self.artifacts.append(DerivedArtifact(name, "media", media_type, final, digest))
         kind = "image" if is_image else ("audio" if media_type.startswith("audio/") else "video")
-        self.items.append({
+        item = {
             "artifact": name, "kind": kind, "source_url": done.url, "webpage_url": None,
             "extractor": None, "id": None, "title": None, "format_id": None,
             "format": f"direct download ({media_type})", "protocols": [urlsplit(done.url).scheme],
-            "warc_record": "resource", "warc_refers_to": done.summary.response_record_id,
-            "warc_record_id": record_id, "pdq": self._hashes(final, kind, None),
-        })
+            "warc_record": warc_type, "warc_refers_to": refers,
+            "pdq": self._hashes(final, kind, None),
+        }
+        self.items.append(item)
+        self._by_sha256[digest.sha256] = item
 
     def _direct_problem(self, page_body: bool, note: _Note) -> None:
         if page_body:
@@ -499,23 +547,31 @@ class _Run:
 
     # -- records, names, hashes --------------------------------------------------------
 
-    def _write(self, path: Path, bodies: list[RecordedBody], *, fallback_url: str,
-               media_type: str, derived_type: str = "conversion",
-               ) -> tuple[Digest, str, str, str | None]:
-        """Write ``path`` into the WARC; returns (digest, record type, URL, refers-to)."""
-        body = _identical_body(path, bodies)
+    def _write(self, path: Path, name: str, digest: Digest, bodies: list[RecordedBody], *,
+               fallback_url: str, media_type: str, derived_type: str = "conversion",
+               ) -> tuple[str, str, str | None]:
+        """Put ``path`` (``digest``) into the WARC; returns (record type, URL, refers-to).
+
+        A file that is byte for byte one response's payload (its SHA-256 is that
+        response's WARC-Payload-Digest: a video downloaded in one piece, an image) is not
+        written again: a small ``metadata`` record names the response record and the
+        digests, so the WARC holds a video once. Anything else (merged, remuxed, joined
+        from segments, decoded from a compressed response) is a ``conversion`` (or, for
+        info.json, ``metadata``) record holding the file."""
+        wanted = warc_digest_hex(digest.sha256)
+        body = next((b for b in reversed(bodies) if b.payload_digest == wanted), None)
         if body is not None:
-            _record_id, digest = self.session.write_file(
-                "resource", url=body.url, path=path, content_type=media_type,
-                refers_to=body.response_record_id, refers_to_url=body.url)
-            return digest, "resource", body.url, body.response_record_id
+            self.session.write_identity(url=body.url, name=name, digest=digest,
+                                        refers_to=body.response_record_id,
+                                        refers_to_url=body.url)
+            return "identity", body.url, body.response_record_id
         refers = self.session.response_record_for(fallback_url)
         record_type: Literal["metadata", "conversion"] = (
             "metadata" if derived_type == "metadata" else "conversion")
-        _record_id, digest = self.session.write_file(
+        self.session.write_file(
             record_type, url=fallback_url, path=path, content_type=media_type,
-            refers_to=refers, refers_to_url=fallback_url if refers else None)
-        return digest, record_type, fallback_url, refers
+            refers_to=refers, refers_to_url=fallback_url if refers else None, digest=digest)
+        return record_type, fallback_url, refers
 
     def _hashes(self, path: Path, kind: str, duration: Any) -> list[dict[str, Any]]:
         if kind == "audio":
@@ -576,6 +632,7 @@ class _Run:
             "items": self.items,
             "files": self.files,
             "problems": [p.as_json() for p in self.problems],
+            "deduplicated": self.deduplicated[:MAX_NOTES],
         }
         provenance = {
             "options": self.options.as_json(),
@@ -600,18 +657,24 @@ def _site_extractor_for(url: str) -> str | None:
     return None
 
 
-def _identical_body(path: Path, bodies: list[RecordedBody]) -> RecordedBody | None:
-    """The recorded 2xx body whose bytes are exactly the file's, if there is one."""
-    size = path.stat().st_size
-    candidates = [b for b in bodies if b.size == size]
-    if not candidates:
-        return None
-    digest = hashlib.sha256()
+def _digest_file(path: Path) -> Digest:
+    """SHA-256, SHA-512 and size of a file, in one read."""
+    hasher = Hasher()
     with path.open("rb") as handle:
         while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    found = digest.hexdigest()
-    return next((b for b in reversed(candidates) if b.sha256 == found), None)
+            hasher.update(chunk)
+    return hasher.digest()
+
+
+def _item_urls(collected: list[dict[str, Any]]) -> dict[str, str]:
+    """Every URL an item already downloaded was fetched from, with the item's id."""
+    urls: dict[str, str] = {}
+    for facts in collected:
+        for fmt in facts["formats"]:
+            for key in ("url", "manifest_url"):
+                if fmt.get(key):
+                    urls.setdefault(str(fmt[key]), str(facts.get("id")))
+    return urls
 
 
 def _source_url(facts: dict[str, Any]) -> str:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import email.message
 import functools
-import hashlib
 import io
 import os
 import sys
@@ -101,13 +100,15 @@ class WouldEscapeRecorder(YoutubeDLError):  # type: ignore[misc]
 
 @dataclass(frozen=True, slots=True)
 class RecordedBody:
-    """A complete 2xx entity body yt-dlp received: to tell a downloaded file that is
-    exactly a response's body (a ``resource`` record) from one made from several."""
+    """A complete 2xx response yt-dlp received: to tell a downloaded file that is exactly
+    one response's payload (said in a small identity record, not stored twice) from one
+    made from several (a ``conversion`` record)."""
 
     url: str
-    sha256: str
-    size: int
+    payload_digest: str
+    """``sha256:<BASE32>`` of the payload as received (the record's WARC-Payload-Digest)."""
     response_record_id: str
+    """The record holding that payload (the first response, when this one was a revisit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,6 @@ class _Transfer:
         self._fd = self._file.fileno()
         self._cond = threading.Condition()
         self._size = 0
-        self._sha256 = hashlib.sha256()
         self._head: _Head | None = None
         self._done = False
         self._failure: BaseException | None = None
@@ -151,7 +151,6 @@ class _Transfer:
                 self._size += written
                 self._cond.notify_all()
             view = view[written:]
-        self._sha256.update(data)
         return len(data)
 
     def headers_in(self, url: str, limit: int, status: int, headers: httpx.Headers) -> bool:
@@ -175,10 +174,6 @@ class _Transfer:
             self._done = True
             self._cond.notify_all()
         self._maybe_close()
-
-    @property
-    def sha256(self) -> str:
-        return self._sha256.hexdigest()
 
     @property
     def size(self) -> int:
@@ -307,6 +302,8 @@ class MediaTraffic:
         self.deadline = deadline
         self.workdir = workdir
         self.bodies: list[RecordedBody] = []
+        self.requested: set[str] = set()
+        """Every URL yt-dlp asked for (so no other route fetches it again)."""
         self._transfers: list[_Transfer] = []
         self._lock = threading.Lock()
 
@@ -315,6 +312,7 @@ class MediaTraffic:
         # while an earlier one is unread, will not read that one any further (concurrent
         # fragment downloads are off): let it stop instead of holding up this request.
         with self._lock:
+            self.requested.add(request.url)
             for earlier in self._transfers:
                 if not earlier.done:
                     earlier.abandon()
@@ -398,11 +396,12 @@ class MediaTraffic:
             # the cut for the end of the body.
             raise RecorderTransportError(
                 f"{exchange.url}: yt-dlp stopped reading; recorded truncated")
-        if 200 <= exchange.status < 300:
+        payload = exchange.summary.payload_digest
+        if 200 <= exchange.status < 300 and payload is not None:
             with self._lock:
                 self.bodies.append(RecordedBody(
-                    exchange.url, transfer.sha256, transfer.size,
-                    exchange.summary.response_record_id,
+                    exchange.url, payload,
+                    exchange.revisit_of or exchange.summary.response_record_id,
                 ))
 
 
@@ -545,6 +544,42 @@ class RecordingYoutubeDL(YoutubeDL):  # type: ignore[misc]
         if is_error:
             self.problems.append(Problem(message or "", sys.exception()))
         super().trouble(message, tb, is_error)
+
+    def _write_thumbnails(self, label: str, info_dict: dict[str, Any], filename: str,
+                          thumb_filename_base: str | None = None) -> Any:
+        info_dict["thumbnails"] = self._absolute(
+            info_dict.get("thumbnails") or [], info_dict, "thumbnail")
+        return super()._write_thumbnails(label, info_dict, filename, thumb_filename_base)
+
+    def _write_subtitles(self, info_dict: dict[str, Any], filename: str) -> Any:
+        subtitles = info_dict.get("requested_subtitles") or {}
+        kept = self._absolute([{**sub, "_lang": lang} for lang, sub in subtitles.items()],
+                              info_dict, "subtitle")
+        if subtitles:
+            info_dict["requested_subtitles"] = {sub.pop("_lang"): sub for sub in kept}
+        return super()._write_subtitles(info_dict, filename)
+
+    def _absolute(self, extras: list[dict[str, Any]], info: dict[str, Any],
+                  what: str) -> list[dict[str, Any]]:
+        """Thumbnails and subtitles with URLs resolved against the post's page (sites,
+        and the generic extractor reading ``og:image``, give relative ones); one that is
+        still not an http(s) URL is left out with a warning, never failing the video."""
+        base = str(info.get("webpage_url") or info.get("original_url") or "")
+        kept = []
+        for extra in extras:
+            raw = str(extra.get("url") or "")
+            try:
+                absolute = urljoin(base, raw) if raw else ""
+            except ValueError:
+                absolute = ""
+            if absolute.startswith(("http://", "https://")):
+                kept.append({**extra, "url": absolute})
+            elif raw or extra.get("data") is None:
+                self.report_warning(f"{what} URL {raw!r} of {base or 'the post'} is not "
+                                    "an http(s) URL; left out")
+            else:
+                kept.append(extra)  # subtitles given inline ("data"), nothing to fetch
+        return kept
 
     def dl(self, name: str, info: dict[str, Any], subtitle: bool = False,
            test: bool = False) -> Any:
