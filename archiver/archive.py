@@ -30,7 +30,7 @@ from archiver.capture.values import ArtifactView, Capture, CaptureRequest
 from archiver.clock import Clock, IdFactory, new_capture_id, rfc3339, utc_now
 from archiver.db import make_engine
 from archiver.errors import ArchiverError, NotFoundError, NotInitialisedError
-from archiver.recorder.guard import AddressPolicy, non_global_reason
+from archiver.recorder.addresses import AddressPolicy, non_global_reason
 from archiver.settings import LocalStoreSettings, Settings
 from chain_of_custody import merkle
 from chain_of_custody.checkpoint import verify_note
@@ -47,7 +47,6 @@ from chain_of_custody.ledger import (
 )
 from chain_of_custody.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
 from chain_of_custody.manifest import verify_manifest as check_manifest
-from chain_of_custody.timestamp import StoredToken, TimestampLog, tokens_table, verify_token
 from storage.base import BlobStore
 from storage.errors import StorageError
 from storage.local import LocalBlobStore
@@ -57,6 +56,7 @@ if TYPE_CHECKING:
     from archiver.capture.fetcher import Fetcher
     from archiver.capture.pipeline import CapturePipeline, CommitHook
     from archiver.timestamps import StampResult, Timestamper
+    from chain_of_custody.timestamp import StoredToken
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # manifests and signatures are small; never read more
 
@@ -650,6 +650,8 @@ class Archive:
         signed note and verify as of its own genTime against the TSA certificates kept
         with it. Returns how many were checked; raises :class:`LedgerIntegrityError`
         naming the first token that does not."""
+        from chain_of_custody.timestamp import tokens_table, verify_token
+
         t, c = tokens_table.c, checkpoints_table.c
         query = (
             sa.select(tokens_table, c.note, c.tree_size.label("checkpoint_size"))
@@ -694,6 +696,7 @@ class Archive:
     def timestamper(self) -> Timestamper:
         """Asks the configured TSAs for tokens; remembers which failed recently."""
         from archiver.timestamps import Timestamper
+        from chain_of_custody.timestamp import TimestampLog
 
         return Timestamper(self.settings.timestamp, TimestampLog(self.engine),
                            clock=self.clock)

@@ -23,7 +23,8 @@ import httpx
 
 from archiver.clock import utc_now
 from archiver.errors import CaptureError, ResponseTooLarge
-from archiver.recorder.guard import AddressPolicy, check_url, non_global_reason
+from archiver.recorder.addresses import AddressPolicy, non_global_reason
+from archiver.recorder.guard import check_url
 from archiver.recorder.links import Link
 from archiver.recorder.model import (
     ExchangeSummary,

@@ -36,7 +36,7 @@ from archiver.capture.values import Capture, CaptureRequest, Failure, HostFacts
 from archiver.clock import Clock
 from archiver.errors import CaptureError
 from archiver.recorder import RecorderOptions
-from archiver.recorder.guard import AddressPolicy
+from archiver.recorder.addresses import AddressPolicy
 from archiver.settings import Settings
 from archiver.versions import software_versions
 from chain_of_custody.keys import SigningKey

@@ -17,7 +17,7 @@ from archiver.capture.page import PageFetcher
 from archiver.capture.values import CaptureRequest, Recording, StagedFile
 from archiver.clock import Clock
 from archiver.recorder import RecorderOptions, open_session
-from archiver.recorder.guard import AddressPolicy
+from archiver.recorder.addresses import AddressPolicy
 from chain_of_custody.manifest import Artifact
 
 WARC_FILE = "capture.warc.gz"

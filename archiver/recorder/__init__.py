@@ -11,8 +11,33 @@ archive uses, :mod:`archiver.recorder.guard` for the SSRF threat model and
 fetcher that drives a session for one URL is :mod:`archiver.capture.page`.
 """
 
-from archiver.recorder.model import ExchangeSummary, RecorderOptions, new_record_id
-from archiver.recorder.session import Exchange, OutgoingRequest, RecordingSession, open_session
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from archiver.recorder.model import ExchangeSummary, RecorderOptions, new_record_id
+    from archiver.recorder.session import (
+        Exchange,
+        OutgoingRequest,
+        RecordingSession,
+        open_session,
+    )
+
+# Loaded on first use: the package's pure parts (archiver.recorder.addresses, .model)
+# must be importable without httpx, which the reading commands never need.
+_WHERE = {
+    "ExchangeSummary": "model", "RecorderOptions": "model", "new_record_id": "model",
+    "Exchange": "session", "OutgoingRequest": "session", "RecordingSession": "session",
+    "open_session": "session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
 
 __all__ = [
     "Exchange",

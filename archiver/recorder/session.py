@@ -52,7 +52,8 @@ from archiver.errors import (
     FetchTimeout,
     TooManyRedirects,
 )
-from archiver.recorder.guard import AddressPolicy, check_url, non_global_reason
+from archiver.recorder.addresses import AddressPolicy, non_global_reason
+from archiver.recorder.guard import check_url
 from archiver.recorder.links import (
     BodyDecoder,
     CssUrlScanner,

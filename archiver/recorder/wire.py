@@ -39,7 +39,8 @@ from typing import IO, Any
 
 import httpcore
 
-from archiver.recorder.guard import AddressPolicy, connect_checked
+from archiver.recorder.addresses import AddressPolicy
+from archiver.recorder.guard import connect_checked
 
 
 class ByteLimitReached(Exception):

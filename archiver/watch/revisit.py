@@ -33,10 +33,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from warcio.archiveiterator import ArchiveIterator
-from warcio.bufferedreaders import ChunkedDataException
-from warcio.exceptions import ArchiveLoadFailed
-from warcio.statusandheaders import StatusAndHeadersParserException
 
 from archiver import models
 from archiver.archive import Archive, Capture
@@ -213,6 +209,11 @@ class Revisits:
         return GoneVerdict("removal-page", marker.name) if marker is not None else None
 
     def _final_page_text(self, view: Capture) -> str | None:
+        from warcio.archiveiterator import ArchiveIterator
+        from warcio.bufferedreaders import ChunkedDataException
+        from warcio.exceptions import ArchiveLoadFailed
+        from warcio.statusandheaders import StatusAndHeadersParserException
+
         warc = next((a for a in view.artifacts if a.role == "warc"), None)
         if warc is None or view.final_url is None:
             return None

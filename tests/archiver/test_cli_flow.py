@@ -547,7 +547,7 @@ def test_the_guard_holds_for_every_fetcher_of_an_archive_capture(
     fixture site): the page's image on 127.0.0.2 is refused, noted, and never fetched."""
     import ipaddress
 
-    from archiver.recorder.guard import IPAddress, non_global_reason
+    from archiver.recorder.addresses import IPAddress, non_global_reason
 
     def only_127_0_0_1(address: IPAddress) -> str | None:
         if address == ipaddress.IPv4Address("127.0.0.1"):

@@ -285,3 +285,26 @@ def test_schedules_survive_a_restart_and_missed_polls_coalesce(
 
 def _seconds_since(timestamp: float) -> float:
     return time.time() - timestamp
+
+
+def test_one_worker_runs_capture_concurrency_jobs_at_once(
+    cli: Cli, fixture_site: Any, start_daemon: Callable[..., Daemon],
+    monkeypatch: Any,
+) -> None:
+    """capture.concurrency = 4 and one worker process: four queued pages that each take
+    a second are captured side by side (every one started before any ended), each job
+    done once, and the ledger verifies."""
+    monkeypatch.setenv("ARCHIVER_CAPTURE__CONCURRENCY", "4")
+    urls = [fixture_site.url(f"/delayed/worker-{n}") for n in range(4)]
+    cli.ok("capture", "--queue", *urls)
+    daemon = start_daemon("--workers", "1")
+    wait_until(lambda: len([c for c in _captures(cli) if c["status"] == "completed"]) == 4,
+               timeout=60)
+    assert daemon.terminate() == 0
+    captures = _captures(cli)
+    assert sorted(c["url"] for c in captures) == sorted(urls)
+    started = [datetime.fromisoformat(c["started"].replace("Z", "+00:00")) for c in captures]
+    ended = [datetime.fromisoformat(c["ended"].replace("Z", "+00:00")) for c in captures]
+    assert max(started) < min(ended)
+    assert [e["concurrency"] for e in daemon.events("worker.started")] == [4]
+    assert "ledger verified" in cli.ok("ledger", "verify")

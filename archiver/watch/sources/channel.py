@@ -26,7 +26,7 @@ import yt_dlp
 
 from archiver.capture.media.handler import MediaTraffic, RecordingYoutubeDL
 from archiver.recorder import RecorderOptions, open_session
-from archiver.recorder.guard import non_global_reason
+from archiver.recorder.addresses import non_global_reason
 from archiver.recorder.wire import Deadline
 from archiver.watch.sources.base import Listing, ListRequest, Pager, Post, SourceError
 from archiver.watch.sources.fetch import GuardedFetcher

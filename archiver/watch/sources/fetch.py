@@ -28,7 +28,8 @@ import httpcore
 import httpx
 
 from archiver.errors import CaptureError, ConfigError, FetchRefused
-from archiver.recorder.guard import AddressPolicy, check_url, connect_checked, resolve_checked
+from archiver.recorder.addresses import AddressPolicy
+from archiver.recorder.guard import check_url, connect_checked, resolve_checked
 from archiver.recorder.session import ssl_context_for
 from archiver.recorder.transport import GuardedTransport
 from archiver.settings import Settings
