@@ -3,6 +3,7 @@ per-host limits, prints them in the order given, and each is recorded on its own
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from datetime import datetime
@@ -115,7 +116,7 @@ def test_per_host_concurrency_holds_for_the_cli_too(
     urls = [fixture_site.url(f"/delayed/{n}") for n in (1, 2, 3)]
     lines = cli.json_lines("capture", *urls, "--concurrency", "3")
     spans = sorted((_time(line["started"]), _time(line["ended"])) for line in lines)
-    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
 def test_a_bad_concurrency_is_a_usage_error(
