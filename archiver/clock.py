@@ -6,6 +6,8 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from chain_of_custody.times import rfc3339
+
 Clock = Callable[[], datetime]
 IdFactory = Callable[[], str]
 
@@ -14,10 +16,8 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def rfc3339(moment: datetime) -> str:
-    """UTC, microseconds, 'Z': the one time format of manifests, ledger and CLI."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def new_capture_id() -> str:
     return str(uuid.uuid4())
+
+
+__all__ = ["Clock", "IdFactory", "new_capture_id", "rfc3339", "utc_now"]

@@ -19,6 +19,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
+from chain_of_custody.times import rfc3339
+
 LogFormat = Literal["auto", "json", "text"]
 _HANDLER_NAME = "evidence-archiver"
 
@@ -30,8 +32,7 @@ def event(logger: logging.Logger, name: str, *, level: int = logging.INFO, **fie
 
 
 def _time(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(datetime.fromtimestamp(record.created, UTC))
 
 
 class JsonFormatter(logging.Formatter):

@@ -23,9 +23,14 @@ def store(sealed: Sealed, blobs: ReplicatedBlobStore) -> Stored:
     """
     for staged in sealed.all_files:
         digest = staged.digest
+        # The SHA-512 too: each store checks both digests seal stated. On a local store
+        # on the scratch directory's filesystem the file is linked in, not copied, and
+        # read once to verify it (two reads of the data at most, whatever the store).
         if staged.path is not None:
-            blobs.put_file(staged.path, sha256=digest.sha256, size=digest.size)
+            blobs.put_file(staged.path, sha256=digest.sha256, size=digest.size,
+                           sha512=digest.sha512)
         else:
             assert staged.data is not None
-            blobs.put_stream(io.BytesIO(staged.data), sha256=digest.sha256, size=digest.size)
+            blobs.put_stream(io.BytesIO(staged.data), sha256=digest.sha256, size=digest.size,
+                             sha512=digest.sha512)
     return Stored(sealed, tuple(s.name for s in blobs.stores))

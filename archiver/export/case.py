@@ -84,6 +84,7 @@ from chain_of_custody.manifest import MANIFEST_FILE, SignedManifest, verify_mani
 from chain_of_custody.manifest import SIGNATURE_FILE as MANIFEST_SIGNATURE_FILE
 from chain_of_custody.timestamp import StoredToken, TokenInfo, verify_token
 from storage.errors import StorageError
+from storage.files import publish
 from storage.local import LocalBlobStore
 
 MAX_SMALL_BLOB = 16 * 1024 * 1024
@@ -654,14 +655,12 @@ def _write_zip(archive: Archive, plan: _Plan, out: Path) -> Digest:
             except BaseException:
                 bag.abort()  # into the partial file, which is about to be deleted
                 raise
-            raw.flush()
-            os.fsync(raw.fileno())
         try:
-            os.link(partial, out)  # fails if out appeared meanwhile: never replace a file
+            # linked, not renamed: fails if out appeared meanwhile (never replace a file)
+            publish(partial, out, replace=False)
         except FileExistsError as exc:
             raise ArchiverError(f"{out} already exists; an export never replaces a file") \
                 from exc
-        _fsync_dir(out.parent)
     except OSError as exc:
         raise ArchiverError(f"cannot write {out}: {exc.strerror or exc}") from exc
     finally:
@@ -712,13 +711,6 @@ def _bag_info(archive: Archive, plan: _Plan) -> list[tuple[str, str]]:
         ("Evidence-Timestamps", times or "NONE: " + "; ".join(plan.timestamp_problems)),
     ]
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = ["ExportReport", "export_case"]

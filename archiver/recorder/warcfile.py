@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import secrets
 import struct
 import zlib
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +35,8 @@ from warcio.warcwriter import WARCWriter
 
 from archiver.recorder.wire import MessageSpool, warc_digest
 from chain_of_custody.digest import Digest, Hasher, HashingWriter
+from chain_of_custody.times import rfc3339
+from storage.files import publish
 
 WARC_VERSION = "WARC/1.1"
 PEM_CONTENT_TYPE = "application/x-pem-file"
@@ -127,7 +128,7 @@ def warc_date(moment: datetime) -> str:
     """WARC 1.1 date: UTC, microseconds, 'Z' (the spec allows sub-second precision)."""
     if moment.tzinfo is None:
         raise ValueError("the clock must return timezone-aware datetimes")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(moment)
 
 
 def warc_fields(fields: Mapping[str, str]) -> bytes:
@@ -397,14 +398,8 @@ class WarcFile:
     def publish(self) -> Digest:
         """fsync, rename to the final path, fsync the directory; the file's digest."""
         self._hashing.flush()
-        os.fsync(self._raw.fileno())
         self._raw.close()
-        os.replace(self.temp_path, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        publish(self.temp_path, self.path)
         self._digest = self._hashing.digest()
         return self._digest
 

@@ -48,6 +48,8 @@ from archiver.capture.media import phash
 from archiver.capture.media.handler import MediaTraffic, RecordedBody, RecordingYoutubeDL
 from archiver.capture.media.outcomes import classify, is_nothing_found
 from archiver.capture.page import PageCapture
+from archiver.capture.record import WARC_FILE
+from archiver.capture.seal import PROVENANCE_FILE
 from archiver.errors import CaptureError, ConfigError
 from archiver.recorder import RecordingSession
 from archiver.recorder.links import parse_srcset
@@ -56,6 +58,7 @@ from archiver.recorder.warcfile import warc_digest_hex
 from archiver.recorder.wire import Deadline
 from archiver.settings import MediaSettings
 from chain_of_custody.digest import Digest, Hasher
+from chain_of_custody.manifest import MANIFEST_FILE, SIGNATURE_FILE
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 MANIFEST_TYPES = (
@@ -64,8 +67,7 @@ MANIFEST_TYPES = (
 )
 BINARY_TYPES = ("application/octet-stream", "binary/octet-stream")
 # Names other fetchers and the seal use; ours all start with "media-" anyway.
-RESERVED_NAMES = frozenset({"capture.warc.gz", "provenance.json", "manifest.json",
-                            "manifest.sig"})
+RESERVED_NAMES = frozenset({WARC_FILE, PROVENANCE_FILE, MANIFEST_FILE, SIGNATURE_FILE})
 MAX_NAME = 150
 MAX_NOTES = 50  # problems and warnings kept in the manifest, each at most 500 characters
 PAGE_PARSE_LIMIT = 8 * 1024 * 1024  # bytes of the page scanned for <img>
