@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from archiver.clock import rfc3339
 from archiver.errors import NotFoundError
-from chain_of_custody.digest import Digest
-from chain_of_custody.manifest import Artifact
 
 if TYPE_CHECKING:  # the read commands import this module: keep httpx and the rest out
     from archiver.capture.fetcher import FetcherReport
     from archiver.capture.page import PageCapture
     from archiver.recorder.model import ExchangeSummary
+    from chain_of_custody.digest import Digest
+    from chain_of_custody.manifest import Artifact
 
 SERVICE_ACTOR = "service:archiver"
 """The actor of the entries the pipeline itself writes (completed, failed, gone)."""

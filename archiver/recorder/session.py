@@ -323,6 +323,7 @@ class RecordingSession:
         parse_links: bool = False,
         deadline: Deadline | None = None,
         on_headers: Callable[[int, httpx.Headers], bool] | None = None,
+        on_body: Callable[[], None] | None = None,
     ) -> Exchange:
         """Send ``request`` once over a fresh, guarded, recorded connection.
 
@@ -333,7 +334,9 @@ class RecordingSession:
         the caller does with that is its decision. ``on_headers(status, headers)`` is
         called once the response headers are in (redirects included); when it returns
         False, or the ``body`` file raises :class:`StopReading`, the rest of the response
-        is not read and the record is kept truncated the same way.
+        is not read and the record is kept truncated the same way. ``on_body()`` is
+        called once the whole entity body is in ``body`` and before the exchange is
+        written into the WARC, so a reader can finish with the body meanwhile.
 
         Raises FetchRefused (scheme, or an address the guard refuses), FetchTimeout,
         TlsError, FetchFailed.
@@ -359,7 +362,7 @@ class RecordingSession:
         wire = Wire(self.spool_dir, limit=self.limit_for(role))
         try:
             return self._exchange(request, url, parsed, role, wire, body, parse_links,
-                                  deadline, on_headers)
+                                  deadline, on_headers, on_body)
         finally:
             wire.close()
 
@@ -374,6 +377,7 @@ class RecordingSession:
         parse_links: bool,
         deadline: Deadline,
         on_headers: Callable[[int, httpx.Headers], bool] | None = None,
+        on_body: Callable[[], None] | None = None,
     ) -> Exchange:
         backend = RecordingBackend(
             url=url, wire=wire, deadline=deadline,
@@ -397,6 +401,9 @@ class RecordingSession:
                              None, cut)
             raise
         ended = self.clock()
+        if on_body is not None and writer is not None and not truncated \
+                and writer.problem is None:
+            on_body()
         summary, revisit_of = self._record(url, request.method, role, wire,
                                            status or None, started, ended,
                                            _payload_type(headers), None)

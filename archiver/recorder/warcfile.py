@@ -22,7 +22,7 @@ import re
 import secrets
 import struct
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from io import BytesIO
 from pathlib import Path
@@ -45,6 +45,7 @@ _FIELD_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 DEFAULT_GZIP_LEVEL = 6
+COPY_SIZE = 1024 * 1024
 _STORED_TYPES = ("video/", "audio/", "image/", "font/woff", "application/zip",
                  "application/gzip", "application/x-gzip", "application/pdf")
 
@@ -96,11 +97,15 @@ class _StoredGzipMember:
         view = memoryview(data)
         self._crc = zlib.crc32(view, self._crc)
         self._size += len(view)
+        # One write per call (the blocks and their headers gathered first): the hashing
+        # writer below costs per call, and a video arrives here in 1 MiB pieces.
+        framed = bytearray()
         for start in range(0, len(view), self._MAX_BLOCK):
             block = view[start : start + self._MAX_BLOCK]
             n = len(block)
-            self._out.write(bytes((0, n & 0xFF, n >> 8, ~n & 0xFF, (~n >> 8) & 0xFF)))
-            self._out.write(block)
+            framed += bytes((0, n & 0xFF, n >> 8, ~n & 0xFF, (~n >> 8) & 0xFF))
+            framed += block
+        self._out.write(framed)
         return len(data)
 
     def flush(self) -> None:
@@ -108,6 +113,17 @@ class _StoredGzipMember:
         self._out.write(b"\x01\x00\x00\xff\xff")
         self._out.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
         self._out.flush()
+
+
+class _Writer(WARCWriter):  # type: ignore[misc]
+    """warcio's writer, copying a record's block in 1 MiB pieces instead of 16 KiB: for
+    a video that is 1,024 writes per GiB instead of 65,536, each of which is hashed twice
+    and framed on its way to disk."""
+
+    @staticmethod
+    def _iter_stream(stream: IO[bytes]) -> Iterator[bytes]:
+        while buf := stream.read(COPY_SIZE):
+            yield buf
 
 
 class _RawHeaderBlock(StatusAndHeaders):  # type: ignore[misc]
@@ -212,7 +228,7 @@ class WarcFile:
         member: _GzipMember | _StoredGzipMember = (
             _StoredGzipMember(self._hashing) if level == 0
             else _GzipMember(self._hashing, level))
-        WARCWriter(member, gzip=False, warc_version=WARC_VERSION).write_record(record)
+        _Writer(member, gzip=False, warc_version=WARC_VERSION).write_record(record)
 
     def write_warcinfo(self, fields: Mapping[str, str], *, date: datetime) -> str:
         """Write the ``warcinfo`` record first; returns its record id."""

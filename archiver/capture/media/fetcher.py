@@ -192,7 +192,13 @@ class _Collector(PostProcessor):  # type: ignore[misc]
         self._sink = sink
 
     def run(self, info: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-        self._sink.append(_item_facts(info))
+        facts = _item_facts(info)
+        path = Path(str(facts["filepath"])) if facts.get("filepath") else None
+        if path is not None and path.is_file():
+            # Hashed here, as soon as yt-dlp has the file in place: for a video that is
+            # while the recorder is still writing its response into the WARC.
+            facts["digest"] = _digest_file(path)
+        self._sink.append(facts)
         return [], info
 
 
@@ -397,7 +403,7 @@ class _Run:
         if path is None or not path.is_file() or len(self.items) >= self.options.max_items:
             return
         source = _source_url(facts)
-        digest = _digest_file(path)
+        digest = facts.get("digest") or _digest_file(path)
         if self._already_sealed(digest, source, facts.get("extractor")):
             return
         base = f"media-{facts['id']}"

@@ -133,6 +133,7 @@ class _Transfer:
         self._head: _Head | None = None
         self._done = False
         self._failure: BaseException | None = None
+        self._complete = False  # the whole body is in the file (the record may follow)
         self._abandoned = False
         self._reader_closed = False
         self.too_large = False
@@ -165,6 +166,14 @@ class _Transfer:
             self._head = _Head(url, status, "", tuple(headers.multi_items()))
             self._cond.notify_all()
             return not (self._abandoned or self.too_large)
+
+    def body_complete(self) -> None:
+        """The whole body is in the file: the reader may reach its end now, while the
+        exchange is still being written into the WARC (a video's WARC record and the
+        fetcher's digest of yt-dlp's file then run side by side)."""
+        with self._cond:
+            self._complete = True
+            self._cond.notify_all()
 
     def finish(self, failure: BaseException | None) -> None:
         with self._cond:
@@ -204,7 +213,7 @@ class _Transfer:
 
     def read_at(self, offset: int, buffer: memoryview, deadline: Deadline) -> int:
         with self._cond:
-            while self._size <= offset and not self._done:
+            while self._size <= offset and not (self._done or self._complete):
                 if not self._cond.wait(timeout=max(deadline.remaining(), 0) + _GRACE_SECONDS):
                     raise RecorderTransportError("the media time limit ran out")
             available = self._size - offset
@@ -367,6 +376,7 @@ class MediaTraffic:
                 # the session only ever calls body.write(); _Transfer is that file
                 outgoing, role="media", body=cast(IO[bytes], transfer), deadline=self.deadline,
                 on_headers=functools.partial(transfer.headers_in, current.url, limit),
+                on_body=transfer.body_complete,
             )
             _store_cookies(cookiejar, current.url, exchange.headers)
             location = exchange.location

@@ -87,15 +87,29 @@ def video_hashes(path: Path, *, samples: int, workdir: Path,
         duration = probe_duration(path)
     times = [duration * (i + 0.5) / samples for i in range(samples)] if duration else [0.0]
     workdir.mkdir(parents=True, exist_ok=True)
+    frames = [workdir / f"frame-{position:03d}.bmp" for position in range(len(times))]
+    # One ffmpeg for every frame (each input seeks to its own time, each output takes one
+    # frame): starting ffmpeg costs more than decoding a frame, and a post's video is
+    # hashed on the capture's clock. BMP: lossless like PNG, with nothing to compress.
+    command = [ffmpeg, "-nostdin", "-v", "error", "-y"]
+    for seconds in times:
+        command += ["-ss", f"{seconds:.3f}", "-i", str(path)]
+    for position, frame in enumerate(frames):
+        command += ["-map", f"{position}:v:0", "-frames:v", "1",
+                    "-vf", "scale='min(512,iw)':-2", str(frame)]
+    done = subprocess.run(command, capture_output=True, timeout=_FFMPEG_TIMEOUT, check=False)
+    if done.returncode != 0:
+        # A time past a short video's real end fails the whole command: one by one, so
+        # the frames that exist are still hashed.
+        for frame, seconds in zip(frames, times, strict=True):
+            subprocess.run(
+                [ffmpeg, "-nostdin", "-v", "error", "-y", "-ss", f"{seconds:.3f}", "-i",
+                 str(path), "-frames:v", "1", "-vf", "scale='min(512,iw)':-2", str(frame)],
+                capture_output=True, timeout=_FFMPEG_TIMEOUT, check=False,
+            )
     hashes: list[FrameHash] = []
-    for position, seconds in enumerate(times):
-        frame = workdir / f"frame-{position:03d}.png"
-        done = subprocess.run(
-            [ffmpeg, "-nostdin", "-v", "error", "-y", "-ss", f"{seconds:.3f}", "-i", str(path),
-             "-frames:v", "1", "-vf", "scale='min(512,iw)':-2", str(frame)],
-            capture_output=True, timeout=_FFMPEG_TIMEOUT, check=False,
-        )
-        if done.returncode != 0 or not frame.exists():
+    for position, (frame, seconds) in enumerate(zip(frames, times, strict=True)):
+        if not frame.exists():
             continue
         try:
             hashes.append(image_hash(frame, position=position, seconds=round(seconds, 3)))
