@@ -21,7 +21,7 @@ from archiver.capture.browser import BrowserFetcher, BrowserOptions
 from archiver.capture.fetcher import FetcherReport
 from archiver.capture.page import PageCapture, capture_page
 from archiver.recorder import RecorderOptions, open_session
-from archiver.recorder.guard import AddressPolicy, non_global_reason
+from archiver.recorder.addresses import AddressPolicy, non_global_reason
 
 CHROMIUM = Path("/usr/bin/chromium")
 WARCINFO = {"software": "evidence-archiver/test", "operator": "tests"}

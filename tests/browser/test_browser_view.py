@@ -22,7 +22,7 @@ from warc_judges import Record, pywb_replay, read_records, strict_problems, warc
 
 from archiver.capture.page import record_capture
 from archiver.recorder import RecorderOptions
-from archiver.recorder.guard import IPAddress, non_global_reason
+from archiver.recorder.addresses import IPAddress, non_global_reason
 
 WARCINFO = {"software": "evidence-archiver/test"}
 

@@ -9,7 +9,8 @@ import httpcore
 import pytest
 
 from archiver.errors import FetchRefused
-from archiver.recorder.guard import check_url, non_global_reason, resolve_checked
+from archiver.recorder.addresses import non_global_reason
+from archiver.recorder.guard import check_url, resolve_checked
 from archiver.recorder.wire import Deadline, RecordingBackend, Wire
 
 

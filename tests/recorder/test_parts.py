@@ -20,7 +20,7 @@ from archiver.recorder.links import (
     PageLinkParser,
     parse_srcset,
 )
-from archiver.recorder.warcfile import WarcFile
+from archiver.recorder.warcfile import COPY_SIZE, WarcFile
 from archiver.recorder.wire import ByteLimitReached, Deadline, MessageSpool
 
 
@@ -153,17 +153,17 @@ class _CountingFile(io.BytesIO):
 
 
 def test_warc_writer_streams_the_spool_once_in_pieces(tmp_path: Path) -> None:
-    """warcio copies the spooled body once, 16 KiB at a time: no whole-body read, no
-    second pass to compute digests (they are given)."""
-    body = b"x" * (100 * 1024)
+    """The spooled body is copied once, 1 MiB at a time: no whole-body read, no second
+    pass to compute digests (they are given)."""
+    body = b"x" * (2 * COPY_SIZE + 100 * 1024)
     spooled = _CountingFile()
     spool = MessageSpool(spooled, limit=None)
-    spool.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 102400\r\n\r\n" + body)
+    spool.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     with WarcFile(tmp_path / "s.warc.gz", new_record_id=lambda: "<urn:x:1>") as warc:
         warc.write_http("response", record_id="<urn:x:2>", url="http://h/",
                         date=datetime.now(UTC), spool=spool, peer_ip=None,
                         concurrent_to="<urn:x:3>")
         warc.publish()
     assert spooled.reads
-    assert all(size == 16384 for size in spooled.reads)
-    assert len(spooled.reads) == spool.size // 16384 + 2  # pieces, a short one, then b""
+    assert all(size == COPY_SIZE for size in spooled.reads)
+    assert len(spooled.reads) == spool.size // COPY_SIZE + 2  # pieces, a short one, then b""

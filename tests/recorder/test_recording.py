@@ -22,7 +22,7 @@ from archiver.errors import (
     TooManyRedirects,
 )
 from archiver.recorder import RecorderOptions
-from archiver.recorder.guard import IPAddress, non_global_reason
+from archiver.recorder.addresses import IPAddress, non_global_reason
 
 WARCINFO = {"software": "evidence-archiver/test", "operator": "tests"}
 

@@ -62,6 +62,14 @@ class _Generation:
     active: int = 0
     retired: str | None = None  # why, once it takes no new captures
     dead: bool = False
+    pid: int | None = None  # Chromium's main process, once found
+
+    def alive(self) -> bool:
+        """Not disconnected, and its main process neither gone nor a zombie (the
+        ``disconnected`` event can trail a kill by a moment)."""
+        if self.dead or not self.browser.is_connected():
+            return False
+        return self.pid is None or _running(self.pid)
 
     @property
     def port(self) -> int:
@@ -177,7 +185,7 @@ class BrowserService:
             state = self._state
             current = state.current
             if current is not None and current.retired is None:
-                if current.dead or not current.browser.is_connected():
+                if not current.alive():
                     self._retire(current, "crash")
                 elif self._over_memory(current):
                     self._retire(current, "memory")
@@ -214,6 +222,7 @@ class BrowserService:
         state.generations += 1
         generation = _Generation(state.generations, browser, flags, dead_end,
                                  time.monotonic() - started)
+        generation.pid = browser_pid(generation.port)
 
         def disconnected(_browser: Browser) -> None:
             generation.dead = True
@@ -271,6 +280,31 @@ async def _close(generation: _Generation) -> None:
     with contextlib.suppress(PlaywrightError, TimeoutError):
         await asyncio.wait_for(generation.browser.close(), CLOSE_SECONDS)
     generation.dead_end.close()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def browser_pid(port: int) -> int | None:
+    """The main process of the Chromium whose dead-end proxy is ``port``."""
+    flag = f"--proxy-server=http://127.0.0.1:{port}".encode()
+    with os.scandir("/proc") as entries:
+        pids = [int(e.name) for e in entries if e.name.isdigit()]
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                args = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if flag in args and not any(a.startswith(b"--type=") for a in args):
+            return pid
+    return None
 
 
 def browser_memory(port: int) -> int | None:
