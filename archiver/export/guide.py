@@ -13,8 +13,8 @@ from datetime import datetime
 
 from chain_of_custody.bundle.layout import (
     CHECKPOINT_FILE,
-    SIGNATURE_FILE,
     SIGNED_TAG_MANIFEST,
+    TAG_SIGNATURE_FILE,
     key_path,
     token_paths,
 )
@@ -161,7 +161,7 @@ signature over the tag manifest:
 
 ```sh
 openssl pkeyutl -verify -pubin -inkey {key} -rawin \\
-    -in {SIGNED_TAG_MANIFEST} -sigfile {SIGNATURE_FILE}
+    -in {SIGNED_TAG_MANIFEST} -sigfile {TAG_SIGNATURE_FILE}
 ```
 
 It prints `Signature Verified Successfully`. `{SIGNED_TAG_MANIFEST}` lists the digest of

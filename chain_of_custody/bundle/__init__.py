@@ -13,7 +13,7 @@ The names below are the surface other packages use; the bag's paths and formats 
 
 from __future__ import annotations
 
-from chain_of_custody.bundle.layout import SIGNATURE_FILE, SIGNED_TAG_MANIFEST
+from chain_of_custody.bundle.layout import SIGNED_TAG_MANIFEST, TAG_SIGNATURE_FILE
 from chain_of_custody.bundle.verify import (
     BundleReport,
     Check,
@@ -28,8 +28,8 @@ from chain_of_custody.bundle.write import BagWriter
 from chain_of_custody.errors import BundleError
 
 __all__ = [
-    "SIGNATURE_FILE",
     "SIGNED_TAG_MANIFEST",
+    "TAG_SIGNATURE_FILE",
     "BagWriter",
     "BundleError",
     "BundleReport",

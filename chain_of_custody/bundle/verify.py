@@ -51,8 +51,8 @@ from chain_of_custody.bundle.layout import (
     KEY_HISTORY_FILE,
     PAYLOAD_DIR,
     PROOF_TYPE,
-    SIGNATURE_FILE,
     SIGNED_TAG_MANIFEST,
+    TAG_SIGNATURE_FILE,
     VERIFY_FILE,
     capture_dir,
     decode_path,
@@ -334,7 +334,7 @@ class _Verifier:
                 continue
             # BagIt: no tag manifest lists a tag manifest (of any algorithm)
             covered = [t for t in tags
-                       if not t.startswith("tagmanifest-") and t != SIGNATURE_FILE]
+                       if not t.startswith("tagmanifest-") and t != TAG_SIGNATURE_FILE]
             for must in (BAGIT_FILE, BAG_INFO_FILE, *map(payload_manifest, ALGORITHMS),
                          VERIFY_FILE):
                 if must not in listed and self.bundle.has(must):
@@ -391,12 +391,12 @@ class _Verifier:
             self.fail(check, "bag-info.txt names no Evidence-Signing-Key-Id")
             return
         self.state.signer = key_id
-        if not self.bundle.has(SIGNATURE_FILE):
-            self.fail(check, f"the bundle is not signed: {SIGNATURE_FILE} is missing")
+        if not self.bundle.has(TAG_SIGNATURE_FILE):
+            self.fail(check, f"the bundle is not signed: {TAG_SIGNATURE_FILE} is missing")
             return
         try:
             key = self._key_file(key_id)
-            signature = self.bundle.read_small(SIGNATURE_FILE)
+            signature = self.bundle.read_small(TAG_SIGNATURE_FILE)
             signed = self.bundle.read_small(SIGNED_TAG_MANIFEST)
             key.verify(signature, signed)
         except CustodyError as exc:

@@ -28,8 +28,8 @@ from chain_of_custody.bundle.layout import (
     BAGIT_FILE,
     BAGIT_VERSION,
     PAYLOAD_DIR,
-    SIGNATURE_FILE,
     SIGNED_TAG_MANIFEST,
+    TAG_SIGNATURE_FILE,
     manifest_line,
     payload_manifest,
     tag_manifest,
@@ -41,7 +41,7 @@ from chain_of_custody.keys import SigningKey
 _DEFLATE_SUFFIXES = (".json", ".txt", ".md", ".html", ".pem", ".note", ".jsonl")
 _DEFLATE_BELOW = 64 * 1024 * 1024
 _WRITER_FILES = frozenset({
-    BAGIT_FILE, BAG_INFO_FILE, SIGNATURE_FILE,
+    BAGIT_FILE, BAG_INFO_FILE, TAG_SIGNATURE_FILE,
     *map(payload_manifest, ALGORITHMS), *map(tag_manifest, ALGORITHMS),
 })
 _OXUM = "Payload-Oxum"
@@ -137,7 +137,7 @@ class BagWriter:
         # Domain separation: these bytes start with 64 hex digits and two spaces, so they
         # can be taken neither for a capture manifest (JSON) nor for a checkpoint note
         # (whose first line is an origin without spaces).
-        self._add_bytes(SIGNATURE_FILE, key.sign(signed))
+        self._add_bytes(TAG_SIGNATURE_FILE, key.sign(signed))
         self._zip.close()
         self._finished = True
         return self._out.digest()

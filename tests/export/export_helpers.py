@@ -43,7 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from archiver import models
 from archiver.archive import Archive, Capture
 from archiver.clock import rfc3339
-from chain_of_custody.bundle import SIGNATURE_FILE, SIGNED_TAG_MANIFEST
+from chain_of_custody.bundle import SIGNED_TAG_MANIFEST, TAG_SIGNATURE_FILE
 from chain_of_custody.digest import Digest, digest_bytes
 from chain_of_custody.keys import SigningKey
 from chain_of_custody.manifest import MANIFEST_FILE, Artifact, build_manifest, sign_manifest
@@ -381,7 +381,7 @@ def rebag(bag: Path, key: SigningKey | None) -> None:
     what someone holding that key could do to a bundle."""
     bagit.Bag(str(bag)).save(manifests=True)
     if key is not None:
-        (bag / SIGNATURE_FILE).write_bytes(key.sign((bag / SIGNED_TAG_MANIFEST).read_bytes()))
+        (bag / TAG_SIGNATURE_FILE).write_bytes(key.sign((bag / SIGNED_TAG_MANIFEST).read_bytes()))
 
 
 def copy_bag(bag: Path, into: Path) -> Path:

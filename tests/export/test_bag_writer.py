@@ -12,7 +12,7 @@ from pathlib import Path
 import bagit
 import pytest
 
-from chain_of_custody.bundle import SIGNATURE_FILE, SIGNED_TAG_MANIFEST, BagWriter
+from chain_of_custody.bundle import SIGNED_TAG_MANIFEST, TAG_SIGNATURE_FILE, BagWriter
 from chain_of_custody.bundle.layout import decode_path, manifest_line, parse_tags
 from chain_of_custody.digest import digest_bytes
 from chain_of_custody.keys import SigningKey
@@ -42,7 +42,7 @@ def test_the_bag_is_valid_bagit_1_0_and_its_signature_covers_the_tag_manifest(
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         names = archive.namelist()
         assert names[0] == "evidence-test/bagit.txt"
-        assert names[-1] == f"evidence-test/{SIGNATURE_FILE}"
+        assert names[-1] == f"evidence-test/{TAG_SIGNATURE_FILE}"
         archive.extractall(tmp_path / "out")
     folder = tmp_path / "out" / "evidence-test"
     bag = bagit.Bag(str(folder))
@@ -56,7 +56,7 @@ def test_the_bag_is_valid_bagit_1_0_and_its_signature_covers_the_tag_manifest(
                  "manifest-sha512.txt"):
         sha = hashlib.sha256((folder / name).read_bytes()).hexdigest()
         assert f"{sha}  {name}\n" in tags
-    key.public.verify((folder / SIGNATURE_FILE).read_bytes(),
+    key.public.verify((folder / TAG_SIGNATURE_FILE).read_bytes(),
                       (folder / SIGNED_TAG_MANIFEST).read_bytes())
 
 
@@ -65,7 +65,7 @@ def test_the_writer_refuses_what_would_make_a_wrong_bag(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"x")
     bag = BagWriter(io.BytesIO(), root="r", when=WHEN)
     for path in ("bagit.txt", "bag-info.txt", "manifest-sha256.txt", SIGNED_TAG_MANIFEST,
-                 SIGNATURE_FILE, "data/x.txt"):
+                 TAG_SIGNATURE_FILE, "data/x.txt"):
         with pytest.raises(ValueError, match="cannot be added as a tag file"):
             bag.add_tag_bytes(path, b"")
     with pytest.raises(ValueError, match="is not under data/"):

@@ -30,7 +30,7 @@ from export_helpers import (
 )
 from fixture_site import FixtureSite
 
-from chain_of_custody.bundle import SIGNATURE_FILE, SIGNED_TAG_MANIFEST
+from chain_of_custody.bundle import SIGNED_TAG_MANIFEST, TAG_SIGNATURE_FILE
 
 VERIFY_BLOCK = re.compile(r"```sh\n(.*?)```", re.S)
 MEASURE = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], "
@@ -78,7 +78,7 @@ def test_the_bundle_is_a_bagit_1_0_bag_the_library_of_congress_validator_accepts
         b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n")
     assert set(loc.algorithms) == {"sha256", "sha512"}
     for name in ("manifest-sha256.txt", "manifest-sha512.txt", "tagmanifest-sha256.txt",
-                 "tagmanifest-sha512.txt", SIGNATURE_FILE, "VERIFY.md", "bag-info.txt"):
+                 "tagmanifest-sha512.txt", TAG_SIGNATURE_FILE, "VERIFY.md", "bag-info.txt"):
         assert (bag / name).is_file(), name
     with zipfile.ZipFile(pristine.bundle) as bundle:
         assert {n.split("/")[0] for n in bundle.namelist()} == {bag.name}
@@ -160,7 +160,7 @@ def test_standard_tools_agree_with_every_part(pristine: Any, tmp_path: Path) -> 
                                 "-sigfile", f"data/captures/{capture_id}/manifest.sig", cwd=bag)
         assert "Signature Verified Successfully" in done.stdout, done.stderr
     done = openssl_verifies("pkeyutl", "-verify", "-pubin", "-inkey", str(pristine.key_pem),
-                            "-rawin", "-in", SIGNED_TAG_MANIFEST, "-sigfile", SIGNATURE_FILE,
+                            "-rawin", "-in", SIGNED_TAG_MANIFEST, "-sigfile", TAG_SIGNATURE_FILE,
                             cwd=bag)
     assert "Signature Verified Successfully" in done.stdout, done.stderr
     note = (bag / "data" / "custody" / "checkpoint.note").read_text()

@@ -21,7 +21,7 @@ import pytest
 from export_helpers import LocalCa, copy_bag, rebag, rezip
 
 from archiver.cli import main
-from chain_of_custody.bundle import SIGNATURE_FILE, SIGNED_TAG_MANIFEST
+from chain_of_custody.bundle import SIGNED_TAG_MANIFEST, TAG_SIGNATURE_FILE
 from chain_of_custody.keys import SigningKey
 
 SCRIPT = str(Path(sys.executable).with_name("archiver"))
@@ -433,7 +433,7 @@ def test_a_signature_by_another_key_over_the_tag_manifest_does_not_verify(
     """Only the signature file replaced (by another key's signature): the bundle
     signature check fails with the archive's key named."""
     bag = copy_bag(pristine.bag, tmp_path)
-    (bag / SIGNATURE_FILE).write_bytes(
+    (bag / TAG_SIGNATURE_FILE).write_bytes(
         SigningKey.generate().sign((bag / SIGNED_TAG_MANIFEST).read_bytes()))
     code, out, _ = verify(capsys, str(rezip(bag, tmp_path / "b.zip")))
     assert code == 1
