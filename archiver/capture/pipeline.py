@@ -12,7 +12,6 @@ from __future__ import annotations
 import platform
 import shutil
 import socket
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +127,6 @@ class CapturePipeline:
 
     def __init__(self, parts: Collaborators) -> None:
         self.parts = parts
-        self._key_lock = threading.Lock()
 
     def run(self, request: CaptureRequest, *, hook: CommitHook | None = None) -> Capture:
         """Capture ``request.url``, seal, store and record it; a failure of the target
@@ -136,8 +134,7 @@ class CapturePipeline:
 
         Raises only for problems of the archive itself (key, database, scratch disk)."""
         p = self.parts
-        with self._key_lock:  # a wrong passphrase must stop us before any fetch
-            key = p.key()
+        key = p.key()  # a wrong passphrase must stop us before any fetch
         with p.engine.begin() as conn:
             case_id = open_request(conn, p.ledger, request, now=p.clock())
         work = p.work_dir / request.capture_id

@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, Protocol, runtime_checkable
 from urllib.parse import urljoin, urlsplit
 
 import certifi
@@ -68,6 +68,7 @@ from archiver.recorder.warcfile import WarcFile, warc_digest_hex
 from archiver.recorder.wire import (
     ByteLimitReached,
     Deadline,
+    MessageSpool,
     RecordingBackend,
     TlsPeer,
     Wire,
@@ -190,6 +191,43 @@ class _BodyWriter(_DecodingSink):
     def _consume(self, data: bytes) -> None:
         self._target.write(data)
         self.size += len(data)
+
+
+@runtime_checkable
+class SpoolReader(Protocol):
+    """A caller's ``body`` file that can take the body from the response spool instead
+    of being given a copy of it.
+
+    When a response's payload *is* its entity body (no content coding, no chunked
+    framing, as with most videos), copying it into the caller's file would write it to
+    disk a second time for nothing: the session calls :meth:`from_spool` with the spool
+    file and where the body starts in it, then :meth:`grew` as bytes arrive (each time
+    with the body's size so far, already handed to the operating system). The caller
+    must take its own descriptor (``os.dup``): the session closes the spool after the
+    exchange."""
+
+    def from_spool(self, fileno: int, offset: int) -> None: ...
+
+    def grew(self, size: int) -> None: ...
+
+
+class _SpoolView:
+    """In place of a :class:`_BodyWriter` when the body is the payload as received:
+    nothing is copied, the caller reads the spool (see :class:`SpoolReader`)."""
+
+    problem: str | None = None
+
+    def __init__(self, target: SpoolReader, spool: MessageSpool, fileno: int) -> None:
+        self._target = target
+        self._spool = spool
+        self.size = 0
+        target.from_spool(fileno, spool.header_size)
+
+    def feed(self, raw: bytes) -> None:
+        # The wire stream spooled these bytes before httpcore parsed them.
+        self.size += len(raw)
+        self._spool.flush()
+        self._target.grew(self.size)
 
 
 class _LinkSink(_DecodingSink):
@@ -431,11 +469,12 @@ class RecordingSession:
         body: IO[bytes] | None,
         parse_links: bool,
         on_headers: Callable[[int, httpx.Headers], bool] | None,
-    ) -> tuple[int, str, httpx.Headers, _LinkSink | None, _BodyWriter | None, bool]:
+    ) -> tuple[int, str, httpx.Headers, _LinkSink | None, _BodyWriter | _SpoolView | None,
+               bool]:
         """Send the request and read the response through ``wire``."""
         status, reason, headers = 0, "", httpx.Headers()
         sink: _LinkSink | None = None
-        writer: _BodyWriter | None = None
+        writer: _BodyWriter | _SpoolView | None = None
         truncated = False
         try:
             response = transport.handle_request(self._request(request, parsed, role))
@@ -447,8 +486,7 @@ class RecordingSession:
                 if parse_links:
                     sink = self._sink_for(role, response)
                 if body is not None and status not in REDIRECT_STATUSES:
-                    writer = _BodyWriter(body, headers.get("content-encoding"),
-                                         limit=_decoded_limit(self.limit_for(role)))
+                    writer = self._body_writer(body, headers, wire, role)
                 for chunk in response.iter_raw():
                     if sink is not None:
                         sink.feed(chunk)
@@ -464,6 +502,19 @@ class RecordingSession:
             truncated = True
             wire.response.truncated = True
         return status, reason, headers, sink, writer, truncated
+
+    def _body_writer(self, body: IO[bytes], headers: httpx.Headers, wire: Wire,
+                     role: Role) -> _BodyWriter | _SpoolView:
+        spool = wire.response
+        fileno = spool.fileno()
+        raw_is_body = (
+            headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
+            and "transfer-encoding" not in headers and spool.headers_complete
+        )
+        if isinstance(body, SpoolReader) and raw_is_body and fileno is not None:
+            return _SpoolView(body, spool, fileno)
+        return _BodyWriter(body, headers.get("content-encoding"),
+                           limit=_decoded_limit(self.limit_for(role)))
 
     def _record(
         self,

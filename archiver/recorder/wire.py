@@ -195,6 +195,15 @@ class MessageSpool:
         block = stream.read(self.header_size)
         return block if len(block) == self.header_size else None
 
+    def fileno(self) -> int | None:
+        """The spool file's descriptor (None for an in-memory spool)."""
+        return self._file.fileno() if self._file is not None else None
+
+    def flush(self) -> None:
+        """Hand what was fed to the operating system, for a reader of :meth:`fileno`."""
+        if self._file is not None:
+            self._file.flush()
+
     def reader(self) -> IO[bytes]:
         """A stream over the spooled bytes from the start (the spool stays usable)."""
         if self._file is not None:

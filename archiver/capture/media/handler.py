@@ -128,6 +128,8 @@ class _Transfer:
         # closed in _maybe_close() once both sides are done with it
         self._file = tempfile.TemporaryFile(dir=directory, prefix=".media-body-")  # noqa: SIM115
         self._fd = self._file.fileno()
+        self._base = 0  # where the body starts in the file read from
+        self._spool_fd: int | None = None  # the response spool's, when reading from it
         self._cond = threading.Condition()
         self._size = 0
         self._head: _Head | None = None
@@ -153,6 +155,21 @@ class _Transfer:
                 self._cond.notify_all()
             view = view[written:]
         return len(data)
+
+    def from_spool(self, fileno: int, offset: int) -> None:
+        """The session's :class:`~archiver.recorder.session.SpoolReader`: the body is the
+        response's payload as spooled, so yt-dlp reads it from there (a copy of our own
+        would write a video to disk once more)."""
+        with self._cond:
+            self._spool_fd = os.dup(fileno)
+            self._base = offset
+
+    def grew(self, size: int) -> None:
+        with self._cond:
+            if self._abandoned:
+                raise StopReading
+            self._size = size
+            self._cond.notify_all()
 
     def headers_in(self, url: str, limit: int, status: int, headers: httpx.Headers) -> bool:
         """The session's ``on_headers``: publish the final response's head to yt-dlp;
@@ -221,8 +238,9 @@ class _Transfer:
                 if self._failure is not None:
                     raise self._failure
                 return 0
+            fd = self._spool_fd if self._spool_fd is not None else self._fd
         # straight into the caller's buffer: no intermediate bytes object per read
-        return os.preadv(self._fd, [buffer[: min(len(buffer), available)]], offset)
+        return os.preadv(fd, [buffer[: min(len(buffer), available)]], self._base + offset)
 
     def abandon(self) -> None:
         """yt-dlp will read no more: the exchange stops at its next chunk."""
@@ -244,6 +262,9 @@ class _Transfer:
         with self._cond:
             if self._done and self._reader_closed and not self._file.closed:
                 self._file.close()
+                if self._spool_fd is not None:
+                    os.close(self._spool_fd)
+                    self._spool_fd = None
 
     @property
     def released(self) -> bool:
