@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import httpx
@@ -226,3 +227,54 @@ def test_a_slow_exchange_does_not_hold_up_the_others(fixture_site: FixtureSite,
             if r.header("WARC-Type") == "response"]
     assert sorted(urls) == sorted([fixture_site.url("/slow"),
                                    fixture_site.url("/img/pixel.png")])
+
+
+class _SpoolReading:
+    """A body file that reads from the response spool (the session's SpoolReader)."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.offset = 0
+        self.size = 0
+        self.written = 0
+
+    def from_spool(self, fileno: int, offset: int) -> None:
+        self.fd, self.offset = os.dup(fileno), offset
+
+    def grew(self, size: int) -> None:
+        self.size = size
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        return len(data)
+
+    def body(self) -> bytes:
+        assert self.fd is not None
+        try:
+            return os.pread(self.fd, self.size, self.offset)
+        finally:
+            os.close(self.fd)
+
+
+@pytest.mark.parametrize(("path", "from_spool"), [("/clip.mp4", True),
+                                                  ("/gzip.txt", False),
+                                                  ("/chunked.txt", False)])
+def test_a_body_that_is_its_payload_is_read_from_the_spool_not_copied(
+    fixture_site: FixtureSite, tmp_path: Path, path: str, from_spool: bool
+) -> None:
+    """A response neither compressed nor chunked: the caller reads the body from the
+    spool (after the session closed its own descriptor) and is written nothing; a gzip
+    or chunked one is decoded and copied into the caller's file as before."""
+    reader = _SpoolReading()
+    with open_session(tmp_path / "s.warc.gz", options=_options(),
+                      warcinfo=WARCINFO) as session:
+        done = session.exchange(OutgoingRequest(url=fixture_site.url(path)), role="media",
+                                body=reader)  # type: ignore[arg-type]
+        session.publish()
+    if from_spool:
+        assert reader.written == 0
+        assert reader.body() == fixture_site.body(path)
+        assert done.body_size == len(fixture_site.body(path))
+    else:
+        assert reader.fd is None
+        assert reader.written == done.body_size > 0
