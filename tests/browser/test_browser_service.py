@@ -15,7 +15,7 @@ import pytest
 from browser_site import Capture, Site, capturer, fast_options
 
 from archiver.capture.browser import BrowserFetcher
-from archiver.capture.browser.service import browser_memory
+from archiver.capture.browser.service import browser_memory, browser_pid
 
 
 @pytest.fixture
@@ -34,17 +34,9 @@ def _port(flags: list[str]) -> int:
 
 def _chromium_pid(port: int) -> int:
     """The main Chromium process started with the dead-end proxy ``port``."""
-    flag = f"--proxy-server=http://127.0.0.1:{port}".encode()
-    with os.scandir("/proc") as entries:
-        names = [e.name for e in entries if e.name.isdigit()]
-    for name in names:
-        try:
-            args = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if flag in args and not any(a.startswith(b"--type=") for a in args):
-            return int(name)
-    raise AssertionError(f"no Chromium with {flag.decode()} runs")
+    pid = browser_pid(port)
+    assert pid is not None, f"no Chromium with dead-end port {port} runs"
+    return pid
 
 
 def _gone(pid: int, *, within: float = 15.0) -> bool:

@@ -310,31 +310,22 @@ def browser_pid(port: int) -> int | None:
 def browser_memory(port: int) -> int | None:
     """Resident bytes of the Chromium whose dead-end proxy is ``port``, with every
     process under it (renderers, GPU and utility processes); None if none is found."""
-    flag = f"--proxy-server=http://127.0.0.1:{port}".encode()
-    parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
-    root: int | None = None
+    root = browser_pid(port)
+    if root is None:
+        return None
     page = os.sysconf("SC_PAGE_SIZE")
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
     with os.scandir("/proc") as entries:
         pids = [int(e.name) for e in entries if e.name.isdigit()]
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", "rb") as stat:
                 fields = stat.read().rpartition(b")")[2].split()
-            parents[pid] = int(fields[1])
+            children.setdefault(int(fields[1]), []).append(pid)
             rss[pid] = int(fields[21]) * page
-            if root is None:
-                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                    args = cmdline.read().split(b"\0")
-                if flag in args and not any(a.startswith(b"--type=") for a in args):
-                    root = pid
         except (OSError, ValueError, IndexError):
             continue  # the process ended while we looked
-    if root is None:
-        return None
-    children: dict[int, list[int]] = {}
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
