@@ -49,6 +49,7 @@ fixture_site = load_module("fixture_site", FIXTURES / "site.py").fixture_site
 load_module("warc_judges", FIXTURES / "warc_judges.py")
 load_module("archive_cli", FIXTURES / "archive_cli.py")
 load_module("export_helpers", FIXTURES.parent / "export" / "export_helpers.py")
+load_module("hostile_suite", FIXTURES / "hostile.py")
 
 
 def _postgres_unreachable_reason() -> str | None:
@@ -118,3 +119,44 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+# -- the hostile-input families ------------------------------------------------------------
+#
+# Every test of attacker-controlled input carries ``@pytest.mark.hostile("family")``. At the
+# end of the run one line per family says how many cases were tried and how many the
+# archive handled (the test passed). Trial counts of the randomised families are small here
+# and raised by ``scripts/bench hostile`` (see ``tests/fixtures/hostile.py``).
+
+_HOSTILE: dict[str, list[int]] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "hostile(family): a case of attacker-controlled input, tallied per family"
+    )
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    family = dict(report.user_properties).get("hostile")
+    if family is None:
+        return
+    tally = _HOSTILE.setdefault(str(family), [0, 0])
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        tally[0] += 1
+        tally[1] += report.passed
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("hostile")
+    if marker is not None:
+        item.user_properties.append(("hostile", marker.args[0]))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _HOSTILE:
+        return
+    terminalreporter.section("hostile inputs (tried / handled)")
+    for family, (tried, handled) in sorted(_HOSTILE.items()):
+        terminalreporter.write_line(f"{family:<24} {tried:>6} tried {handled:>6} handled")
