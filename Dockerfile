@@ -1,7 +1,10 @@
 # Evidence Archiver: one image for the CLI and the daemon (`... evidence-archiver daemon`).
 #   docker build -t evidence-archiver .
-#   docker run --rm -v archive:/data -e ARCHIVER_SIGNING__PASSPHRASE_FILE=/run/secrets/pp \
-#     evidence-archiver init
+#   docker run --rm -v archive:/data \
+#     -v /etc/evidence-archiver/passphrase:/run/secrets/passphrase:ro \
+#     -e ARCHIVER_SIGNING__PASSPHRASE_FILE=/run/secrets/passphrase evidence-archiver init
+# The passphrase file must be readable by uid 10001 (README: "One machine or many").
+# Chromium runs with --disable-dev-shm-usage, so the default 64 MiB /dev/shm is enough.
 FROM python:3.11-slim-bookworm
 
 # ffmpeg (media merging, frame sampling) and Chromium (the browser view) come from

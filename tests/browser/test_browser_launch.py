@@ -17,6 +17,7 @@ from warc_judges import read_records
 from archiver.capture.browser import BrowserFetcher
 from archiver.capture.browser.chromium import chromium_flags, dead_end, launch
 from archiver.capture.browser.router import browser_headers, navigation_key
+from archiver.capture.browser.service import browser_pid
 from archiver.capture.page import capture_page
 from archiver.recorder import OutgoingRequest, RecorderOptions, RecordingSession, open_session
 
@@ -175,3 +176,24 @@ def test_a_bug_in_a_request_handler_is_raised_not_swallowed(
     # The session is still whole: the browser's other exchanges are in the WARC.
     uris = {r.header("WARC-Target-URI") for r in read_records(warc)}
     assert browser_site.url("/api/post.json") not in uris
+
+
+async def _browser_command_line() -> list[str]:
+    with dead_end() as port:
+        async with async_playwright() as playwright:
+            browser = await launch(playwright, CHROMIUM, chromium_flags(port))
+            try:
+                pid = browser_pid(port)
+                assert pid is not None
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    return [a.decode() for a in cmdline.read().split(b"\0") if a]
+            finally:
+                await browser.close()
+
+
+def test_chromium_keeps_its_shared_memory_out_of_dev_shm() -> None:
+    """The browser is started with --disable-dev-shm-usage, so a container's small
+    /dev/shm (64 MiB under Docker) cannot crash its renderers: in our own flags (not left
+    to Playwright's defaults, which change between versions) and on the running process."""
+    assert "--disable-dev-shm-usage" in chromium_flags(9)
+    assert "--disable-dev-shm-usage" in asyncio.run(_browser_command_line())

@@ -19,7 +19,10 @@ may leak the investigation (DNS look-ups of the target, WebRTC packets). So:
   query about a target leaves from the browser);
 * ``--webrtc-ip-handling-policy=disable_non_proxied_udp``: WebRTC may not send UDP (STUN)
   around the proxy; without it a page's RTCPeerConnection reaches any host:port;
-* QUIC off, background networking, component updates, sync, first-run tasks off.
+* QUIC off, background networking, component updates, sync, first-run tasks off;
+* ``--disable-dev-shm-usage``: Chromium keeps its shared memory in /tmp, not in
+  /dev/shm, which containers make small (Docker gives 64 MiB) and which a long page
+  fills until the renderer crashes.
 
 WebSockets go through the proxy too (and fail); they are also refused explicitly with
 ``route_web_socket`` so the capture can say which were attempted.
@@ -60,6 +63,7 @@ BASE_FLAGS: tuple[str, ...] = (
     "--no-default-browser-check",
     "--disable-quic",
     "--mute-audio",
+    "--disable-dev-shm-usage",
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",
     "--host-resolver-rules=MAP * ~NOTFOUND",
     "--proxy-bypass-list=<-loopback>",
