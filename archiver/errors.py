@@ -4,6 +4,7 @@
 
     ArchiverError                 anything the application refuses or fails to do
     ├── ConfigError               the configuration file or environment is invalid
+    ├── BadInput                  a URL or other argument the archive will not take
     ├── NotInitialisedError       the archive has not been set up ('archiver init')
     ├── NotFoundError             no such capture, artifact or entry
     └── CaptureError              a capture could not be made; ``reason`` is a short code
@@ -12,6 +13,8 @@
         ├── TooManyRedirects      more redirects than capture.max_redirects (reason: redirects)
         ├── ResponseTooLarge      a body exceeded a size limit            (reason: too-large)
         ├── TlsError              TLS handshake or certificate failure     (reason: tls)
+        ├── BudgetExhausted       the capture's request, byte or time budget is spent
+                                  (reason: budget; see archiver.recorder.budget)
         └── FetchFailed           DNS, connection or protocol failure      (reason: network)
 
 Messages are one line a person can act on; ``reason`` is stable for scripts and the
@@ -27,6 +30,11 @@ class ArchiverError(Exception):
 
 class ConfigError(ArchiverError):
     """The configuration (file, environment) is invalid; the message names the key."""
+
+
+class BadInput(ArchiverError):
+    """A URL, case name, note or other argument is not acceptable input (see
+    :mod:`archiver.urls`); the CLI exits 2 (usage error)."""
 
 
 class NotInitialisedError(ArchiverError):
@@ -65,3 +73,10 @@ class TlsError(CaptureError):
 
 class FetchFailed(CaptureError):
     reason = "network"
+
+
+class BudgetExhausted(CaptureError):
+    """An exchange the capture's budget (capture.max_requests, max_total_bytes,
+    deadline_seconds) cannot afford: refused before anything is sent."""
+
+    reason = "budget"

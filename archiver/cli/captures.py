@@ -82,7 +82,7 @@ def cmd_init(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         })
         return EXIT_OK
     state = "created" if report.created_key else "already present"
-    print(f"archive ready at {report.home}", file=out)
+    print(shown(f"archive ready at {report.home}"), file=out)
     print(f"  database:    {redact(report.database_url)}", file=out)
     print(f"  signing key: {report.key_id} ({state})", file=out)
     print(f"  ledger:      origin {report.origin}", file=out)
@@ -90,6 +90,10 @@ def cmd_init(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_capture(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.urls import submitted_url
+
+    # Every URL is checked before anything is fetched or recorded (BadInput: exit 2).
+    args.urls = [submitted_url(url) for url in args.urls]
     if args.queue:
         from archiver.cli.watch import queue_captures
 
@@ -170,7 +174,8 @@ def cmd_get(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
             raise ArchiverError(f"cannot write {target}: {exc.strerror}") from exc
         finally:
             partial.unlink(missing_ok=True)
-    print(f"wrote {target} ({artifact.size} bytes, sha256 {artifact.sha256})", file=sys.stderr)
+    print(shown(f"wrote {target} ({artifact.size} bytes, sha256 {artifact.sha256})"),
+          file=sys.stderr)
     return EXIT_OK
 
 
@@ -187,7 +192,8 @@ def cmd_verify(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
         })
     else:
         for check in result.checks:
-            print(f"{'ok  ' if check.ok else 'FAIL'}  {check.problem or check.name}", file=out)
+            print(shown(f"{'ok  ' if check.ok else 'FAIL'}  {check.problem or check.name}"),
+                  file=out)
         verdict = "verified" if result.ok else "FAILED verification"
         print(f"capture {result.capture_id}: {verdict}", file=out)
     return EXIT_OK if result.ok else EXIT_FAILED

@@ -1,18 +1,17 @@
 """What every command module of the CLI shares: exit codes, output helpers.
 
-Light on purpose (standard library only): every command imports it, and ``archiver
---version`` must answer in a blink.
+Light on purpose (standard library and :mod:`archiver.urls` only): every command imports
+it, and ``archiver --version`` must answer in a blink.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, TextIO
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_INITIALISED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+from archiver.urls import printable
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_INITIALISED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
 
 def emit_json(out: TextIO, value: Any) -> None:
@@ -26,6 +25,8 @@ def fail(err: TextIO, message: str) -> None:
 
 
 def shown(text: str) -> str:
-    """``text`` safe for a terminal: control characters (escape sequences, carriage
-    returns) written as ``\\xNN``, so a hostile title or URL cannot rewrite the screen."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` safe for a terminal, on one line: control characters (escape sequences,
+    carriage returns, tabs and newlines too) written as ``\\xNN`` and undecodable bytes
+    as the bytes they were, so a hostile title, case name or URL can neither rewrite the
+    screen nor forge a line of output (see :mod:`archiver.cli.output`)."""
+    return printable(text)

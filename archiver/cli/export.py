@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from archiver.archive import Archive
+from archiver.cli.common import shown
 from archiver.errors import ConfigError
 from archiver.export.case import export_case
 from archiver.export.warc_check import check_warc_records
@@ -65,12 +66,12 @@ def cmd_export(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
     if args.json:
         _emit_json(out, report.as_json())
     else:
-        print(f"wrote {report.path}", file=out)
+        print(shown(f"wrote {report.path}"), file=out)
         print(f"  bag:        {report.bag_name}", file=out)
         print(f"  sha256:     {report.digest.sha256}", file=out)
         print(f"  size:       {report.digest.size} bytes", file=out)
-        print(f"  case:       {report.case}: {len(report.captures)} captures, "
-              f"{report.entries} ledger entries", file=out)
+        print(shown(f"  case:       {report.case}: {len(report.captures)} captures, "
+                    f"{report.entries} ledger entries"), file=out)
         print(f"  checkpoint: tree size {report.checkpoint.tree_size}, root "
               f"{report.checkpoint.root_hash.hex()}", file=out)
         for token in report.timestamps:
@@ -107,7 +108,7 @@ def cmd_verify_bundle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         _emit_json(out, report.as_json())
     else:
         for line in iter_lines(report):
-            print(line, file=out)
+            print(shown(line), file=out)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

@@ -9,7 +9,7 @@ import argparse
 import base64
 from typing import TYPE_CHECKING, Any, TextIO
 
-from archiver.cli.common import EXIT_FAILED, EXIT_OK, emit_json
+from archiver.cli.common import EXIT_FAILED, EXIT_OK, emit_json, shown
 
 if TYPE_CHECKING:
     from archiver.settings import Settings
@@ -54,7 +54,7 @@ def cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
                 if args.json:
                     emit_json(out, {"ok": False, "seq": exc.seq, "problem": str(exc)})
                 else:
-                    print(f"FAIL  {exc}", file=out)
+                    print(shown(f"FAIL  {exc}"), file=out)
                 return EXIT_FAILED
             if args.json:
                 emit_json(out, {"ok": True, "entries": report.entries,
@@ -98,7 +98,8 @@ def cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
     if args.json:
         emit_json(out, data)
     else:
-        print(f"entry {entry.seq}: {entry.action} {entry.subject} at {entry.time}", file=out)
+        print(shown(f"entry {entry.seq}: {entry.action} {entry.subject} at {entry.time}"),
+              file=out)
         print(f"  leaf hash:  {data['leaf_hash']}", file=out)
         print(f"  tree size:  {proof.tree_size}", file=out)
         print(f"  root hash:  {data['root_hash']} "

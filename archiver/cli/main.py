@@ -19,6 +19,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO, cast
 
 from archiver import __version__
 from archiver.cli.common import (
@@ -28,6 +29,7 @@ from archiver.cli.common import (
     EXIT_USAGE,
     fail,
 )
+from archiver.cli.output import HumanStream
 
 # name, module under archiver.cli, help: the order of ``archiver --help``.
 COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -86,8 +88,43 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    # Every human-readable byte, argparse's messages included, leaves through a
+    # HumanStream: control characters escaped, a closed pipe survived (see
+    # archiver.cli.output). Restored on the way out, for callers in the same process.
+    saved = sys.stdout, sys.stderr
+    out, err = HumanStream(sys.stdout), HumanStream(sys.stderr)
+    sys.stdout, sys.stderr = cast(TextIO, out), cast(TextIO, err)
+    try:
+        return _run(arguments, cast(TextIO, out), cast(TextIO, err))
+    except BrokenPipeError:  # a binary write (``get -o -``) to a reader that went away
+        out.flush()
+        return EXIT_FAILED
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _text_arguments(args: argparse.Namespace) -> None:
+    """Refuse (BadInput) a text argument that is not valid text. URLs are checked by
+    their commands, through archiver.urls.check_url, which says more."""
+    from archiver.urls import check_text
+
+    for name, value in vars(args).items():
+        if name in ("url", "urls"):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                check_text(item, f"the {name.replace('_', '-')} argument")
+
+
+def _run(arguments: list[str], out: TextIO, err: TextIO) -> int:
     args = _parser(_command_in(arguments)).parse_args(arguments)
-    out, err = sys.stdout, sys.stderr
+    from archiver.errors import BadInput
+
+    try:
+        _text_arguments(args)
+    except BadInput as exc:
+        fail(err, str(exc))
+        return EXIT_USAGE
     if args.command == "verify-bundle":  # needs no archive, database or configuration
         from archiver.cli.export import cmd_verify_bundle
 
@@ -104,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config)
         status: int = args.handler(settings, args, out)
         return status
-    except ConfigError as exc:
+    except (ConfigError, BadInput) as exc:
         fail(err, str(exc))
         return EXIT_USAGE
     except NotInitialisedError as exc:

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from archiver.cli.common import EXIT_OK
+from archiver.cli.common import EXIT_OK, shown
 from archiver.errors import ArchiverError
 
 if TYPE_CHECKING:
@@ -52,10 +52,11 @@ def cmd_similar(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
         if args.json:
             out.write(json.dumps(match.as_json(), sort_keys=True) + "\n")
         else:
-            print(f"{match.capture_id}  distance {match.distance:3d}  "
-                  f"{match.matching_hashes:3d} hash(es)  {match.artifact}  {match.url}", file=out)
+            print(shown(f"{match.capture_id}  distance {match.distance:3d}  "
+                        f"{match.matching_hashes:3d} hash(es)  {match.artifact}  {match.url}"),
+                  file=out)
     if not args.json and not matches:
-        print(f"no capture with media like {label} (max distance {args.max_distance})",
+        print(shown(f"no capture with media like {label} (max distance {args.max_distance})"),
               file=out)
     return EXIT_OK
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from archiver.cli.common import EXIT_FAILED, EXIT_OK, emit_json
+from archiver.cli.common import EXIT_FAILED, EXIT_OK, emit_json, shown
 from archiver.errors import ArchiverError
 
 if TYPE_CHECKING:
@@ -133,15 +133,15 @@ def queue_captures(settings: Settings, args: argparse.Namespace, out: TextIO) ->
                     if submitted.duplicate_of else None,
                 })
             elif submitted.job is not None:
-                print(f"queued job {submitted.job.id}  capture {submitted.job.capture_id}  "
-                      f"{url}", file=out)
+                print(shown(f"queued job {submitted.job.id}  capture "
+                            f"{submitted.job.capture_id}  {url}"), file=out)
             else:
                 dup = submitted.duplicate_of
                 assert dup is not None
                 what = (f"captured as {dup.capture_id}" if dup.state == "done"
                         else f"{dup.state}")
-                print(f"already {what} (job {dup.id}), not queued again (--again to force): "
-                      f"{url}", file=out)
+                print(shown(f"already {what} (job {dup.id}), not queued again (--again to "
+                            f"force): {url}"), file=out)
         archive.checkpoint()
     return EXIT_OK
 
@@ -166,7 +166,7 @@ def cmd_watch(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
                     if args.json:
                         emit_json(out, view.as_json())
                     else:
-                        print(_watch_line(view), file=out)
+                        print(shown(_watch_line(view)), file=out)
             elif command in ("pause", "resume", "remove"):
                 view = getattr(watchlist, command)(args.id)
                 _print_watch(out, view, args.json, verb={"pause": "paused",
@@ -188,8 +188,8 @@ def _print_watch(out: TextIO, view: WatchView, as_json: bool, *, verb: str) -> N
         return
     source = f" (source {view.source_url})" if view.source_url != view.url else ""
     case = f", case {view.case!r}" if view.case else ""
-    print(f"watch {view.id} {verb}: {view.kind} every {view.every}{case}: {view.url}{source}",
-          file=out)
+    print(shown(f"watch {view.id} {verb}: {view.kind} every {view.every}{case}: "
+                f"{view.url}{source}"), file=out)
 
 
 def _watch_line(view: WatchView) -> str:
@@ -216,9 +216,9 @@ def _import(watchlist: Watchlist, args: argparse.Namespace, out: TextIO) -> int:
                                      for s, why in report.skipped]})
         return EXIT_OK
     for _spec, why in report.skipped:
-        print(f"skipped: {why}", file=out)
-    print(f"imported {len(report.added)} watches from {path} "
-          f"({len(report.skipped)} already watched)", file=out)
+        print(shown(f"skipped: {why}"), file=out)
+    print(shown(f"imported {len(report.added)} watches from {path} "
+                f"({len(report.skipped)} already watched)"), file=out)
     return EXIT_OK
 
 
@@ -265,7 +265,8 @@ def _poll(archive: Archive, settings: Settings, args: argparse.Namespace, out: T
         print(f"watch {args.id}: {report.listed} posts listed, {report.new_posts} new, "
               f"{report.queued} queued", file=out)
     else:
-        print(f"watch {args.id}: poll failed: {report.error or report.skipped}", file=out)
+        print(shown(f"watch {args.id}: poll failed: {report.error or report.skipped}"),
+              file=out)
     if report.queued:
         archive.checkpoint()
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -286,9 +287,9 @@ def cmd_jobs(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
             emit_json(out, job.as_json())
         else:
             error = f"  ({job.last_error})" if job.last_error else ""
-            print(f"{job.id:<6} {job.state:7} p{job.priority:<3} {job.via:7} "
-                  f"attempts {job.attempts}/{job.max_attempts}  {job.capture_id}  "
-                  f"{job.url}{error}", file=out)
+            print(shown(f"{job.id:<6} {job.state:7} p{job.priority:<3} {job.via:7} "
+                        f"attempts {job.attempts}/{job.max_attempts}  {job.capture_id}  "
+                        f"{job.url}{error}"), file=out)
     return EXIT_OK
 
 
@@ -306,8 +307,8 @@ def cmd_gone(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         else:
             status = f" {record.http_status}" if record.http_status is not None else ""
             was = f"  (captured while up: {record.revisit_of})" if record.revisit_of else ""
-            print(f"{record.time}  {record.reason}{status}  entry {record.seq}  "
-                  f"capture {record.capture_id}  {record.url}{was}", file=out)
+            print(shown(f"{record.time}  {record.reason}{status}  entry {record.seq}  "
+                        f"capture {record.capture_id}  {record.url}{was}"), file=out)
     return EXIT_OK
 
 
@@ -321,7 +322,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
         emit_json(out, report)
     else:
         for line in iter_lines(report):
-            print(line, file=out)
+            print(shown(line), file=out)
     return EXIT_OK
 
 

@@ -30,6 +30,8 @@ import httpx
 
 from archiver.errors import FetchRefused
 from archiver.recorder.addresses import AddressPolicy, IPAddress, non_global_reason
+from archiver.urls import BadUrl
+from archiver.urls import check_url as checked_url
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 ALLOW_HINT = "set capture.allow_private_networks = true to allow"
@@ -52,9 +54,17 @@ def check_url(
 ) -> httpx.URL:
     """Parse ``url`` and refuse what may never be fetched, before any socket is opened.
 
-    Raises :class:`FetchRefused` for a scheme other than http/https, a URL without a
-    host, or (unless ``allow_private_networks``) a literal IP that is not global.
+    The URL first passes :func:`archiver.urls.check_url` as a URL found during a
+    capture: a user name or password is removed (what is fetched never carries one).
+
+    Raises :class:`FetchRefused` for what that check refuses (a scheme other than
+    http/https, a URL without a valid host, control characters, …), or (unless
+    ``allow_private_networks``) a literal IP that is not global.
     """
+    try:
+        url = checked_url(url, userinfo="strip").url
+    except BadUrl as exc:
+        raise FetchRefused(f"refusing to fetch: {exc}") from exc
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import codecs
 import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from archiver.urls import BadUrl, check_url
 
 LinkKind = Literal["stylesheet", "media", "other"]
 """``media``: the ``src`` of a <video>, <audio> or their <source> (a video the media
@@ -101,6 +104,8 @@ class PageLinkParser(HTMLParser):
         self._max_links = max_links
         self._in_style = False
         self._css = CssUrlScanner()
+        self.url_counts: Counter[str] = Counter()
+        """Links left out as invalid (``invalid``) or stripped of user info."""
 
     def _add(self, value: str | None, kind: LinkKind = "other") -> None:
         if value and len(self.raw) < self._max_links:
@@ -155,12 +160,17 @@ class PageLinkParser(HTMLParser):
                 base = urljoin(document_url, self.base_href)
             except ValueError:  # a broken <base> is ignored, as browsers do
                 base = document_url
-        return resolve_links(base, self.raw)
+        return resolve_links(base, self.raw, self.url_counts)
 
 
-def resolve_links(base: str, raw: list[tuple[str, LinkKind]]) -> list[Link]:
+def resolve_links(base: str, raw: list[tuple[str, LinkKind]],
+                  counts: Counter[str] | None = None) -> list[Link]:
     """Absolute http(s) URLs, fragments dropped, skipped schemes removed, de-duplicated
-    (a URL seen as a stylesheet keeps that kind), in document order."""
+    (a URL seen as a stylesheet keeps that kind), in document order.
+
+    Each goes through :func:`archiver.urls.check_url` (``userinfo="strip"``): one it
+    refuses is left out and counted in ``counts["invalid"]``, one with a user name or
+    password loses it (``counts["userinfo_stripped"]``)."""
     seen: dict[str, LinkKind] = {}
     for value, kind in raw:
         if not value or value.lower().startswith(SKIPPED_SCHEMES) or value.startswith("#"):
@@ -169,60 +179,104 @@ def resolve_links(base: str, raw: list[tuple[str, LinkKind]]) -> list[Link]:
             absolute = urljoin(base, value)
             parts = urlsplit(absolute)
         except ValueError:  # not a URL (e.g. "http://[oops"): nothing a browser would load
+            if counts is not None:
+                counts["invalid"] += 1
             continue
         if parts.scheme not in ("http", "https") or not parts.netloc:
             # Other schemes are reported by the recorder's guard if they are fetched;
             # links to them are not subresources a browser would load over HTTP.
             continue
-        absolute = urlunsplit(parts._replace(fragment=""))
+        try:
+            checked = check_url(urlunsplit(parts._replace(fragment="")), userinfo="strip")
+        except BadUrl:
+            if counts is not None:
+                counts["invalid"] += 1
+            continue
+        if checked.had_userinfo and counts is not None:
+            counts["userinfo_stripped"] += 1
+        absolute = checked.url
         if kind == "stylesheet" or absolute not in seen:
             seen[absolute] = kind
     return [Link(url, kind) for url, kind in seen.items()]
 
 
 class BodyDecoder:
-    """Undo Content-Encoding (identity, gzip, deflate) for parsing, bounded in output.
+    """Undo Content-Encoding (identity, gzip, deflate), bounded in output.
 
-    Only the *parsed* copy is decoded; the WARC keeps the bytes as received.
-    ``supported`` is False for an encoding we do not decode (e.g. br): no links then.
-    Raises ``zlib.error`` on a corrupt stream (the caller turns it into a warning).
+    Only copies for parsing, the caller's file and the browser are decoded; the WARC
+    keeps the bytes as received. ``supported`` is False for an encoding we do not decode
+    (br, which we never ask for, and a chain of codings): nothing is decoded then.
+
+    Two bounds, so that a decompression bomb (a megabyte of gzip that inflates to a
+    gigabyte) costs neither memory nor disk: at most ``max_output`` decoded bytes, and,
+    with ``max_ratio``, at most ``max_ratio`` decoded bytes per byte received once
+    ``ratio_floor`` decoded bytes are passed (a small body may compress very well).
+    When one is reached the output stops there and ``limit`` names it (``"bytes"`` or
+    ``"ratio"``). Raises ``zlib.error`` on a corrupt stream (the caller turns it into a
+    problem).
     """
 
-    def __init__(self, content_encoding: str | None, *, max_output: int) -> None:
+    def __init__(self, content_encoding: str | None, *, max_output: int,
+                 max_ratio: float | None = None, ratio_floor: int = 1024 * 1024) -> None:
         codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
         codings = [c for c in codings if c != "identity"]
         self.supported = len(codings) <= 1 and (not codings or codings[0] in _ZLIB_WBITS)
         self._wbits = _ZLIB_WBITS[codings[0]] if codings and self.supported else None
         self._zlib = zlib.decompressobj(self._wbits) if self._wbits is not None else None
         self._first = True
-        self.remaining = max_output
+        self.max_output = max_output
+        self.max_ratio = max_ratio
+        self.ratio_floor = ratio_floor
+        self.received = 0
+        self.produced = 0
+        self.limit: Literal["bytes", "ratio"] | None = None
+
+    @property
+    def remaining(self) -> int:
+        return self.max_output - self.produced
 
     @property
     def exhausted(self) -> bool:
-        return self.remaining <= 0
+        return self.limit is not None
+
+    def _budget(self) -> tuple[int, Literal["bytes", "ratio"]]:
+        by_bytes = self.max_output - self.produced
+        if self.max_ratio is None:
+            return by_bytes, "bytes"
+        by_ratio = max(self.ratio_floor, int(self.max_ratio * self.received)) - self.produced
+        return (by_ratio, "ratio") if by_ratio < by_bytes else (by_bytes, "bytes")
 
     def feed(self, data: bytes) -> bytes:
         if not self.supported or self.exhausted:
             return b""
+        self.received += len(data)
+        budget, which = self._budget()
         if self._zlib is None:
-            out = data[: self.remaining]
+            out = data[: max(budget, 0)]
+            over = len(data) > budget
         else:
             if self._first and self._wbits == zlib.MAX_WBITS and data[:1] != b"\x78":
                 # "deflate" sent as raw DEFLATE without the zlib wrapper (common)
                 self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
             self._first = False
-            out = self._zlib.decompress(data, self.remaining)
+            # One byte past the budget: getting it means the budget is passed (zlib
+            # stops early only at max_length, so nothing of the input is left behind).
+            out = self._zlib.decompress(data, max(budget, 0) + 1)
             while (
                 self._wbits != zlib.MAX_WBITS
                 and self._zlib.eof
                 and self._zlib.unused_data
-                and len(out) < self.remaining
+                and len(out) <= budget
             ):
                 # concatenated gzip members
                 unused = self._zlib.unused_data
                 self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16)
-                out += self._zlib.decompress(unused, self.remaining - len(out))
-        self.remaining -= len(out)
+                out += self._zlib.decompress(unused, budget - len(out) + 1)
+            over = len(out) > budget
+            out = out[: max(budget, 0)]
+        self.produced += len(out)
+        if over:
+            self.limit = which
         return out
 
 

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -31,6 +31,7 @@ from archiver.capture.values import SERVICE_ACTOR
 from archiver.clock import Clock, rfc3339, utc_now
 from archiver.logs import event
 from archiver.settings import Settings
+from archiver.urls import BadUrl, check_url
 from archiver.watch.jobs import PRIORITY_WATCH, JobQueue, JobRequest
 from archiver.watch.sources import ListRequest, Post, Source, SourceError
 from archiver.watch.watches import ACTIVE, watch_view
@@ -143,6 +144,7 @@ class Poller:
     ) -> tuple[int, int]:
         now_s = rfc3339(self.clock())
         p, w = models.watch_posts, models.watches
+        posts = _checked_posts(watch_id, posts)
         with self.engine.begin() as conn:
             hashed = [(_key(post.key), post) for post in posts]
             seen = set(conn.execute(
@@ -193,6 +195,26 @@ class Poller:
               lateness_ms=round(late * 1000, 3),
               duration_ms=round((time.monotonic() - began) * 1000, 3))
         return PollReport(watch_id, ok=False, error=message, lateness_seconds=late)
+
+
+def _checked_posts(watch_id: int, posts: Sequence[Post]) -> list[Post]:
+    """The posts whose URL :func:`archiver.urls.check_url` takes, as a URL found by a
+    poll: a user name or password removed, one it refuses left out (counted in the log,
+    never failing the poll)."""
+    kept: list[Post] = []
+    refused = stripped = 0
+    for post in posts:
+        try:
+            checked = check_url(post.url, userinfo="strip")
+        except BadUrl:
+            refused += 1
+            continue
+        stripped += checked.had_userinfo
+        kept.append(replace(post, url=checked.url))
+    if refused or stripped:
+        event(log, "poll.urls", level=logging.WARNING, watch=watch_id, invalid=refused,
+              userinfo_stripped=stripped)
+    return kept
 
 
 def _insert_seen(conn: sa.Connection, watch_id: int, key: str, url: str, now_s: str) -> bool:

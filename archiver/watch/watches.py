@@ -27,7 +27,7 @@ import json
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ from archiver.clock import Clock, rfc3339
 from archiver.durations import format_duration, parse_duration
 from archiver.errors import ArchiverError, ConfigError, FetchRefused, NotFoundError
 from archiver.recorder.guard import check_url
+from archiver.urls import check_text, submitted_url
+from archiver.urls import check_url as checked_url
 from archiver.watch.sources import GuardedFetcher, detect
 from archiver.watch.sources.base import KINDS
 from archiver.watch.sources.bluesky import actor_of
@@ -189,6 +191,12 @@ class Watchlist:
         return ImportReport(tuple(added), tuple(skipped))
 
     def _resolve(self, spec: WatchSpec) -> tuple[WatchSpec, str, str, float]:
+        # A watched URL is a submitted one: checked and normalised, a password refused
+        # (BadInput); case and pattern must be text the archive can keep.
+        spec = replace(spec, url=submitted_url(spec.url))
+        for what, text in (("the case", spec.case), ("the pattern", spec.pattern)):
+            if text is not None:
+                check_text(text, f"{what} of the watch of {spec.url}")
         every = spec.every if spec.every is not None else self.settings.watch.default_every
         minimum = self.settings.watch.min_every
         if every < minimum:
@@ -213,7 +221,9 @@ class Watchlist:
             if spec.pattern is not None and detected.kind != "page":
                 raise WatchError(f"--pattern applies to pages, and {spec.url} looks like a "
                                  f"{detected.kind}; give --kind page to watch its links")
-            return spec, detected.kind, detected.source_url, every
+            # the feed or API address detection found: a found URL, never with a password
+            source = checked_url(detected.source_url, userinfo="strip").url
+            return spec, detected.kind, source, every
         if kind not in KINDS:
             raise WatchError(f"unknown watch kind {kind!r} (one of auto, {', '.join(KINDS)})")
         if kind == "telegram":

@@ -193,8 +193,10 @@ class GuardedFetcher:
         current = url
         for _hop in range(self.max_redirects + 1):
             try:
-                check_url(current, allow_private_networks=self.allow_private_networks,
-                          policy=self.policy)
+                # the URL as checked: without a user name or password, which httpx would
+                # otherwise send as Authorization
+                current = str(check_url(current, allow_private_networks=self.allow_private_networks,
+                                        policy=self.policy))
                 fetched = self._get_one(current, request_headers)
             except CaptureError as exc:  # refused, timeout, TLS, network: one line each
                 raise SourceError(str(exc)) from exc
