@@ -18,6 +18,12 @@ Threat model notes (those of reading the ZIP are in :mod:`.zipread`):
 * The layout is fixed (:mod:`.layout`): the verifier derives every path from ids, so
   ``bundle.json`` cannot point a capture's manifest at another capture's file.
 * Every problem is reported, not just the first: a court expert needs the whole picture.
+* It never raises for what is inside the bundle: every failure is a check that failed,
+  naming the file. Every message is bounded (quoted values are cut and escaped, a
+  detail is at most :data:`MAX_DETAIL` characters), JSON is read with a depth limit,
+  without ``NaN``/``Infinity``, huge numbers or duplicate keys, and every loop over
+  what the bundle lists is bounded by the number of files it holds (indexes are built
+  once, so no check is quadratic in what an attacker writes).
 
 WARC record digests are checked by a ``warc_checker`` the caller injects (this package
 must not depend on a WARC library, see the design's package table); without one the
@@ -28,8 +34,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-import zipfile
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -65,7 +71,7 @@ from chain_of_custody.bundle.layout import (
     tag_manifest,
     token_paths,
 )
-from chain_of_custody.bundle.zipread import BagReader
+from chain_of_custody.bundle.zipread import BagReader, ZipView, quote
 from chain_of_custody.checkpoint import TreeHead, verify_note
 from chain_of_custody.digest import CHUNK_SIZE, Digest, Hasher
 from chain_of_custody.errors import CustodyError, ProofError, VerificationError
@@ -77,7 +83,13 @@ from chain_of_custody.times import rfc3339
 from chain_of_custody.timestamp import load_certificates, split_chain, verify_token
 
 CLOCK_TOLERANCE = timedelta(minutes=5)
+MAX_DETAIL = 1000
+"""The longest a check's detail may be, in characters; beyond, it is cut."""
+MAX_JSON_DEPTH = 64
 _MAX_LISTED = 20  # problems of one kind printed one by one; beyond, a count
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, RecursionError,
+              VerificationError)
 
 WarcChecker = Callable[[IO[bytes]], "WarcCheck"]
 """Reads one WARC file to its end and checks every record's block and payload digest."""
@@ -207,13 +219,13 @@ class _Verifier:
         self.state = _State()
 
     def ok(self, name: str, detail: str = "") -> None:
-        self.checks.append(Check(name, OK, detail))
+        self.checks.append(Check(bounded(name), OK, bounded(detail)))
 
     def fail(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, FAIL, detail))
+        self.checks.append(Check(bounded(name), FAIL, bounded(detail)))
 
     def warn(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, WARN, detail))
+        self.checks.append(Check(bounded(name), WARN, bounded(detail)))
 
     def fail_many(self, name: str, problems: Sequence[str]) -> None:
         for problem in problems[:_MAX_LISTED]:
@@ -222,6 +234,8 @@ class _Verifier:
             self.fail(name, f"... and {len(problems) - _MAX_LISTED} more problems like these")
 
     def run(self) -> BundleReport:
+        for warning in self.bundle.warnings[:_MAX_LISTED]:
+            self.warn("ZIP structure", warning)
         if self.bundle.problems:
             self.fail_many("ZIP structure", self.bundle.problems)
             return self._report()
@@ -235,9 +249,10 @@ class _Verifier:
         for name, step in steps:
             try:
                 step()
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            except _MALFORMED as exc:
                 # Signed JSON of an unexpected shape: a failed check, never a traceback.
-                self.fail(name, f"malformed bundle data ({type(exc).__name__}: {exc})")
+                self.fail(name, f"malformed bundle data ({type(exc).__name__}: "
+                                f"{quote(str(exc), 300)[1:-1]})")
         return self._report()
 
     def _report(self) -> BundleReport:
@@ -439,8 +454,8 @@ class _Verifier:
     def _index(self) -> None:
         check = "bundle index"
         try:
-            index = json.loads(self.bundle.read_small(INDEX_FILE))
-        except (VerificationError, ValueError) as exc:
+            index = load_json(self.bundle.read_small(INDEX_FILE), INDEX_FILE)
+        except VerificationError as exc:
             self.fail(check, f"{INDEX_FILE} is unreadable: {exc}")
             return
         if not isinstance(index, dict) or index.get("type") != BUNDLE_TYPE:
@@ -451,6 +466,13 @@ class _Verifier:
                           ("archive", dict)):
             if not isinstance(index.get(key), kind):
                 problems.append(f"{INDEX_FILE} has no valid {key!r}")
+        files = len(self.bundle.members)
+        for key, items in (("captures", index.get("captures")),
+                           ("custody entries", index.get("custody", {}).get("entries")),
+                           ("timestamps", index.get("custody", {}).get("timestamps"))):
+            if isinstance(items, list) and len(items) > files:
+                problems.append(f"{INDEX_FILE} lists {len(items)} {key}, more than the "
+                                f"{files} files of the bundle could hold")
         if problems:
             self.fail_many(check, problems)
             return
@@ -484,16 +506,20 @@ class _Verifier:
         keys: dict[str, PublicKey] = {}
         problems = []
         try:
-            history = json.loads(self.bundle.read_small(KEY_HISTORY_FILE))
+            history = load_json(self.bundle.read_small(KEY_HISTORY_FILE), KEY_HISTORY_FILE)
             listed = [str(k["key_id"]) for k in history["keys"]]
-        except (VerificationError, ValueError, KeyError, TypeError) as exc:
+        except (VerificationError, KeyError, TypeError) as exc:
             self.fail(check, f"{KEY_HISTORY_FILE} is unreadable: {exc}")
+            return
+        if len(listed) > len(self.bundle.members):
+            self.fail(check, f"{KEY_HISTORY_FILE} lists {len(listed)} keys, more than the "
+                             "bundle has files")
             return
         for key_id in listed:
             try:
                 keys[key_id] = self._key_file(key_id)
             except CustodyError as exc:
-                problems.append(f"key {key_id}: {exc}")
+                problems.append(f"key {quote(key_id)}: {exc}")
         files = {n for n in self.bundle.members
                  if n.startswith("data/keys/") and n.endswith(".pem")}
         for extra in sorted(files - {key_path(k) for k in listed}):
@@ -559,12 +585,14 @@ class _Verifier:
             if member.startswith("data/custody/") and member.endswith(".json") \
                     and member not in expected:
                 problems.append(f"{member} is not a listed entry or proof")
+        registered: dict[str, list[object]] = {}
+        for e in self.state.entries.values():
+            payload = e.get("payload")
+            if e.get("action") in KEY_ACTIONS and isinstance(payload, dict):
+                registered.setdefault(str(payload.get("key_id")), []).append(
+                    payload.get("public_key_pem"))
         for key_id, key in self.state.keys.items():
-            if not any(e.get("action") in KEY_ACTIONS
-                       and isinstance(e.get("payload"), dict)
-                       and e["payload"].get("key_id") == key_id
-                       and _same_key(e["payload"].get("public_key_pem"), key)
-                       for e in self.state.entries.values()):
+            if not any(_same_key(pem, key) for pem in registered.get(key_id, [])):
                 problems.append(f"key {key_id} is not registered by any ledger entry in "
                                 "the bundle")
         if problems:
@@ -575,13 +603,13 @@ class _Verifier:
 
     def _entry(self, seq: int, head: TreeHead) -> dict[str, Any]:
         leaf = self.bundle.read_small(entry_path(seq))
-        entry = json.loads(leaf)
+        entry = load_json(leaf, entry_path(seq))
         if not isinstance(entry, dict) or entry.get("seq") != seq:
             raise VerificationError(f"{entry_path(seq)} is not the entry of seq {seq}")
         if rfc8785.dumps(entry) != leaf:
             raise VerificationError(f"{entry_path(seq)} is not in RFC 8785 canonical form, so "
                                     "it is not the leaf that was hashed")
-        proof = json.loads(self.bundle.read_small(proof_path(seq)))
+        proof = load_json(self.bundle.read_small(proof_path(seq)), proof_path(seq))
         if not isinstance(proof, dict) or proof.get("type") != PROOF_TYPE \
                 or proof.get("seq") != seq:
             raise VerificationError(f"{proof_path(seq)} is not the inclusion proof of {seq}")
@@ -660,25 +688,34 @@ class _Verifier:
         if index is None:
             self.fail("captures", "cannot check captures: the bundle index is unreadable")
             return
+        self._by_folder: dict[str, set[str]] = {}
+        for member in self.bundle.members:
+            if member.startswith("data/captures/"):
+                folder = "/".join(member.split("/", 3)[:3])
+                self._by_folder.setdefault(folder, set()).add(member)
+        self._ledger_by_subject: dict[tuple[str, str], list[int]] = {}
+        for seq, entry in sorted(self.state.entries.items()):
+            key = (str(entry.get("action")), str(entry.get("subject")))
+            self._ledger_by_subject.setdefault(key, []).append(seq)
         for capture in index["captures"]:
             capture_id = str(capture.get("id", "")) if isinstance(capture, dict) else ""
             if not re.fullmatch(r"[0-9A-Za-z-]{1,64}", capture_id):
-                self.fail("captures", f"bundle.json lists a capture with id {capture_id!r}")
+                self.fail("captures", f"bundle.json lists a capture with id "
+                                      f"{quote(capture_id)}")
                 continue
             try:
                 if capture.get("status") == "completed":
                     self._capture(capture_id, capture, index["case"])
                 else:
                     self._failed_capture(capture_id)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            except _MALFORMED as exc:
                 self.fail(f"capture {capture_id}", f"its manifest or listing is malformed "
-                                                   f"({type(exc).__name__}: {exc})")
+                                                   f"({type(exc).__name__}: "
+                                                   f"{quote(str(exc), 300)[1:-1]})")
 
     def _failed_capture(self, capture_id: str) -> None:
         check = f"capture {capture_id}"
-        found = [seq for seq, e in self.state.entries.items()
-                 if e.get("subject") == f"capture:{capture_id}"
-                 and e.get("action") == "capture.failed"]
+        found = self._ledger_by_subject.get(("capture.failed", f"capture:{capture_id}"), [])
         if found:
             self.ok(check, f"failed capture, recorded on the ledger (entry {found[0]})")
         else:
@@ -693,6 +730,9 @@ class _Verifier:
             manifest = verify_manifest(canonical, signature, self.state.keys)
         except VerificationError as exc:
             self.fail(f"{name}: manifest", str(exc))
+            return
+        except RecursionError:
+            self.fail(f"{name}: manifest", f"{folder}/{MANIFEST_FILE} is JSON nested too deep")
             return
         self.ok(f"{name}: manifest", f"{MANIFEST_FILE} signed by key {manifest.signer.key_id}")
         if manifest.capture_id != capture_id:
@@ -717,7 +757,7 @@ class _Verifier:
     def _capture_files(self, name: str, folder: str, manifest: Manifest) -> None:
         problems = []
         expected = {f"{folder}/{a.name}": a.digest for a in manifest.artifacts}
-        present = {n for n in self.bundle.members if n.startswith(folder + "/")}
+        present = set(self._by_folder.get(folder, set()))
         present -= {f"{folder}/{MANIFEST_FILE}", f"{folder}/{MANIFEST_SIGNATURE_FILE}"}
         for file_name in sorted(set(expected) - present):
             problems.append(f"{file_name} is in the signed manifest but not in the bundle")
@@ -745,11 +785,11 @@ class _Verifier:
     ) -> None:
         manifest_sha = hashlib.sha256(canonical).hexdigest()
         signature_sha = hashlib.sha256(signature).hexdigest()
-        for seq, entry in sorted(self.state.entries.items()):
+        for seq in self._ledger_by_subject.get(("capture.completed", f"capture:{capture_id}"),
+                                               []):
+            entry = self.state.entries[seq]
             payload = entry.get("payload")
-            if (entry.get("action") == "capture.completed"
-                    and entry.get("subject") == f"capture:{capture_id}"
-                    and isinstance(payload, dict)
+            if (isinstance(payload, dict)
                     and payload.get("manifest_sha256") == manifest_sha
                     and payload.get("signature_sha256", signature_sha) == signature_sha):
                 self.ok(f"{name}: ledger", f"recorded as completed by entry {seq} at "
@@ -766,11 +806,15 @@ class _Verifier:
         if not self.bundle.has(file_name):
             self.fail(check, f"{file_name} is missing")
             return
+        if file_name not in self.state.digests:
+            self.fail(check, f"{file_name} cannot be read from the ZIP (see ZIP members), so "
+                             "its records were not checked")
+            return
         try:
             with self.bundle.open(file_name) as stream:
                 result = self.warc_checker(stream)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            self.fail(check, f"{file_name} is damaged in the ZIP: {exc}")
+        except VerificationError as exc:
+            self.fail(check, str(exc))
             return
         if result.problems:
             self.fail_many(check, [f"{file_name}: {p}" for p in result.problems])
@@ -784,18 +828,29 @@ class _Verifier:
         if not self.bundle.has(wacz):
             self.fail(check, f"{wacz} is missing")
             return
+        if wacz not in self.state.digests:
+            self.fail(check, f"{wacz} cannot be read from the ZIP (see ZIP members)")
+            return
+        problems = []
         try:
-            with self.bundle.open(wacz) as outer, zipfile.ZipFile(outer) as inner:
-                problems = []
-                for artifact in warcs:
-                    member = f"archive/{artifact.name}"
-                    hasher = Hasher()
-                    with inner.open(member) as stream:
-                        while chunk := stream.read(CHUNK_SIZE):
-                            hasher.update(chunk)
-                    if hasher.digest().sha256 != artifact.sha256:
-                        problems.append(f"{wacz}: {member} is not the signed WARC")
-        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+            with self.bundle.window(wacz) as outer:
+                inner = ZipView(outer, self.bundle.members[wacz].file_size, wacz)
+                try:
+                    problems += [f"{wacz}: {p}" for p in inner.problems]
+                    for artifact in warcs if not inner.problems else ():
+                        member = f"archive/{artifact.name}"
+                        if member not in inner.infos:
+                            problems.append(f"{wacz} holds no {member}")
+                            continue
+                        hasher = Hasher()
+                        with inner.open(member, f"{wacz}: {member}") as stream:
+                            while chunk := stream.read(CHUNK_SIZE):
+                                hasher.update(chunk)
+                        if hasher.digest().sha256 != artifact.sha256:
+                            problems.append(f"{wacz}: {member} is not the signed WARC")
+                finally:
+                    inner.close()
+        except VerificationError as exc:
             self.fail(check, f"{wacz} is not a readable WACZ holding the capture's WARC: "
                              f"{exc}")
             return
@@ -803,6 +858,66 @@ class _Verifier:
             self.fail_many(check, problems)
         else:
             self.ok(check, f"{wacz} holds the signed WARC byte for byte")
+
+
+def bounded(text: str) -> str:
+    """``text`` as one safe line: control characters and bidirectional overrides
+    written as escapes, and at most :data:`MAX_DETAIL` characters."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+                        else f"\\u{ord(m.group()):04x}", text)
+    if len(text) > MAX_DETAIL:
+        text = f"{text[:MAX_DETAIL]}… ({len(text) - MAX_DETAIL} more characters)"
+    return text
+
+
+def load_json(raw: bytes, name: str) -> Any:
+    """The JSON value of ``raw`` (file ``name``). Raises :class:`VerificationError` for
+    what is not plain JSON: invalid UTF-8 or syntax, two members of one name, ``NaN`` or
+    ``Infinity``, a number of more than 64 digits, nesting past :data:`MAX_JSON_DEPTH`."""
+    try:
+        value = json.loads(raw, object_pairs_hook=_unique, parse_constant=_no_constant,
+                           parse_int=_integer, parse_float=_float)
+    except RecursionError as exc:
+        raise VerificationError(f"{name} is JSON nested too deep") from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise VerificationError(f"{name} is not valid JSON: {quote(str(exc), 200)[1:-1]}"
+                                ) from exc
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise VerificationError(f"{name} is JSON nested more than {MAX_JSON_DEPTH} deep")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return value
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:  # parsers disagree on which of the two wins
+            raise ValueError(f"the member {quote(key, 60)} appears twice in one object")
+        value[key] = item
+    return value
+
+
+def _no_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not a JSON number")
+
+
+def _integer(text: str) -> int:
+    if len(text) > 64:
+        raise ValueError(f"a number of {len(text)} digits")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text[:400]) if len(text) <= 400 else math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"the number {quote(text, 40)} is out of range")
+    return value
 
 
 def _words(text: str) -> str:
