@@ -2,8 +2,9 @@
 
 Threat model notes (the file is the attacker's):
 
-* **Every byte is accounted for, once.** Before :mod:`zipfile` reads a byte, the ZIP's
-  records are audited from the raw bytes (:func:`audit`): the end record (and its ZIP64
+* **Every byte is accounted for, once.** The ZIP's records are audited from the raw
+  bytes (:func:`audit`), and :mod:`zipfile` must then read the same central directory
+  (a second reader that has to agree): the end record (and its ZIP64
   form) agrees with the central directory (entry count, size, offset, one disk, no
   comment, nothing after it); each central entry agrees with its local header (version,
   flags, method, time, CRC, sizes, name) and, for streamed members, with its data
@@ -21,8 +22,10 @@ Threat model notes (the file is the attacker's):
   deflate, a declared size deflate cannot produce from its compressed size, a stored
   member whose two sizes differ) are kept as named but unreadable: every read of one
   raises :class:`VerificationError` saying why, never the ``RuntimeError`` or
-  ``NotImplementedError`` :mod:`zipfile` would raise. Damaged data (CRC, deflate,
-  truncation) is likewise a :class:`VerificationError` naming the member.
+  ``NotImplementedError`` :mod:`zipfile` would raise. Members are read from where the
+  audit found them and inflated here (:class:`_Member`), so damaged data (CRC, deflate,
+  truncation, more bytes than declared) is likewise a :class:`VerificationError`
+  naming the member, found as soon as it shows.
 * **Bounds:** at most :data:`MAX_MEMBERS` members, names of at most
   :data:`MAX_NAME_BYTES`, extra fields of at most :data:`MAX_EXTRA_BYTES`; members are
   hashed as they stream; JSON, notes and keys are read whole only below
