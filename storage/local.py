@@ -22,9 +22,11 @@ Threat model and failure model:
   verify-after-write: after the fsync the file's cached pages are dropped (best effort)
   and it is re-read and re-hashed before the rename, so what is checked is what the
   device returns.
-* Stored blobs are 0o444 so a careless process or operator cannot edit them in place by
+* Stored blobs are 0o400 so a careless process or operator cannot edit them in place by
   accident. (This is no defence against a hostile root, nor against root at all: root
   ignores file modes. The custody ledger and fixity audits are the defence.)
+* The store is private: its directories are created 0o700 and its blobs are readable by
+  their owner only, whatever the process's umask (evidence may name witnesses).
 * Two processes putting the same blob at once both succeed: their temporary names differ
   and each rename atomically installs identical, verified bytes.
 """
@@ -59,6 +61,9 @@ __all__ = ["LocalBlobStore"]
 _log = logging.getLogger(__name__)
 
 _HEX = frozenset("0123456789abcdef")
+
+BLOB_MODE = 0o400  # a stored blob: read-only, readable by the store's owner only
+DIR_MODE = 0o700  # every directory the store creates
 
 
 class LocalBlobStore:
@@ -105,9 +110,9 @@ class LocalBlobStore:
         filesystem, owned by this process's user and with no other name (one link), it is
         not copied: it is hard-linked into ``tmp/``, made read-only, fsynced, read once to
         verify it, and renamed into place. The file at ``path`` then *is* the stored
-        blob: its mode becomes 0o444 and its mtime the time of the put, and the caller
+        blob: its mode becomes 0o400 and its mtime the time of the put, and the caller
         must never modify it in place again (unlinking or replacing ``path`` is fine).
-        Mode 0o444 stops other users and careless programs, but not root. If the bytes
+        Mode 0o400 stops other users and careless programs, but not root. If the bytes
         do not match, or anything fails before the blob is installed, the link is removed
         and the file's mode and times are restored. When linking is impossible (another
         filesystem, no hard links, not permitted), the file is copied instead.
@@ -205,7 +210,7 @@ class LocalBlobStore:
                     # Read-only before it is made durable, and so long before it becomes
                     # visible: there is never a moment when the blob sits under its
                     # address with write permission. (This descriptor may still write.)
-                    os.fchmod(out.fileno(), 0o444)
+                    os.fchmod(out.fileno(), BLOB_MODE)
                     os.fsync(out.fileno())
                     _drop_cache(out.fileno())
                 # The source matched sha256 and sha512 as it was read; the copy matching
@@ -278,7 +283,7 @@ class LocalBlobStore:
                     return False
                 # Read-only before it is verified: nobody (but root) can open it for
                 # writing between the check and the rename.
-                os.fchmod(fd, 0o444)
+                os.fchmod(fd, BLOB_MODE)
                 mode_changed = True
                 # The mtime of the put: the link then looks live to
                 # remove_stale_temporaries, and a stored blob's mtime says when it was
@@ -345,7 +350,7 @@ class LocalBlobStore:
             current = current.parent
         for new in reversed(missing):
             try:
-                new.mkdir()
+                new.mkdir(mode=DIR_MODE)
             except FileExistsError:
                 continue  # another process made it first
             fsync_dir(new.parent)

@@ -647,7 +647,9 @@ def _write_zip(archive: Archive, plan: _Plan, out: Path) -> Digest:
     file); return the ZIP's digest, computed as it was written."""
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        with partial.open("xb") as raw:
+        # 0600: a bundle holds the case's evidence and notes (see archiver.privacy).
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as raw:
             bag = BagWriter(raw, root=plan.bag_name, when=plan.exported_at)
             try:
                 _fill(archive, plan, bag)

@@ -54,15 +54,30 @@ def _tmp_files(root: Path) -> list[Path]:
 
 
 def test_blob_lands_read_only_in_the_documented_layout(tmp_path: Path) -> None:
-    """A put blob is root/sha256/ab/cd/<sha256>, mode 0o444, and nothing stays in tmp/."""
+    """A put blob is root/sha256/ab/cd/<sha256>, mode 0o400, and nothing stays in tmp/."""
     store = LocalBlobStore(tmp_path)
     store.put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
     path = tmp_path / "sha256" / SHA[:2] / SHA[2:4] / SHA
     assert store.path_for(SHA) == path
     assert path.read_bytes() == DATA
-    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert stat.S_IMODE(path.stat().st_mode) == 0o400
     assert _tmp_files(tmp_path) == []
     assert store.name == f"local:{tmp_path}"
+
+
+def test_the_store_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Under a permissive umask (022) the store still creates its directories 0700 and
+    its blobs 0400: nobody but the owner can list or read the evidence."""
+    root = tmp_path / "store"
+    previous = os.umask(0o022)
+    try:
+        LocalBlobStore(root).put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
+    finally:
+        os.umask(previous)
+    blob = root / "sha256" / SHA[:2] / SHA[2:4] / SHA
+    for directory in (root, root / "tmp", root / "sha256", blob.parent.parent, blob.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    assert stat.S_IMODE(blob.stat().st_mode) == 0o400
 
 
 def test_directories_are_created_lazily(tmp_path: Path) -> None:
@@ -104,7 +119,7 @@ def test_damaged_copy_is_repaired_by_putting_the_good_bytes(
     with caplog.at_level("WARNING", logger="storage.local"):
         store.put_stream(io.BytesIO(DATA), sha256=SHA, size=SIZE)
     assert path.read_bytes() == DATA
-    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert stat.S_IMODE(path.stat().st_mode) == 0o400
     assert f"held copy of blob {SHA} is damaged" in caplog.text
 
 
@@ -296,7 +311,7 @@ def _assert_copied(store: LocalBlobStore, source: Path, before: tuple[bytes, int
     stored = store.path_for(sha).stat()
     assert stored.st_ino != source.stat().st_ino
     assert stored.st_nlink == 1
-    assert stat.S_IMODE(stored.st_mode) == 0o444
+    assert stat.S_IMODE(stored.st_mode) == 0o400
     assert store.path_for(sha).read_bytes() == before[0]
     assert _snapshot(source) == before
     assert _tmp_files(store.root) == []
@@ -315,7 +330,7 @@ def test_put_file_on_the_same_filesystem_links_the_source(tmp_path: Path) -> Non
     stored = store.path_for(sha).stat()
     assert stored.st_ino == source.stat().st_ino
     assert stored.st_nlink == 2
-    assert stat.S_IMODE(stored.st_mode) == 0o444
+    assert stat.S_IMODE(stored.st_mode) == 0o400
     assert stored.st_mtime >= started - 1
     assert store.path_for(sha).read_bytes() == data
     assert _tmp_files(store.root) == []
