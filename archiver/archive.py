@@ -29,7 +29,7 @@ from archiver import models, schema
 from archiver.capture.values import ArtifactView, Capture, CaptureRequest
 from archiver.clock import Clock, IdFactory, new_capture_id, rfc3339, utc_now
 from archiver.db import make_engine
-from archiver.errors import ArchiverError, NotFoundError, NotInitialisedError
+from archiver.errors import ArchiverError, ConfigError, NotFoundError, NotInitialisedError
 from archiver.recorder.addresses import AddressPolicy, non_global_reason
 from archiver.settings import LocalStoreSettings, Settings
 from chain_of_custody import merkle
@@ -38,7 +38,6 @@ from chain_of_custody.digest import Digest, Hasher, digest_bytes
 from chain_of_custody.errors import CustodyError, LedgerIntegrityError, VerificationError
 from chain_of_custody.keys import PublicKey, SigningKey
 from chain_of_custody.ledger import (
-    KEY_ACTIONS,
     Checkpoint,
     Ledger,
     LedgerEntry,
@@ -49,16 +48,19 @@ from chain_of_custody.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest
 from chain_of_custody.manifest import verify_manifest as check_manifest
 from storage.base import BlobStore
 from storage.errors import StorageError
+from storage.fixity import check_copy
 from storage.local import LocalBlobStore
 from storage.replicated import ReplicatedBlobStore
 
 if TYPE_CHECKING:
     from archiver.capture.fetcher import Fetcher
+    from archiver.capture.leases import LeaseKeeper
     from archiver.capture.pipeline import CapturePipeline, CommitHook
     from archiver.timestamps import StampResult, Timestamper
     from chain_of_custody.timestamp import StoredToken
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # manifests and signatures are small; never read more
+_ENTRY_AUTHENTICATION = "0005"  # the schema revision from which ledger entries are signed
 
 
 @dataclass(frozen=True)
@@ -146,16 +148,23 @@ def initialise(settings: Settings, *, clock: Clock = utc_now) -> InitReport:
     """Create the data directory, the schema and the signing key. Safe to run again.
 
     Raises :class:`ArchiverError` subclasses (wrong passphrase, unreachable database,
-    a registered key whose file is missing).
+    a registered key whose file is missing, a home that belongs to another user or
+    whose files cannot be made private).
     """
+    from archiver import privacy
+
     home = settings.home_dir
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Private on disk (archiver.privacy): an existing home is checked and tightened
+    # before anything is written in it, and again (everything in it) at the end.
+    privacy.prepare_home(home)
+    settings.work_dir.mkdir(parents=True, exist_ok=True, mode=privacy.DIR_MODE)
+    if settings.database.url is None:
+        privacy.create_private_file(home / "archive.db")
     passphrase = settings.passphrase()
     engine = make_engine(settings.database_url)
     try:
+        before = schema.current_revision(engine)
         schema.upgrade(engine)
-        ledger = Ledger(engine, clock=clock)
         with engine.begin() as conn:
             origin = _meta(conn, "origin")
             if origin is None:
@@ -185,6 +194,7 @@ def initialise(settings: Settings, *, clock: Clock = utc_now) -> InitReport:
             except CustodyError as exc:
                 raise ArchiverError(str(exc)) from exc
             created = True
+        ledger = Ledger(engine, clock=clock, origin=origin, signer=key)
         if registered is None:
             with engine.begin() as conn:
                 conn.execute(
@@ -212,6 +222,14 @@ def initialise(settings: Settings, *, clock: Clock = utc_now) -> InitReport:
                 f"signing key file {key_file} holds key {key.key_id[:16]}…, but the archive's "
                 f"key is {registered[:16]}…; point signing.key_file at the right key"
             )
+        elif before is not None and before < _ENTRY_AUTHENTICATION:
+            # Entries appended before entry authentication carry no signature; the tail no
+            # checkpoint covers yet is signed in now, once, by the key holder upgrading.
+            # Later checkpoints refuse every unsigned entry (chain_of_custody.ledger).
+            latest = ledger.latest_checkpoint()
+            if latest is None or latest.tree_size < ledger.size():
+                ledger.create_checkpoint(key, origin, legacy=True)
+        privacy.tighten(settings)
         return InitReport(home, settings.database_url, key.key_id, created, origin)
     finally:
         engine.dispose()
@@ -255,13 +273,15 @@ class Archive:
         self._fetchers = None if fetchers is None else tuple(fetchers)
         self.clock = clock
         self.new_id = new_id
-        self.ledger = Ledger(engine, clock=clock)
         self._key: SigningKey | None = None
         self._key_lock = threading.Lock()
         with engine.connect() as conn:
             origin = _meta(conn, "origin")
         assert origin is not None
         self.origin = origin
+        # Every entry is signed by the archive's key, loaded when the first one is
+        # appended: commands that only read never need the passphrase.
+        self.ledger = Ledger(engine, clock=clock, origin=origin, signer=self._ledger_key)
 
     @classmethod
     def open(
@@ -289,8 +309,10 @@ class Archive:
             with engine.connect() as conn:
                 if _meta(conn, "origin") is None:
                     raise NotInitialisedError(f"the archive was never initialised: {hint}")
-            return cls(settings, engine=engine, store=build_store(settings), clock=clock,
-                       new_id=new_id, address_policy=address_policy)
+            archive = cls(settings, engine=engine, store=build_store(settings), clock=clock,
+                          new_id=new_id, address_policy=address_policy)
+            archive.close_abandoned()
+            return archive
         except BaseException:
             engine.dispose()
             raise
@@ -301,6 +323,8 @@ class Archive:
             close = getattr(fetcher, "close", None)
             if close is not None:
                 close()
+        if "leases" in self.__dict__:
+            self.leases.close()
         self.engine.dispose()
 
     def __enter__(self) -> Archive:
@@ -319,6 +343,15 @@ class Archive:
                 self._key = _load_key(self.settings.key_file, self.settings.passphrase())
             return self._key
 
+    def _ledger_key(self) -> SigningKey:
+        try:
+            return self.signing_key
+        except ConfigError as exc:
+            raise ConfigError(
+                f"this command records an event on the custody ledger, which the archive's "
+                f"signing key must sign: {exc}"
+            ) from exc
+
     def key_history(self) -> list[dict[str, Any]]:
         """Every signing key of the archive, oldest first, with its public PEM."""
         k = models.signing_keys
@@ -336,25 +369,11 @@ class Archive:
         Read from the key history *on the ledger* (``key.created`` / ``key.rotated``
         entries), not from the ``signing_keys`` table: the table is mutable, the ledger
         is append-only and verified, so a key swapped into the table is never trusted.
+        Each key entry must be signed by the key current before it
+        (:meth:`Ledger.key_history`): a forged ``key.rotated`` row raises
+        :class:`LedgerIntegrityError` instead of lending its key any trust.
         """
-        keys: dict[str, PublicKey] = {}
-        for entry in self.ledger.entries(actions=KEY_ACTIONS):
-            pem = entry.payload.get("public_key_pem")
-            try:
-                key = PublicKey.from_pem(str(pem).encode("ascii"))
-            except (CustodyError, UnicodeEncodeError) as exc:
-                raise LedgerIntegrityError(
-                    f"ledger entry {entry.seq} ({entry.action}) holds no valid public key",
-                    seq=entry.seq,
-                ) from exc
-            if key.key_id != entry.payload.get("key_id"):
-                raise LedgerIntegrityError(
-                    f"ledger entry {entry.seq} ({entry.action}) names key "
-                    f"{entry.payload.get('key_id')} but holds key {key.key_id}",
-                    seq=entry.seq,
-                )
-            keys[key.key_id] = key
-        return keys
+        return {key.key_id: key for key in self.ledger.key_history()}
 
     # -- capture ------------------------------------------------------------------------
 
@@ -384,7 +403,35 @@ class Archive:
             host=host_facts(self.settings), work_dir=self.settings.work_dir,
             clock=self.clock, address_policy=self.address_policy,
             key=lambda: self.signing_key, after_commit=self.maybe_checkpoint,
+            leases=self.leases,
         ))
+
+    @cached_property
+    def leases(self) -> LeaseKeeper:
+        """The leases of the captures this process runs (renewed by one thread)."""
+        from archiver.capture.leases import LeaseKeeper
+
+        return LeaseKeeper(self.engine, lease_seconds=self.settings.capture.lease_seconds,
+                           clock=self.clock)
+
+    def close_abandoned(self) -> list[str]:
+        """Close the captures whose process is gone (seen on its own machine) or whose
+        lease ran out: ``capture.interrupted`` on the ledger, an ``interrupted`` capture
+        row, scratch removed. Runs whenever an archive is opened. Appending needs the
+        signing key: without the passphrase (or with a wrong one) nothing is closed, and
+        a later command that has it does the closing. Returns the ids closed."""
+        from archiver.capture.leases import ProcessIdentity, sweep
+
+        return sweep(self.engine, self.ledger, work_dir=self.settings.work_dir,
+                     clock=self.clock, here=ProcessIdentity.current(),
+                     key_ready=self._key_ready)
+
+    def _key_ready(self) -> bool:
+        try:
+            self.signing_key  # noqa: B018 - loads and checks it
+        except ArchiverError:  # no passphrase (ConfigError), a wrong one, no key file
+            return False
+        return True
 
     def capture(
         self,
@@ -488,6 +535,7 @@ class Archive:
         then: the caller must discard what was written)."""
         capture = self.get_capture(capture_id)
         artifact = capture.artifact(name)
+        self.ledger.signing_key()  # the download must be recorded: fail before a byte goes out
         hasher = Hasher()
         try:
             with self.store.open(artifact.sha256) as stream:
@@ -605,31 +653,18 @@ class Archive:
         return data
 
     def _check_blob_copies(self, name: str, want: Digest) -> Iterator[Check]:
+        # The same judgement of a copy as the fixity audit's (archiver.audit).
         for store in self.store.stores:
             label = f"{name} in {store.name}"
-            hasher = Hasher()
-            try:
-                with store.open(want.sha256) as stream:
-                    while chunk := stream.read(1024 * 1024):
-                        hasher.update(chunk)
-            except StorageError as exc:
-                yield Check(label, f"artifact {name}: {exc}")
-                continue
-            got = hasher.digest()
-            if got == want:
+            result = check_copy(store, want.sha256, size=want.size, sha512=want.sha512)
+            if result.ok:
                 yield Check(label)
-                continue
-            what = [
-                algorithm
-                for algorithm, a, b in (
-                    ("size", got.size, want.size),
-                    ("sha256", got.sha256, want.sha256),
-                    ("sha512", got.sha512, want.sha512),
-                )
-                if a != b
-            ]
-            yield Check(label, f"artifact {name} in {store.name} is altered: "
-                               f"{', '.join(what)} differ from the signed manifest")
+            elif result.state == "altered":
+                yield Check(label, f"artifact {name} in {store.name} is altered: "
+                                   f"{result.detail}")
+            else:
+                yield Check(label, f"artifact {name} in {store.name} is {result.state}: "
+                                   f"{result.detail}")
 
     # -- ledger -------------------------------------------------------------------------
 

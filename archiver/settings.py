@@ -69,11 +69,25 @@ class CaptureSettings(_Section):
     max_response_bytes: int = Field(default=512 * MiB, gt=0)
     fetch_subresources: bool = True
     max_subresources: int = Field(default=300, ge=0)
+    """Resources the page names (images, stylesheets, scripts, its <video> sources) that
+    the capture fetches, counted once per URL across the page and media fetchers."""
+    max_requests: int = Field(default=5000, ge=1)
+    """Requests of the whole capture, every fetcher's (page, subresources, yt-dlp, page
+    images, the browser), redirect hops and retries included; past it none is made."""
+    deadline_seconds: float = Field(default=3600.0, gt=0)
+    """The whole capture, every fetcher included, from its start: no request starts
+    after it and a running one is cut (each fetcher's own time limit runs within it)."""
     max_subresource_bytes: int = Field(default=100 * MiB, gt=0)
     max_total_bytes: int = Field(default=2 * GiB, gt=0)
     max_media_bytes: int = Field(default=2 * GiB, gt=0)
     """One media response (a video) on the wire; past it the download stops, recorded
     as truncated, and the media outcome says so."""
+    max_decoded_bytes: int = Field(default=2 * GiB, gt=0)
+    """What one response body may decode to (Content-Encoding undone) for whatever reads
+    it: media files, link extraction, the browser. The WARC keeps the bytes received."""
+    max_decode_ratio: float = Field(default=100.0, ge=1)
+    """Decoded bytes per byte received, past a body's first MiB: a decompression bomb
+    (1 MB of gzip that inflates to 1 GiB) stops at about a megabyte."""
     verify_tls: bool = True
     ca_bundle: Path | None = None
     user_agent: str = Field(default_factory=_default_user_agent)
@@ -81,6 +95,10 @@ class CaptureSettings(_Section):
     """Captures one process runs at once (``archiver capture URL…`` and each daemon
     worker), within ``daemon.per_host_concurrency`` and ``per_host_rate`` per host.
     0: what this machine can take (see :func:`archiver.capture.parallel.auto_concurrency`)."""
+    lease_seconds: float = Field(default=60.0, gt=0)
+    """A capture in flight holds a lease its process renews every ``lease_seconds / 4``;
+    one not renewed for this long is closed as interrupted by the next command on any
+    machine (on its own machine at once, when its process is gone)."""
 
 
 class BrowserSettings(_Section):
@@ -130,7 +148,8 @@ class MediaSettings(_Section):
     image is still downloaded (the page fetcher leaves such bodies to the media fetcher)."""
     timeout_seconds: float = Field(default=1800.0, gt=0)
     """Time budget of the media fetcher, counted from its start (not capture.timeout_seconds:
-    a long video outlasts a page by far). A download still running then fails (timeout)."""
+    a long video outlasts a page by far), within capture.deadline_seconds. A download
+    still running then fails (timeout)."""
     max_items: int = Field(default=20, ge=1)
     """Videos and images kept from one post (a gallery, a playlist)."""
     cookies_file: Path | None = None
@@ -149,6 +168,11 @@ class MediaSettings(_Section):
     images: bool = True
     """Also keep the page's <img> images (at least ``min_image_side`` pixels each way)."""
     min_image_side: int = Field(default=100, ge=1)
+    tool_memory_mib: int = Field(default=2048, ge=512)
+    """Address space of each ffmpeg and ffprobe (probing, merging, frame sampling; those
+    yt-dlp starts too); past it the program fails and the capture says why."""
+    tool_timeout_seconds: float = Field(default=600.0, gt=0)
+    """Wall time, and CPU time, of each ffmpeg and ffprobe; past it it is stopped."""
 
     @field_validator("proxy")
     @classmethod
@@ -302,6 +326,19 @@ class RevisitSettings(_Section):
     removal_markers: tuple[RemovalMarker, ...] = ()
 
 
+class AuditSettings(_Section):
+    """Fixity audits: stored blobs re-read and re-hashed against the signed manifests."""
+
+    every: Seconds = 7 * 86400.0
+    """The daemon sees to it that every capture is audited at least this often."""
+    sample: float = Field(default=1.0, gt=0, le=1)
+    """Fraction of the captures one scheduled audit takes (those audited longest ago
+    first); the daemon then audits every ``every * sample``, so the whole archive is
+    covered within ``every``."""
+    repair: bool = True
+    """Replace a missing or damaged copy with a healthy copy from another store."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ARCHIVER_",
@@ -325,6 +362,7 @@ class Settings(BaseSettings):
     daemon: DaemonSettings = DaemonSettings()
     watch: WatchSettings = WatchSettings()
     revisit: RevisitSettings = RevisitSettings()
+    audit: AuditSettings = AuditSettings()
 
     @classmethod
     def settings_customise_sources(

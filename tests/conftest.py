@@ -50,6 +50,10 @@ load_module("warc_judges", FIXTURES / "warc_judges.py")
 load_module("archive_cli", FIXTURES / "archive_cli.py")
 load_module("export_helpers", FIXTURES.parent / "export" / "export_helpers.py")
 load_module("hostile_suite", FIXTURES / "hostile.py")
+load_module("ledger_forgery", FIXTURES / "ledger_forgery.py")
+load_module("encoded_site", FIXTURES / "encoded_site.py")
+load_module("recording_server", FIXTURES / "recording_server.py")
+load_module("fixity_fixtures", FIXTURES / "fixity.py")
 
 
 def _postgres_unreachable_reason() -> str | None:

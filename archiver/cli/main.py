@@ -39,6 +39,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("list", "captures", "list captures"),
     ("get", "captures", "write an artifact to a file (recorded as access.downloaded)"),
     ("verify", "captures", "re-hash every stored copy, check signature and ledger"),
+    ("audit", "audit",
+     "fixity audit: re-hash stored copies against the signed manifests, repair them"),
     ("key", "ledger", "the archive's public signing key(s)"),
     ("ledger", "ledger", "custody ledger: verify, checkpoint, proof, timestamp"),
     ("export", "export", "write a case's signed evidence bundle (a BagIt ZIP)"),
@@ -87,6 +89,16 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``archiver`` command under umask 077: every archiver process (the CLI, the
+    daemon, its workers) starts here, so all it writes is private (see archiver.privacy).
+    """
+    from archiver.privacy import private_umask
+
+    with private_umask():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     # Every human-readable byte, argparse's messages included, leaves through a
     # HumanStream: control characters escaped, a closed pipe survived (see

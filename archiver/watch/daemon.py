@@ -45,8 +45,8 @@ from types import FrameType
 
 import sqlalchemy as sa
 
-from archiver import models
 from archiver.archive import Archive, Capture
+from archiver.capture.leases import ERROR, INTERRUPTED, is_capture_id, orphan_scratch
 from archiver.capture.parallel import auto_concurrency
 from archiver.errors import NotFoundError
 from archiver.logs import event
@@ -55,7 +55,6 @@ from archiver.watch.jobs import (
     FAILED,
     KIND_REVISIT,
     QUEUED,
-    RUNNING,
     Job,
     JobLimits,
     JobQueue,
@@ -74,6 +73,7 @@ log = logging.getLogger("archiver.daemon")
 
 TICK_SECONDS = 0.2
 STANDBY_RETRY_SECONDS = 5.0
+AUDIT_CHECK_SECONDS = 60.0
 
 
 # -- scratch space ---------------------------------------------------------------------
@@ -91,13 +91,14 @@ def _newest_mtime(path: Path) -> float:
 
 
 def clean_scratch(settings: Settings, engine: sa.Engine) -> list[str]:
-    """Delete scratch directories (``<work_dir>/<capture id>``) no running job owns.
+    """Delete scratch directories no capture in flight owns.
 
-    A directory named after a job's capture (current or past attempt) that is not
-    running is left over from an interrupted attempt: deleted. One no job knows may
-    belong to a foreground ``archiver capture``: deleted only once untouched for longer
-    than any capture may take. Partial blobs a killed writer left in a local store's
-    ``tmp/`` go the same way. Returns the scratch directories deleted.
+    A directory named after a capture (``<work_dir>/<capture id>``) whose capture holds
+    no lease has ended or was closed as interrupted: deleted at once (whoever runs it,
+    daemon worker or ``archiver capture``). Any other directory (an export's staging) is
+    deleted only once untouched for longer than any capture may take. Partial blobs a
+    killed writer left in a local store's ``tmp/`` go the same way. Returns the scratch
+    directories deleted.
     """
     # Longer than any phase of a capture may run (the media fetcher has its own budget).
     quiet_for = 2 * max(settings.capture.timeout_seconds, settings.media.timeout_seconds,
@@ -115,32 +116,21 @@ def clean_scratch(settings: Settings, engine: sa.Engine) -> list[str]:
     work = settings.work_dir
     if not work.is_dir():
         return []
-    names = [d.name for d in work.iterdir() if d.is_dir()]
-    if not names:
-        return []
-    j, a = models.jobs, models.job_attempts
-    with engine.connect() as conn:
-        running = set(conn.execute(sa.select(j.c.capture_id).where(
-            j.c.state == RUNNING, j.c.capture_id.in_(names))).scalars())
-        known = set(conn.execute(sa.select(j.c.capture_id).where(
-            j.c.capture_id.in_(names))).scalars())
-        known |= set(conn.execute(sa.select(a.c.capture_id).where(
-            a.c.capture_id.in_(names))).scalars())
-    deleted = []
-    for name in names:
-        if name in running:
+    deleted = orphan_scratch(engine, work)
+    others = []
+    for path in work.iterdir():
+        if not path.is_dir() or is_capture_id(path.name):
             continue
-        path = work / name
         try:
-            stale = name in known or time.time() - _newest_mtime(path) > quiet_for
+            stale = time.time() - _newest_mtime(path) > quiet_for
         except OSError:
             continue
         if stale:
             shutil.rmtree(path, ignore_errors=True)
-            deleted.append(name)
-    if deleted:
-        event(log, "scratch.cleaned", directories=deleted)
-    return deleted
+            others.append(path.name)
+    if others:
+        event(log, "scratch.cleaned", directories=others)
+    return deleted + others
 
 
 # -- running one job -------------------------------------------------------------------
@@ -160,6 +150,10 @@ class JobRunner:
         the worker no longer held it."""
         finish = _JobFinish(self, job, worker)
         view = self._recorded(job.capture_id)
+        if view is not None and view.status == INTERRUPTED:
+            # Closed by another command (its process was found gone) but the job was not
+            # recovered with it: this attempt is over, the next one gets a new id.
+            return self._errored(job, worker, f"its capture was interrupted: {view.message}")
         if view is not None:
             # This attempt's capture is recorded but its job was not finished with it
             # (an archive of an older version was stopped in between): finish it now.
@@ -196,7 +190,7 @@ class JobRunner:
 
     def _errored(self, job: Job, worker: str, detail: str) -> Job | None:
         with self.archive.engine.begin() as conn:
-            self.queue.close_interrupted(conn, job, f"error: {detail}")
+            self.queue.close_interrupted(conn, job, f"error: {detail}", reason=ERROR)
             updated = self.queue.finish(job, worker, Verdict("error", True, detail),
                                         connection=conn)
             if updated is not None and updated.state == FAILED and job.revisit_of:
@@ -410,6 +404,7 @@ class Daemon:
         self._respawn_at: list[float] = []
         self._crashes = 0
         self._due: dict[str, float] = {}
+        self._audit: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -466,11 +461,19 @@ class Daemon:
         if self.settings.revisit.enabled and self._due_now(
                 "revisits", self.settings.revisit.check_seconds, now):
             self.revisits.submit_due()
+        audit = self.settings.audit
+        if self._due_now("audit", min(AUDIT_CHECK_SECONDS, audit.every * audit.sample / 2),
+                         now, first=True):
+            self._maybe_audit()
         if self._due_now("recover", max(0.5, d.lease_seconds / 2), now):
             recovered = self.queue.recover(expired=True, why="its lease ran out")
             if recovered:
                 event(log, "jobs.recovered", jobs=[j.id for j in recovered])
                 clean_scratch(self.settings, self.archive.engine)
+        if self._due_now("abandoned", max(0.5, self.settings.capture.lease_seconds / 2), now):
+            # Captures of processes that died elsewhere (``archiver capture`` on this or
+            # another machine, a worker on another machine): closed here too.
+            self.archive.close_abandoned()
 
     def _due_now(self, name: str, interval: float, now: float, *, first: bool = False) -> bool:
         due = self._due.get(name)
@@ -481,6 +484,35 @@ class Daemon:
             self._due[name] = now + interval
             return True
         return False
+
+    def _maybe_audit(self) -> None:
+        """Start the scheduled fixity audit in a thread of its own when it is due (and
+        none is running): it may read the whole archive, and polls go on meanwhile."""
+        from archiver.audit import audit_due
+
+        if self._audit is not None and self._audit.is_alive():
+            return
+        if not audit_due(self.archive.engine, self.settings.audit, self.archive.clock()):
+            return
+        self._audit = threading.Thread(target=self._run_audit, name="audit", daemon=True)
+        self._audit.start()
+
+    def _run_audit(self) -> None:
+        from archiver.audit import run_scheduled
+        from archiver.capture.values import SERVICE_ACTOR
+
+        event(log, "audit.started")
+        try:
+            report = run_scheduled(self.archive, actor=SERVICE_ACTOR, stop=self.stop)
+        except Exception:  # the audit loop: log it; the next one is due after the interval
+            log.exception("audit.crashed")
+            return
+        counts = report.counts()
+        event(log, "audit.finished", level=logging.INFO if report.ok else logging.WARNING,
+              **{k: counts[k] for k in ("audit", "captures", "copies", "bytes", "damaged",
+                                        "repaired", "unreadable", "remaining",
+                                        "interrupted")},
+              ledger_seq=report.ledger_seq)
 
     def _try_to_schedule(self) -> None:
         if not self.lock.acquire():
@@ -566,6 +598,9 @@ class Daemon:
         if polls is not None:
             polls.join(max(0.0, deadline - time.monotonic()))
             unfinished = polls.is_alive()
+        if self._audit is not None:
+            # Told to stop by the same event: it ends after the copy it is reading.
+            self._audit.join(max(0.0, deadline - time.monotonic()))
         self.lock.release()
         self.registry.stopped([self.id])
         self.fetcher.close()

@@ -18,8 +18,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from archiver import models
+from archiver import models, privacy
 from archiver.archive import Archive
+from archiver.audit import audit_status
+from archiver.audit import status_lines as audit_lines
 from archiver.clock import Clock, rfc3339, utc_now
 from archiver.watch.jobs import DONE, FAILED, QUEUED, RUNNING, JobLimits, JobQueue
 from archiver.watch.revisit import Revisits
@@ -189,6 +191,8 @@ def status_report(archive: Archive, *, recent: int = 10) -> dict[str, Any]:
                       "error": r.last_error} for r in failed_jobs],
         "revisits": revisits.counts(),
         "gone": len(list(archive.ledger.entries(actions=["target.gone"]))),
+        "audit": audit_status(archive.engine, settings.audit, archive.clock()),
+        "privacy": privacy.scan(settings).as_json(),
     }
 
 
@@ -228,3 +232,5 @@ def iter_lines(report: dict[str, Any]) -> Iterator[str]:
     rv = report["revisits"]
     yield (f"revisits:  {rv['waiting']} waiting, {rv['queued']} queued, {rv['done']} done; "
            f"{report['gone']} takedowns recorded")
+    yield from audit_lines(report["audit"])
+    yield from privacy.status_lines(report["privacy"])

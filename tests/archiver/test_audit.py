@@ -1,0 +1,354 @@
+"""``archiver audit``: stored copies re-hashed against the signed manifests in every store
+(a local store and an Object Lock bucket on moto), damaged copies repaired from healthy
+ones, every audit and repair on the ledger; sampling, the schedule's coverage and
+``archiver status``.
+
+The damage cases (a byte flipped, a copy truncated or deleted, in either store) are in
+``tests/hostile/test_fixity.py``; the fixtures both use in ``tests/fixtures/fixity.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fixity_fixtures import Archived, archived, artifact, fixity_entries, one_capture
+from fixture_site import FixtureSite
+
+from archiver.archive import Archive
+from archiver.audit import Auditor, audit_status, run_scheduled
+from archiver.cli.progress import TerminalProgress
+from archiver.settings import load_settings
+
+__all__ = ["archived", "one_capture"]  # fixtures, used by name
+
+# -- an intact archive ---------------------------------------------------------------------
+
+
+def test_an_intact_archive_is_audited_in_every_store_and_recorded(
+    archived: Archived, one_capture: dict[str, Any]
+) -> None:
+    """Every blob of the capture (manifest, signature and every artifact the signed
+    manifest lists) is read from both stores; exit 0, and fixity.checked holds the
+    counts."""
+    cli = archived.cli
+    report = cli.json("audit")
+    blobs = len(one_capture["artifacts"])
+    assert report["ok"] is True
+    assert (report["captures"], report["blobs"], report["copies"]) == (1, blobs, 2 * blobs)
+    assert report["stores"] == 2
+    assert report["store_names"] == [archived.local_name, archived.s3_name]
+    assert report["bytes"] == 2 * sum(a["size"] for a in one_capture["artifacts"])
+    assert (report["damaged"], report["repaired"], report["findings"]) == (0, 0, [])
+    (checked,) = fixity_entries(cli, "fixity.checked")
+    assert checked.seq == report["ledger_seq"]
+    assert checked.subject == f"audit:{report['audit']}"
+    assert checked.payload["copies"] == 2 * blobs
+    assert checked.payload["ok"] is True
+    assert isinstance(checked.payload["duration_seconds"], float | int)
+    assert fixity_entries(cli, "fixity.failed") == []
+    text = cli.ok("audit")
+    assert ": ok; 1 captures" in text
+    assert "\r" not in text  # no progress line when not on a terminal
+    assert cli("ledger", "verify")[0] == 0
+
+
+def test_without_a_whole_signature_the_artifacts_are_not_judged(
+    archived: Archived, one_capture: dict[str, Any]
+) -> None:
+    """The manifest's signature damaged in both stores: the signed manifest cannot be
+    established, so the artifacts are not judged by an unsigned list: a 'manifest'
+    finding besides the two damaged copies, exit 1, nothing repaired."""
+    cli = archived.cli
+    signature = artifact(one_capture, "manifest.sig")
+    archived.damage("local", "flip", signature["sha256"])
+    archived.damage("s3", "flip", signature["sha256"])
+    code, out, _ = cli("audit", "--json")
+    assert code == 1
+    report = json.loads(out)
+    problems = sorted((f["artifact"], str(f["store"]), f["problem"])
+                      for f in report["findings"])
+    assert problems == [
+        ("manifest.sig", "None", "manifest"),
+        ("manifest.sig", archived.local_name, "altered"),
+        ("manifest.sig", archived.s3_name, "altered"),
+    ]
+    assert report["repaired"] == 0
+    assert fixity_entries(cli, "fixity.repaired") == []
+    assert report["copies"] == 4  # manifest and signature in two stores; nothing else
+
+
+def test_both_copies_damaged_is_reported_and_nothing_is_repaired_from_bad_bytes(
+    archived: Archived, one_capture: dict[str, Any]
+) -> None:
+    """The WARC damaged in both stores: two fixity.failed entries naming capture,
+    artifact and store; no fixity.repaired; exit 1; the damaged bytes stay as they are
+    (no store took the other's bad copy)."""
+    cli = archived.cli
+    warc = artifact(one_capture, "capture.warc.gz")
+    archived.damage("local", "flip", warc["sha256"])
+    archived.damage("s3", "truncate", warc["sha256"])
+    local_before = archived.local_path(warc["sha256"]).read_bytes()
+    s3_before = archived.s3_bytes(warc["sha256"])
+    code, out, _ = cli("audit")
+    assert code == 1
+    assert "FAILED: 2 problems remain" in out
+    failed = fixity_entries(cli, "fixity.failed")
+    assert sorted((e.payload["store"], e.payload["problem"]) for e in failed) == [
+        (archived.local_name, "altered"), (archived.s3_name, "altered")]
+    for entry in failed:
+        assert entry.subject == f"capture:{one_capture['id']}"
+        assert entry.payload["capture"] == one_capture["id"]
+        assert entry.payload["artifact"] == "capture.warc.gz"
+        assert entry.payload["sha256"] == warc["sha256"]
+        assert entry.payload["repair"] == "not possible: no store holds a whole copy"
+    assert fixity_entries(cli, "fixity.repaired") == []
+    assert archived.local_path(warc["sha256"]).read_bytes() == local_before
+    assert archived.s3_bytes(warc["sha256"]) == s3_before
+    (checked,) = fixity_entries(cli, "fixity.checked")
+    assert (checked.payload["damaged"], checked.payload["repaired"],
+            checked.payload["remaining"], checked.payload["ok"]) == (2, 0, 2, False)
+
+
+def test_no_repair_reports_without_touching_the_copy(
+    archived: Archived, one_capture: dict[str, Any]
+) -> None:
+    """--no-repair: the damaged copy is named, left as it is, and the exit code says
+    damage remains."""
+    cli = archived.cli
+    warc = artifact(one_capture, "capture.warc.gz")
+    archived.damage("local", "truncate", warc["sha256"])
+    before = archived.local_path(warc["sha256"]).read_bytes()
+    code, out, _ = cli("audit", "--no-repair", "--json")
+    assert code == 1
+    (finding,) = json.loads(out)["findings"]
+    assert finding["repair"] == "not attempted (repairs are off)"
+    assert archived.local_path(warc["sha256"]).read_bytes() == before
+    assert fixity_entries(cli, "fixity.repaired") == []
+
+
+def test_audit_of_named_captures_and_usage_errors(
+    archived: Archived, one_capture: dict[str, Any], fixture_site: FixtureSite,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--capture audits only the captures named (unique prefixes allowed); an unknown id
+    exits 4, a failed capture and a bad --sample are one-line errors."""
+    cli = archived.cli
+    cli.capture(fixture_site.url("/gzip.txt"))
+    report = cli.json("audit", "--capture", one_capture["id"][:8])
+    assert report["captures"] == 1
+    code, _, err = cli("audit", "--capture", "no-such-capture")
+    assert code == 4
+    assert err == "archiver: error: no capture with id 'no-such-capture'\n"
+    failed = cli.json_lines("capture", fixture_site.url("/gone-404"))
+    if failed[0]["status"] != "completed":
+        code, _, err = cli("audit", "--capture", failed[0]["id"])
+        assert code == 1
+        assert "has no stored artifacts to audit" in err
+    for bad in ("0", "1.5", "half"):
+        with pytest.raises(SystemExit) as exited:
+            cli("audit", "--sample", bad)
+        assert exited.value.code == 2
+        assert "argument --sample: not a fraction above 0 and at most 1" in \
+            capsys.readouterr().err
+
+
+# -- sampling and the schedule ----------------------------------------------------------------
+
+
+class Clock:
+    """A settable clock for the archive (tests move time on by hand)."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(microseconds=1)  # strictly increasing, like real time
+        return self.now
+
+
+def _audited(archive: Archive) -> dict[str, str]:
+    from archiver.audit import fixity_captures
+
+    with archive.engine.connect() as conn:
+        return {r.capture_id: r.audited_at for r in conn.execute(fixity_captures.select())}
+
+
+@pytest.fixture
+def four_captures(archived: Archived, fixture_site: FixtureSite) -> list[str]:
+    ids = []
+    for path in ("/page.html", "/gzip.txt", "/chunked.txt", "/css-page.html"):
+        capture = archived.cli.capture(fixture_site.url(path))
+        assert capture["status"] == "completed", capture
+        ids.append(capture["id"])
+    return ids
+
+
+def test_a_sample_takes_the_captures_audited_longest_ago_first(
+    archived: Archived, four_captures: list[str]
+) -> None:
+    """Four audits of a quarter each cover all four captures, each once, never-audited
+    and oldest-audited first; a fifth takes the one audited longest ago again."""
+    clock = Clock()
+    with Archive.open(load_settings(), clock=clock) as archive:
+        order = []
+        for _ in range(4):
+            clock.now += timedelta(days=1)
+            before = _audited(archive)
+            report = Auditor(archive, actor="test").run(sample=0.25)
+            assert report.captures == 1
+            after = _audited(archive)
+            (new,) = [c for c in after if after[c] != before.get(c)]
+            order.append(new)
+        assert sorted(order) == sorted(four_captures)
+        assert order == four_captures  # never audited: in the order they were captured
+        clock.now += timedelta(days=1)
+        Auditor(archive, actor="test").run(sample=0.25)
+        assert max(_audited(archive).items(), key=lambda kv: kv[1])[0] == order[0]
+
+
+def test_the_schedule_covers_every_capture_within_audit_every(
+    archived: Archived, four_captures: list[str], monkeypatch: pytest.MonkeyPatch,
+    fixture_site: FixtureSite
+) -> None:
+    """audit.every 4 days, audit.sample 0.25: an audit a day, and no capture (not even
+    those captured between audits) ever goes unaudited for longer than 4 days."""
+    monkeypatch.setenv("ARCHIVER_AUDIT__EVERY", "4d")
+    monkeypatch.setenv("ARCHIVER_AUDIT__SAMPLE", "0.25")
+    clock = Clock()
+    settings = load_settings()
+    with Archive.open(settings, clock=clock) as archive:
+        for day in range(12):
+            clock.now = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(days=day)
+            if day == 5:  # a capture made mid-period is covered within the period too
+                four_captures.append(archive.capture(fixture_site.url("/redirect/301")).id)
+            run_scheduled(archive, actor="test")
+            audited = _audited(archive)
+            now = clock.now
+            for capture_id in four_captures:
+                if capture_id not in audited:
+                    continue
+                age = now - datetime.fromisoformat(audited[capture_id])
+                assert age <= timedelta(days=4), (day, capture_id, age)
+            if day >= 3:
+                assert set(four_captures) <= set(audited), day
+        status = audit_status(archive.engine, settings.audit, clock.now)
+        assert status["overdue"] == 0
+        late = audit_status(archive.engine, settings.audit, clock.now + timedelta(days=5))
+        assert late["overdue"] == len(four_captures)
+
+
+def test_status_shows_the_last_audit_and_warns_when_overdue(
+    archived: Archived, one_capture: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before any audit: 'never run'; after one: when and the result; with a capture
+    older than audit.every and not audited since: a warning naming the setting."""
+    cli = archived.cli
+    assert "audit:     never run" in cli.ok("status")
+    report = cli.json("audit")
+    data = cli.json("status")["audit"]
+    assert data["last"]["id"] == report["audit"]
+    assert data["last"]["ok"] is True
+    assert data["last"]["counts"]["captures"] == 1
+    text = cli.ok("status")
+    assert f"audit:     last {data['last']['finished']} (manual): ok; 1 captures" in text
+    assert "overdue" not in text
+    monkeypatch.setenv("ARCHIVER_AUDIT__EVERY", "1s")
+    with cli.archive() as archive:
+        late = audit_status(archive.engine, archive.settings.audit,
+                            archive.clock() + timedelta(seconds=5))
+    assert late["overdue"] == 1
+    from archiver.audit import status_lines
+
+    assert any("WARNING: audit overdue: 1 captures not audited within audit.every (1s)"
+               in line for line in status_lines(late))
+
+
+# -- progress ------------------------------------------------------------------------------
+
+
+def test_progress_line_says_what_how_far_and_how_long_left() -> None:
+    """On a terminal: what, how many captures, how many bytes of the estimate, and the
+    time left; redrawn in place, erased at the end."""
+    now = [100.0]
+    stream = io.StringIO()
+    progress = TerminalProgress(stream, "auditing", clock=lambda: now[0], interval=0)
+    progress.start(4, 4 * 1024 * 1024)
+    now[0] += 10
+    progress.advance(1024 * 1024)
+    progress.capture_done()
+    assert progress.line() == ("auditing: 1/4 captures, 1.0 MiB of 4.0 MiB (25%), "
+                               "about 30s left")
+    progress.advance(10 * 1024 * 1024)  # past the estimate: capped, never above 100%
+    assert "4.0 MiB of 4.0 MiB (100%)" in progress.line()
+    progress.close()
+    assert stream.getvalue().startswith("\rauditing: 0/4 captures")
+    assert stream.getvalue().endswith("\r\x1b[K")
+
+
+def test_progress_is_shown_only_on_a_terminal_without_json() -> None:
+    from archiver.cli.progress import wanted
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert wanted(Tty(), json_output=False)
+    assert not wanted(Tty(), json_output=True)
+    assert not wanted(io.StringIO(), json_output=False)
+
+
+def test_a_terminal_sees_the_progress_line_a_pipe_and_json_do_not(
+    archived: Archived, one_capture: dict[str, Any]
+) -> None:
+    """``archiver audit`` with stderr on a pseudo-terminal draws its progress line there
+    (carriage return, erase) and erases it; stdout, a pipe, gets only the result; with
+    --json the terminal gets nothing."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def run(*argv: str) -> tuple[bytes, bytes]:
+        master, slave = pty.openpty()
+        seen = bytearray()
+
+        def drain() -> None:
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the terminal closed
+                    return
+                if not chunk:
+                    return
+                seen.extend(chunk)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        try:
+            done = subprocess.run([sys.executable, "-m", "archiver.cli", "audit", *argv],
+                                  stdout=subprocess.PIPE, stderr=slave, cwd=root,
+                                  timeout=120, check=False)
+        finally:
+            os.close(slave)
+            reader.join(timeout=30)
+            os.close(master)
+        assert done.returncode == 0
+        return done.stdout, bytes(seen)
+
+    out, terminal = run()
+    assert b"\rauditing: 0/1 captures" in terminal
+    assert terminal.endswith(b"\r\x1b[K")
+    assert b": ok; 1 captures" in out
+    assert b"\r" not in out
+    out, terminal = run("--json")
+    assert terminal == b""
+    assert json.loads(out)["ok"] is True
+
