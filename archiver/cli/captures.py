@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from archiver.cli.common import EXIT_FAILED, EXIT_OK, emit_json, shown
+from archiver.cli.output import binary
 from archiver.errors import ArchiverError
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ def cmd_get(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
     with Archive.open(settings) as archive:
         if str(args.output) == "-":
-            archive.export_artifact(args.id, args.artifact, sys.stdout.buffer)
+            archive.export_artifact(args.id, args.artifact, binary(out))
             return EXIT_OK
         target: Path = args.output
         # Write next to the target and rename only once the digests matched, so a bad

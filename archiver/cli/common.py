@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
+from archiver.cli.output import unaltered
 from archiver.urls import printable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_INITIALISED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
 
 def emit_json(out: TextIO, value: Any) -> None:
-    """One JSON object, one line, flushed (scripts read lines as they come)."""
-    out.write(json.dumps(value, sort_keys=True) + "\n")
-    out.flush()
+    """One JSON object, one line, flushed (scripts read lines as they come), written
+    unaltered (machine-readable: see :mod:`archiver.cli.output`)."""
+    stream = unaltered(out)
+    stream.write(json.dumps(value, sort_keys=True) + "\n")
+    stream.flush()
 
 
 def fail(err: TextIO, message: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from archiver.archive import Archive
 from archiver.cli.common import shown
+from archiver.cli.output import unaltered
 from archiver.errors import ConfigError
 from archiver.export.case import export_case
 from archiver.export.warc_check import check_warc_records
@@ -55,8 +56,9 @@ def add_arguments(command: str, p: argparse.ArgumentParser) -> None:
 
 
 def _emit_json(out: TextIO, value: Any) -> None:
-    out.write(json.dumps(value, sort_keys=True) + "\n")
-    out.flush()
+    stream = unaltered(out)
+    stream.write(json.dumps(value, sort_keys=True) + "\n")
+    stream.flush()
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:

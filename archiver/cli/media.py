@@ -7,13 +7,12 @@ a capture id (or unique prefix) uses the hashes sealed in that capture's manifes
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from archiver.cli.common import EXIT_OK, shown
+from archiver.cli.common import EXIT_OK, emit_json, shown
 from archiver.errors import ArchiverError
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ def cmd_similar(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
             label = f"capture {capture.id}"
     for match in matches:
         if args.json:
-            out.write(json.dumps(match.as_json(), sort_keys=True) + "\n")
+            emit_json(out, match.as_json())
         else:
             print(shown(f"{match.capture_id}  distance {match.distance:3d}  "
                         f"{match.matching_hashes:3d} hash(es)  {match.artifact}  {match.url}"),

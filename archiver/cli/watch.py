@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from archiver.cli.common import EXIT_FAILED, EXIT_OK, emit_json, shown
+from archiver.cli.output import unaltered
 from archiver.errors import ArchiverError
 
 if TYPE_CHECKING:
@@ -228,8 +229,8 @@ def _export(watchlist: Watchlist, args: argparse.Namespace, out: TextIO) -> int:
     target: Path | None = args.output
     fmt = args.format or (format_of(target, None) if target is not None else "toml")
     text = write_watchlist(watchlist.list(include_removed=args.all), fmt)
-    if target is None:
-        out.write(text)
+    if target is None:  # for a program (watch import) to read back: not escaped
+        unaltered(out).write(text)
         return EXIT_OK
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
