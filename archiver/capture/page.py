@@ -24,6 +24,7 @@ import httpx
 from archiver.clock import utc_now
 from archiver.errors import CaptureError, ResponseTooLarge
 from archiver.recorder.addresses import AddressPolicy, non_global_reason
+from archiver.recorder.budget import RESOURCES
 from archiver.recorder.guard import check_url
 from archiver.recorder.links import Link
 from archiver.recorder.model import (
@@ -150,7 +151,7 @@ def record_capture(
         redirects=page.redirects,
         exchanges=tuple(session.exchanges),
         subresources_fetched=page.subresources_fetched,
-        warnings=tuple(session.warnings),
+        warnings=session.listed_warnings(),
         started=started,
         ended=ended,
         warc_digest=digest,
@@ -226,7 +227,9 @@ def fetch_subresources(session: RecordingSession, links: list[Link]) -> int:
     """Fetch the page's subresources, then url(...)s of its stylesheets (one level).
 
     Never raises for a subresource: every failure is a warning. Returns how many
-    subresources were recorded (truncated ones included).
+    subresources were recorded (truncated ones included). When the capture's budget
+    (:mod:`archiver.recorder.budget`) or its time limit stops the work, what is left is
+    counted (one warning, and ``skipped`` in the budget), not listed.
     """
     fetched = 0
     queue = [link for link in links if link.url not in session.seen_urls]
@@ -235,9 +238,12 @@ def fetch_subresources(session: RecordingSession, links: list[Link]) -> int:
         for index, link in enumerate(queue):
             if link.url in session.seen_urls:
                 continue
-            stop = _budget_exhausted(session, fetched, len(queue) - index)
+            stop = _budget_exhausted(session, link.url)
             if stop is not None:
-                session.warn(stop)
+                left = sum(1 for later in queue[index:] if later.url not in session.seen_urls)
+                session.budget.skip("page", "subresources", stop, left)
+                session.warn(f"{left:,} subresource(s) not fetched: "
+                             f"{session.budget.describe(stop)}")
                 return fetched
             try:
                 result: Exchange
@@ -259,17 +265,16 @@ def fetch_subresources(session: RecordingSession, links: list[Link]) -> int:
     return fetched
 
 
-def _budget_exhausted(session: RecordingSession, fetched: int, left: int) -> str | None:
-    options = session.options
-    if fetched >= options.max_subresources:
-        return (
-            f"{left} subresource(s) not fetched: capture.max_subresources = "
-            f"{options.max_subresources} reached"
-        )
-    if session.total_bytes >= options.max_total_bytes:
-        return f"{left} subresource(s) not fetched: capture.max_total_bytes reached"
+def _budget_exhausted(session: RecordingSession, url: str) -> str | None:
+    """The setting whose limit stops fetching ``url``, else None (then ``url`` holds
+    one of the capture's ``max_subresources``)."""
+    spent = session.budget.exhausted()
+    if spent is not None:
+        return spent
     if session.deadline.expired:
-        return f"{left} subresource(s) not fetched: the capture time limit ran out"
+        return "capture.timeout_seconds"
+    if not session.budget.take_resource(url):
+        return RESOURCES
     return None
 
 

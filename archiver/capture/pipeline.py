@@ -77,6 +77,8 @@ def recorder_options(settings: Settings) -> RecorderOptions:
         max_response_bytes=c.max_response_bytes,
         fetch_subresources=c.fetch_subresources,
         max_subresources=c.max_subresources,
+        max_requests=c.max_requests,
+        deadline_seconds=c.deadline_seconds,
         max_subresource_bytes=c.max_subresource_bytes,
         max_total_bytes=c.max_total_bytes,
         max_media_bytes=c.max_media_bytes,

@@ -46,10 +46,11 @@ def record(
         captured = page.fetch(session, request.url)
         reports = tuple(fetcher.run(session, captured, workdir) for fetcher in fetchers)
         ended = clock()
+        budget = session.budget.as_json()
         digest = session.publish()
     return Recording(
-        page=captured, exchanges=tuple(session.exchanges), warnings=tuple(session.warnings),
-        started=session.started, ended=ended,
+        page=captured, exchanges=tuple(session.exchanges),
+        warnings=session.listed_warnings(), started=session.started, ended=ended,
         warc=StagedFile(Artifact(WARC_FILE, "warc", "application/warc", digest), path=path),
-        reports=reports,
+        reports=reports, budget=budget,
     )

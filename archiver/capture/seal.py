@@ -138,4 +138,5 @@ def provenance_json(request: CaptureRequest, recording: Recording, host: HostFac
             for report in recording.reports
         },
         "warnings": list(recording.warnings),
+        **({"budget": dict(recording.budget)} if recording.budget else {}),
     }

@@ -98,6 +98,10 @@ class Recording:
     ended: datetime
     warc: StagedFile
     reports: tuple[FetcherReport, ...]
+    budget: Mapping[str, Any] = field(default_factory=dict)
+    """What the capture spent of its budget (requests, bytes, time), what the budget
+    refused and what each fetcher left out because of it, counted (see
+    :meth:`archiver.recorder.budget.CaptureBudget.as_json`)."""
 
     @property
     def outcomes(self) -> dict[str, dict[str, Any]]:

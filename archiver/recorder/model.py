@@ -34,6 +34,10 @@ class RecorderOptions:
     max_response_bytes: int = 512 * MiB
     fetch_subresources: bool = True
     max_subresources: int = 300
+    max_requests: int = 5000
+    """Exchanges of the whole capture, every fetcher's (see :mod:`.budget`)."""
+    deadline_seconds: float = 3600.0
+    """The whole capture, every fetcher included, from its start (see :mod:`.budget`)."""
     max_subresource_bytes: int = 100 * MiB
     max_total_bytes: int = 2048 * MiB
     max_media_bytes: int = 2048 * MiB
@@ -44,6 +48,10 @@ class RecorderOptions:
     def __post_init__(self) -> None:
         if not self.timeout_seconds > 0:
             raise ValueError("timeout_seconds must be > 0")
+        if not self.deadline_seconds > 0:
+            raise ValueError("deadline_seconds must be > 0")
+        if self.max_requests < 1:
+            raise ValueError("max_requests must be >= 1")
         for name in ("max_response_bytes", "max_subresource_bytes", "max_total_bytes",
                      "max_media_bytes"):
             if getattr(self, name) <= 0:

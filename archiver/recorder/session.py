@@ -53,6 +53,7 @@ from archiver.errors import (
     TooManyRedirects,
 )
 from archiver.recorder.addresses import AddressPolicy, non_global_reason
+from archiver.recorder.budget import CaptureBudget
 from archiver.recorder.guard import check_url
 from archiver.recorder.links import (
     BodyDecoder,
@@ -82,6 +83,9 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 # unterminated comment is buffered by html.parser) and CPU against decompression bombs.
 PARSE_LIMIT = 32 * MiB
 MAX_LINKS = 10_000
+MAX_WARNINGS = 200
+"""Warnings of a capture kept word for word; past them only counted (a hostile page can
+make any number: one per broken subresource)."""
 # Only what we can undo for the caller and the link extractors; the WARC keeps it encoded.
 ACCEPT_ENCODING = "gzip, deflate"
 # Headers a fetcher may not set: they describe one connection (ours: one exchange each,
@@ -275,8 +279,11 @@ class RecordingSession:
         spool_dir: Path,
         policy: AddressPolicy,
         started: datetime | None = None,
+        budget: CaptureBudget | None = None,
     ) -> None:
         self.started = started if started is not None else clock()
+        self.budget = budget if budget is not None else budget_for(options)
+        """Requests, bytes and time of the whole capture, whichever fetcher spends them."""
         self.warc = warc
         self.options = options
         self.deadline = deadline
@@ -286,7 +293,7 @@ class RecordingSession:
         self.policy = policy
         self.exchanges: list[ExchangeSummary] = []
         self.warnings: list[str] = []
-        self.total_bytes = 0
+        self.warnings_not_listed = 0
         self.seen_urls: set[str] = set()
         self._payloads: dict[str, tuple[str, str, datetime]] = {}
         self._lock = threading.RLock()
@@ -295,9 +302,24 @@ class RecordingSession:
         """Media URLs a fetcher saw but did not fetch as media (the browser's <video>
         sources and audio/video/HLS/DASH responses), in order, for the media fetcher."""
 
+    @property
+    def total_bytes(self) -> int:
+        """Bytes received so far by every exchange of the capture."""
+        return self.budget.bytes_received
+
     def warn(self, message: str) -> None:
         with self._lock:
-            self.warnings.append(message)
+            if len(self.warnings) < MAX_WARNINGS:
+                self.warnings.append(message)
+            else:
+                self.warnings_not_listed += 1
+
+    def listed_warnings(self) -> tuple[str, ...]:
+        """The warnings kept, and how many more there were."""
+        with self._lock:
+            more = ((f"{self.warnings_not_listed} more warning(s) not listed",)
+                    if self.warnings_not_listed else ())
+            return (*self.warnings, *more)
 
     def add_discovered_media(self, url: str) -> None:
         """Hand a media URL to the fetchers that run later (thread-safe, no duplicates)."""
@@ -377,9 +399,12 @@ class RecordingSession:
         written into the WARC, so a reader can finish with the body meanwhile.
 
         Raises FetchRefused (scheme, or an address the guard refuses), FetchTimeout,
-        TlsError, FetchFailed.
+        TlsError, FetchFailed, BudgetExhausted (the capture's budget is spent: nothing
+        is sent).
         """
         deadline = deadline or self.deadline
+        if self.budget.deadline.remaining() < deadline.remaining():
+            deadline = self.budget.deadline  # no fetcher's limit outlasts the capture's
         parsed = check_url(
             request.url, allow_private_networks=self.options.allow_private_networks,
             policy=self.policy,
@@ -387,6 +412,7 @@ class RecordingSession:
         url = str(parsed)
         with self._lock:
             self.seen_urls.add(url)
+        self.budget.take_request(role, url)
         if deadline.expired:
             raise FetchTimeout(
                 f"the capture time limit of {deadline.seconds:g} s ran out "
@@ -394,10 +420,10 @@ class RecordingSession:
             )
         # The network part runs without the lock (each exchange has its own connection
         # and spool), so a slow response does not hold up the browser's other requests;
-        # only writing the records, in _record, is serialised. Exchanges running at once
-        # each got their byte limit when they started, so the total may pass
-        # max_total_bytes by what they receive meanwhile.
-        wire = Wire(self.spool_dir, limit=self.limit_for(role))
+        # only writing the records, in _record, is serialised. Bytes are metered by the
+        # capture's budget as they arrive, so exchanges running at once cannot pass
+        # max_total_bytes together.
+        wire = Wire(self.spool_dir, limit=self.limit_for(role), meter=self.budget.meter)
         try:
             return self._exchange(request, url, parsed, role, wire, body, parse_links,
                                   deadline, on_headers, on_body)
@@ -529,7 +555,6 @@ class RecordingSession:
         cut: str | None,
     ) -> tuple[ExchangeSummary, str | None]:
         with self._lock:
-            self.total_bytes += wire.response.size
             return self._write(url, method, role, wire, status, started, ended,
                                payload_type, cut)
 
@@ -757,11 +782,21 @@ def open_session(
     started = clock()
     with WarcFile(warc_path, new_record_id=new_record_id) as warc:
         warc.write_warcinfo(warcinfo, date=started)
+        budget = budget_for(options)
         yield RecordingSession(
-            warc=warc, options=options, deadline=Deadline(options.timeout_seconds),
+            warc=warc, options=options,
+            deadline=Deadline(min(options.timeout_seconds, options.deadline_seconds)),
             clock=clock, ssl_context=context, spool_dir=warc_path.parent,
-            policy=address_policy, started=started,
+            policy=address_policy, started=started, budget=budget,
         )
+
+
+def budget_for(options: RecorderOptions) -> CaptureBudget:
+    """A fresh budget of one capture, from ``capture.*`` (see :mod:`.budget`)."""
+    return CaptureBudget(max_requests=options.max_requests,
+                         max_total_bytes=options.max_total_bytes,
+                         seconds=options.deadline_seconds,
+                         max_subresources=options.max_subresources)
 
 
 def _ssl_context(options: RecorderOptions) -> ssl.SSLContext:

@@ -141,10 +141,12 @@ class MessageSpool:
     spool is marked truncated and :class:`ByteLimitReached` is raised.
     """
 
-    def __init__(self, file: IO[bytes] | None, *, limit: int | None) -> None:
+    def __init__(self, file: IO[bytes] | None, *, limit: int | None,
+                 meter: Callable[[int], int] | None = None) -> None:
         self._file = file
         self._memory = bytearray() if file is None else None
         self.limit = limit
+        self._meter = meter  # the capture's byte budget: how much of a piece it takes
         self.size = 0
         self.truncated = False
         self._block = hashlib.sha256()
@@ -153,11 +155,15 @@ class MessageSpool:
         self.header_size = 0  # bytes of the HTTP header block (status line included)
 
     def feed(self, data: bytes) -> None:
-        if self.limit is not None and self.size + len(data) > self.limit:
-            keep = self.limit - self.size
+        keep = len(data)
+        if self.limit is not None:
+            keep = min(keep, self.limit - self.size)
+        if self._meter is not None:
+            keep = self._meter(keep)
+        if keep < len(data):
             self._store(data[:keep])
             self.truncated = True
-            raise ByteLimitReached(f"more than {self.limit} bytes")
+            raise ByteLimitReached(f"more than {self.size} bytes")
         self._store(data)
 
     def _store(self, data: bytes) -> None:
@@ -263,12 +269,13 @@ class Wire:
     # metadata calls), a few kilobytes. The cap is a guard against a bug, not a feature.
     MAX_REQUEST_BYTES = 1024 * 1024
 
-    def __init__(self, spool_dir: Path, *, limit: int | None) -> None:
+    def __init__(self, spool_dir: Path, *, limit: int | None,
+                 meter: Callable[[int], int] | None = None) -> None:
         self.request = MessageSpool(None, limit=self.MAX_REQUEST_BYTES)
         self.response = MessageSpool(
             # closed by Wire.close(); an anonymous file, gone even if we crash
             tempfile.TemporaryFile(dir=spool_dir, prefix=".spool-"),  # noqa: SIM115
-            limit=limit,
+            limit=limit, meter=meter,
         )
         self.peer: tuple[str, int] | None = None
         self.tls: TlsPeer | None = None

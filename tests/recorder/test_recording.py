@@ -243,7 +243,7 @@ def test_subresource_count_limit_stops_fetching_with_a_warning(fixture_site: Fix
     result, _ = capture(fixture_site, "/page.html", tmp_path, max_subresources=2)
     assert result.subresources_fetched == 2
     assert [x.role for x in result.exchanges] == ["page", "subresource", "subresource"]
-    assert any("capture.max_subresources = 2 reached" in w for w in result.warnings)
+    assert any("capture.max_subresources (2) reached" in w for w in result.warnings)
 
 
 def test_total_byte_limit_stops_subresources(fixture_site: FixtureSite, tmp_path: Path) -> None:
@@ -251,7 +251,8 @@ def test_total_byte_limit_stops_subresources(fixture_site: FixtureSite, tmp_path
     page = len(fixture_site.response("/page.html"))
     result, _ = capture(fixture_site, "/page.html", tmp_path, max_total_bytes=page + 400)
     assert sum(x.response_bytes for x in result.exchanges) <= page + 400
-    assert any("capture.max_total_bytes reached" in w for w in result.warnings)
+    assert any(f"capture.max_total_bytes ({page + 400:,}) reached" in w
+               for w in result.warnings)
 
 
 def test_subresources_off_fetches_only_the_page(fixture_site: FixtureSite,

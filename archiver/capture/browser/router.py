@@ -62,6 +62,7 @@ from playwright.async_api import Route, WebSocketRoute
 
 from archiver.capture.browser.chromium import first_line
 from archiver.errors import (
+    BudgetExhausted,
     CaptureError,
     FetchFailed,
     FetchRefused,
@@ -93,11 +94,11 @@ MAX_NOTES = 1000
 NoteKind = Literal[
     "refused", "timeout", "failed", "tls", "redirect-limit", "truncated", "too-large",
     "undecodable", "websocket", "event-stream", "request-limit", "redirected",
-    "undelivered", "closed", "media-deferred",
+    "undelivered", "closed", "media-deferred", "budget",
 ]
 NOT_RECORDED: frozenset[str] = frozenset({
     "refused", "timeout", "failed", "tls", "redirect-limit", "truncated", "too-large",
-    "undecodable", "websocket", "event-stream", "request-limit",
+    "undecodable", "websocket", "event-stream", "request-limit", "budget",
 })
 """Note kinds meaning that something the page asked for is missing from what it was shown."""
 
@@ -366,6 +367,8 @@ class Router:
         code: AbortCode
         if isinstance(exc, FetchRefused):
             kind, code, detail = "refused", "blockedbyclient", str(exc)
+        elif isinstance(exc, BudgetExhausted):  # the capture's, shared with every fetcher
+            kind, code, detail = "budget", "blockedbyclient", str(exc)
         elif isinstance(exc, FetchTimeout):
             kind, code = "timeout", "timedout"
             detail = (f"no complete answer within {self._request_timeout:g} s "

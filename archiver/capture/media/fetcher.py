@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -52,6 +52,7 @@ from archiver.capture.record import WARC_FILE
 from archiver.capture.seal import PROVENANCE_FILE
 from archiver.errors import CaptureError, ConfigError
 from archiver.recorder import RecordingSession
+from archiver.recorder.budget import RESOURCES
 from archiver.recorder.links import parse_srcset
 from archiver.recorder.session import OutgoingRequest
 from archiver.recorder.warcfile import warc_digest_hex
@@ -86,7 +87,8 @@ MEDIA_TYPES = {
 }
 _EXTENSIONS = {v: k for k, v in reversed(list(MEDIA_TYPES.items()))}
 _REASON_ORDER = ("removed", "login-required", "geo-blocked", "too-large", "not-found",
-                 "timeout", "refused", "tls", "unsupported", "network", "redirects", "error")
+                 "budget", "timeout", "refused", "tls", "unsupported", "network", "redirects",
+                 "error")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -239,7 +241,10 @@ class _Run:
         self.session = session
         self.page = page
         self.directory = directory
-        self.deadline = Deadline(options.timeout_seconds)
+        # Its own time limit, within what the capture's budget has left.
+        self.deadline = Deadline(min(options.timeout_seconds,
+                                     max(session.budget.deadline.remaining(), 0.0)))
+        self.problems_not_listed = 0
         self.artifacts: list[DerivedArtifact] = []
         self.items: list[dict[str, Any]] = []
         self.files: list[dict[str, Any]] = []
@@ -272,10 +277,12 @@ class _Run:
                 self._run_ytdlp(targets)
             # The page's own <video>/<audio> sources (the page fetcher left them to us)
             # that no extractor took: downloaded as they are.
-            for url in page.media:
-                if (url not in self.fetched_urls and len(self.items) < options.max_items
-                        and not self.deadline.expired):
-                    self._direct(url, page_body=False, tag=True)
+            for index, url in enumerate(page.media):
+                if url in self.fetched_urls or len(self.items) >= options.max_items:
+                    continue
+                if self._out_of_budget("page videos", url, page.media[index:]):
+                    break
+                self._direct(url, page_body=False, tag=True)
             if (options.images and media_type in HTML_TYPES and 200 <= page.status < 300
                     and len(self.items) < options.max_items):
                 self._page_images()
@@ -309,9 +316,9 @@ class _Run:
         try:
             ydl = RecordingYoutubeDL(self._params(work, log), traffic=traffic)
             ydl.add_post_processor(_Collector(ydl, collected), when="after_move")
-            for url in targets:
+            for index, url in enumerate(targets):
                 left = self.options.max_items - len(collected)
-                if left <= 0 or self.deadline.expired:
+                if left <= 0 or self._out_of_budget("media URLs", None, targets[index:]):
                     break
                 known = _item_urls(collected)
                 if url in known:
@@ -397,6 +404,8 @@ class _Run:
             return  # the generic extractor found no video on the page: none, not failure
         if len(self.problems) < MAX_NOTES:
             self.problems.append(_Note(classify(message, error), _clean(message), url))
+        else:
+            self.problems_not_listed += 1
 
     def _seal_ytdlp_item(self, facts: dict[str, Any], bodies: list[RecordedBody]) -> None:
         path = Path(facts["filepath"]) if facts.get("filepath") else None
@@ -465,6 +474,8 @@ class _Run:
 
     def _page_images(self) -> None:
         begun = time.monotonic()
+        if self._out_of_budget("page scans for images", None, None):
+            return
         page_copy = self.directory / "page.html"
         try:
             with page_copy.open("wb") as body:
@@ -478,11 +489,15 @@ class _Run:
             self.warnings.append(f"page images not looked for: {done.url} answered "
                                  f"{done.status}{' (truncated)' if done.truncated else ''}")
             return
-        for url in _page_image_urls(page_copy, done.url):
-            if len(self.items) >= self.options.max_items or self.deadline.expired:
+        urls = _page_image_urls(page_copy, done.url)
+        for index, url in enumerate(urls):
+            if len(self.items) >= self.options.max_items:
                 break
-            if url not in self.fetched_urls:
-                self._direct(url, page_body=False)
+            if url in self.fetched_urls:
+                continue
+            if self._out_of_budget("page images", url, urls[index:]):
+                break
+            self._direct(url, page_body=False)
         page_copy.unlink(missing_ok=True)
         self.timings["images_seconds"] = round(time.monotonic() - begun, 3)
 
@@ -540,8 +555,27 @@ class _Run:
         self.items.append(item)
         self._by_sha256[digest.sha256] = item
 
+    def _out_of_budget(self, what: str, url: str | None,
+                       rest: Sequence[str] | None) -> bool:
+        """Whether the capture's budget (or this fetcher's time) stops the work before
+        ``url`` (a page-named resource, counted against ``capture.max_subresources``;
+        None for one that is not); if so, ``rest`` (``url`` and the URLs after it; None:
+        one thing) is counted as skipped, not fetched."""
+        budget = self.session.budget
+        limit = budget.exhausted() or ("media.timeout_seconds" if self.deadline.expired
+                                       else None)
+        if limit is None and url is not None and not budget.take_resource(url):
+            limit = RESOURCES
+        if limit is None:
+            return False
+        left = 1 if rest is None else sum(1 for u in rest if u not in self.fetched_urls)
+        budget.skip("media", what, limit, left)
+        return True
+
     def _direct_problem(self, page_body: bool, note: _Note) -> None:
-        if page_body:
+        if page_body and len(self.problems) >= MAX_NOTES:
+            self.problems_not_listed += 1
+        elif page_body:
             self.problems.append(note)
         else:  # a broken <img> of the page: worth a line, not a failed media capture
             self.warnings.append(f"page image not captured: {note.message}")
@@ -611,6 +645,17 @@ class _Run:
     # -- the result --------------------------------------------------------------------
 
     def _outcome(self) -> Outcome:
+        outcome = self._found()
+        skipped = self.session.budget.skipped_text("media")
+        if skipped is None:
+            return outcome
+        # The budget stopped the search: what was not looked at may have been media.
+        if outcome.status in ("ok", "none"):
+            said = outcome.message if outcome.status == "ok" else "no media item captured"
+            return Outcome("partial", "budget", f"{said}; {skipped}")
+        return Outcome(outcome.status, outcome.reason, f"{outcome.message}; {skipped}")
+
+    def _found(self) -> Outcome:
         count = len(self.items)
         first = _most_telling(self.problems)
         if count and first is None:
@@ -641,13 +686,20 @@ class _Run:
             "files": self.files,
             "problems": [p.as_json() for p in self.problems],
             "deduplicated": self.deduplicated[:MAX_NOTES],
+            "budget": {
+                "requests": self.session.budget.requests_of("media"),
+                "skipped": [{"what": what, "limit": limit, "count": count}
+                            for what, limit, count in self.session.budget.skipped("media")],
+            },
         }
+        if self.problems_not_listed:
+            summary["problems_not_listed"] = self.problems_not_listed
         provenance = {
             "options": self.options.as_json(),
             "used_yt_dlp": self.used_ytdlp,
             "timings": self.timings,
             "warnings": self.warnings[:MAX_NOTES],
-            "skipped_live": self.skipped_live,
+            "skipped_live": self.skipped_live[:MAX_NOTES],
         }
         return FetcherReport(name="media", outcome=outcome, artifacts=tuple(self.artifacts),
                              software=software, summary=summary, provenance=provenance)
@@ -776,7 +828,7 @@ def _page_image_urls(path: Path, base: str) -> list[str]:
         data = handle.read(PAGE_PARSE_LIMIT)
     parser.feed(data.decode("utf-8", errors="replace"))
     parser.close()
-    urls: list[str] = []
+    urls: dict[str, None] = {}  # ordered, and O(1) to look up (a page may name 100,000)
     for raw in parser.found:
         if raw.strip().lower().startswith(("data:", "javascript:", "blob:")):
             continue
@@ -784,6 +836,6 @@ def _page_image_urls(path: Path, base: str) -> list[str]:
             absolute = urljoin(base, raw.strip()).split("#", 1)[0]
         except ValueError:
             continue
-        if urlsplit(absolute).scheme in ("http", "https") and absolute not in urls:
-            urls.append(absolute)
-    return urls
+        if urlsplit(absolute).scheme in ("http", "https"):
+            urls.setdefault(absolute)
+    return list(urls)

@@ -58,7 +58,13 @@ from yt_dlp.networking.common import RequestHandler, Response
 from yt_dlp.networking.exceptions import HTTPError, RequestError, TransportError
 from yt_dlp.utils import YoutubeDLError
 
-from archiver.errors import CaptureError, FetchRefused, FetchTimeout, TooManyRedirects
+from archiver.errors import (
+    BudgetExhausted,
+    CaptureError,
+    FetchRefused,
+    FetchTimeout,
+    TooManyRedirects,
+)
 from archiver.recorder.session import (
     REDIRECT_STATUSES,
     Exchange,
@@ -86,7 +92,8 @@ class MediaTooLarge(RequestError):  # type: ignore[misc]
 
 
 class RecorderRefused(RequestError):  # type: ignore[misc]
-    """The recorder refused the request (SSRF guard, redirect limit): not worth a retry."""
+    """The recorder refused the request (SSRF guard, redirect limit, the capture's
+    budget): not worth a retry."""
 
 
 class RecorderTransportError(TransportError):  # type: ignore[misc]
@@ -371,7 +378,7 @@ class MediaTraffic:
         failure: BaseException | None = None
         try:
             self._follow(transfer, request, cookiejar)
-        except (FetchRefused, TooManyRedirects) as exc:
+        except (FetchRefused, TooManyRedirects, BudgetExhausted) as exc:
             failure = RecorderRefused(str(exc), cause=exc)
         except FetchTimeout as exc:
             failure = RecorderTransportError(str(exc), cause=exc)

@@ -10,6 +10,9 @@ Reasons (``Outcome.reason`` of the media fetcher; ``removed`` also puts a
 ``geo-blocked``    not available from this machine's country
 ``not-found``      the media URL answered 404
 ``too-large``      past ``capture.max_media_bytes`` / ``max_total_bytes``
+``budget``         the capture's budget (``capture.max_requests``,
+                   ``max_subresources``, ``max_total_bytes``, ``deadline_seconds``) was
+                   spent: what was left is counted in the message
 ``timeout``        ``media.timeout_seconds`` ran out
 ``unsupported``    no extractor for it, DRM, a live stream, a downloader that would
                    bypass the recorder
@@ -38,7 +41,8 @@ from archiver.capture.media.handler import MediaTooLarge, WouldEscapeRecorder
 from archiver.errors import CaptureError
 
 REASONS = (
-    "removed", "login-required", "geo-blocked", "not-found", "too-large", "timeout",
+    "removed", "login-required", "geo-blocked", "not-found", "too-large", "budget",
+    "timeout",
     "unsupported", "refused", "tls", "network", "redirects", "error",
 )
 
