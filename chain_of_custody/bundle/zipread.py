@@ -42,7 +42,6 @@ import struct
 import unicodedata
 import zipfile
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -463,10 +462,9 @@ class _Window(io.RawIOBase):
         if not want:
             return 0
         self._fp.seek(self._start + self._at)
-        data = self._fp.read(want)
-        buffer[:len(data)] = data
-        self._at += len(data)
-        return len(data)
+        got = self._fp.readinto(memoryview(buffer)[:want])  # type: ignore[attr-defined]
+        self._at += got
+        return int(got)
 
 
 class _Member(io.RawIOBase):
@@ -491,8 +489,7 @@ class _Member(io.RawIOBase):
         return VerificationError(f"{self._shown} is damaged in the ZIP: {why}")
 
     def _next(self, want: int) -> bytes:
-        if self._inflate is None:
-            return self._raw.read(want)
+        assert self._inflate is not None
         data = b""
         while not data and not self._inflate.eof:
             source = self._inflate.unconsumed_tail or self._raw.read(64 * 1024)
@@ -507,18 +504,24 @@ class _Member(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         if self._done:
             return 0
-        data = self._next(min(len(buffer), CHUNK_SIZE))
+        want = min(len(buffer), CHUNK_SIZE)
+        if self._inflate is None:  # stored: straight into the caller's buffer
+            got = self._raw.readinto(memoryview(buffer)[:want])
+            data = memoryview(buffer)[:got]
+        else:
+            data = memoryview(self._next(want))
+            got = len(data)
+            buffer[:got] = data
         declared = self._entry.file_size
-        if self._size + len(data) > declared:
+        if self._size + got > declared:
             raise self._damaged(f"it holds more than its declared {declared} bytes (a zip "
                                 "bomb's lie, or damage)")
-        if not data:
+        if not got:
             self._finish()
             return 0
-        self._size += len(data)
+        self._size += got
         self._crc = zlib.crc32(data, self._crc)
-        buffer[:len(data)] = data
-        return len(data)
+        return got
 
     def _finish(self) -> None:
         self._done = True
@@ -590,11 +593,14 @@ class ZipView:
     def open(self, name: str, shown: str) -> BinaryIO:
         """Member ``name``'s bytes; ``shown`` names it in errors. Raises
         :class:`VerificationError` if it cannot be read, ``KeyError`` if absent."""
-        entry = self._entries[name]
+        return io.BufferedReader(self.member(name, shown), buffer_size=CHUNK_SIZE)
+
+    def member(self, name: str, shown: str) -> _Member:
+        """Like :meth:`open`, unbuffered (``readinto`` fills the caller's buffer)."""
         reason = self.unreadable.get(name)
         if reason:
             raise VerificationError(f"{shown} {reason}")
-        return io.BufferedReader(_Member(self.fp, entry, shown), buffer_size=CHUNK_SIZE)
+        return _Member(self.fp, self._entries[name], shown)
 
     def window(self, name: str) -> _Window:
         """A stored member's bytes as a seekable file (for a ZIP inside the ZIP)."""
@@ -701,15 +707,11 @@ class BagReader:
     def digest(self, name: str) -> Digest:
         """Both digests of a member, streamed. Raises VerificationError when damaged."""
         hasher = Hasher()
-        with self.open(name) as stream:
-            for chunk in _chunks(stream):
-                hasher.update(chunk)
+        buffer = memoryview(bytearray(CHUNK_SIZE))
+        with self.view.member(self._full(name), name) as stream:
+            while got := stream.readinto(buffer):
+                hasher.update(buffer[:got])
         return hasher.digest()
-
-
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK_SIZE):
-        yield chunk
 
 
 __all__ = ["MAX_MEMBERS", "MAX_SMALL_FILE", "QUOTE_LIMIT", "BagReader", "ZipView", "audit",
