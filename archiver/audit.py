@@ -214,8 +214,9 @@ class Auditor:
 
     ``actor`` is who the ledger entries name; ``repair`` turns repairs off when False;
     ``progress`` is told how far the audit is; ``stop`` (an event) ends it early between
-    two copies, and the audit is then recorded as interrupted. The ledger entries need
-    the archive's signing key when appends are authenticated (the passphrase).
+    two copies, and the audit is then recorded as interrupted (so is one cut short by
+    Ctrl-C, before the KeyboardInterrupt goes on). The ledger entries are signed with
+    the archive's key, so an audit needs the passphrase.
     """
 
     def __init__(self, archive: Archive, *, actor: str, repair: bool = True,
@@ -257,7 +258,7 @@ class Auditor:
             else:
                 want, estimate = self._plan(conn, started_at, sample, cover_within)
         self.progress.start(want, estimate * len(self.stores))
-        interrupted = False
+        interrupted = cancelled = False
         try:
             source = iter(named) if named else self._oldest_first(started, want)
             for capture in source:
@@ -265,6 +266,9 @@ class Auditor:
                 self.progress.capture_done()
         except _Stopped:
             interrupted = True
+        except KeyboardInterrupt:
+            # Ctrl-C: what was checked is still recorded (as interrupted), then it stops.
+            interrupted = cancelled = True
         tally = self._tally
         report = AuditReport(
             audit_id=audit_id, kind=kind, started=started,
@@ -283,6 +287,8 @@ class Auditor:
                 finished=report.finished, ok=report.ok, ledger_seq=entry.seq,
                 summary=json.dumps(report.counts(), sort_keys=True)))
         self.archive.maybe_checkpoint()
+        if cancelled:
+            raise KeyboardInterrupt
         return replace(report, ledger_seq=entry.seq)
 
     def _completed(self, capture_id: str) -> Capture:
@@ -344,13 +350,13 @@ class Auditor:
     def _audit_capture(self, audit_id: str, capture: Capture) -> None:
         tally = self._tally
         before = (tally.damaged - tally.repaired + tally.unreadable + tally.manifests)
-        tally.captures += 1
         manifest = self._signed_manifest(audit_id, capture)
         if manifest is not None:
             for artifact in manifest.artifacts:
                 self._check_blob(audit_id, capture, artifact.name, artifact.sha256,
                                  size=artifact.size, sha512=artifact.sha512)
         after = (tally.damaged - tally.repaired + tally.unreadable + tally.manifests)
+        tally.captures += 1
         f = fixity_captures
         with self.archive.engine.begin() as conn:
             conn.execute(sa.delete(f).where(f.c.capture_id == capture.id))

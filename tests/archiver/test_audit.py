@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -154,6 +155,22 @@ def test_audit_of_named_captures_and_usage_errors(
         assert exited.value.code == 2
         assert "argument --sample: not a fraction above 0 and at most 1" in \
             capsys.readouterr().err
+
+
+def test_a_stopped_audit_is_recorded_as_interrupted(
+    archived: Archived, one_capture: dict[str, Any]
+) -> None:
+    """The daemon's stop event set: the audit ends before the next copy, and what it did
+    is still recorded (fixity.checked, interrupted)."""
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    with archived.cli.archive() as archive:
+        report = Auditor(archive, actor="test", stop=stop).run()
+    assert (report.interrupted, report.captures, report.copies) == (True, 0, 0)
+    (checked,) = fixity_entries(archived.cli, "fixity.checked")
+    assert checked.payload["interrupted"] is True
 
 
 # -- sampling and the schedule ----------------------------------------------------------------
@@ -352,3 +369,38 @@ def test_a_terminal_sees_the_progress_line_a_pipe_and_json_do_not(
     assert terminal == b""
     assert json.loads(out)["ok"] is True
 
+
+
+@pytest.fixture
+def refusing_endpoint() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` bound but never listened on: connections are refused."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_a_store_that_cannot_be_read_is_reported_not_repaired(
+    archived: Archived, one_capture: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+    refusing_endpoint: str,
+) -> None:
+    """The bucket's endpoint refuses connections: every S3 copy is 'unreadable' (named,
+    with the store), nothing is written anywhere, and the exit code says problems
+    remain; the local copies are judged whole all the same."""
+    stores = [{"kind": "local"},
+              {"kind": "s3", "bucket": archived.bucket, "prefix": "archive/",
+               "region": "us-east-1", "endpoint_url": refusing_endpoint}]
+    monkeypatch.setenv("ARCHIVER_STORAGE__STORES", json.dumps(stores))
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    code, out, _ = archived.cli("audit", "--json")
+    assert code == 1
+    report = json.loads(out)
+    blobs = len(one_capture["artifacts"])
+    assert (report["unreadable"], report["damaged"], report["repaired"]) == (blobs, 0, 0)
+    assert {f["problem"] for f in report["findings"]} == {"unreadable"}
+    assert {f["store"] for f in report["findings"]} == {f"s3://{archived.bucket}/archive/"}
+    assert all("cannot reach the S3 endpoint" in f["detail"] for f in report["findings"])
+    assert {f["repair"] for f in report["findings"]} == {
+        "not attempted: the store could not be read"}
+    assert fixity_entries(archived.cli, "fixity.repaired") == []
