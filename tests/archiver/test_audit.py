@@ -404,3 +404,46 @@ def test_a_store_that_cannot_be_read_is_reported_not_repaired(
     assert {f["repair"] for f in report["findings"]} == {
         "not attempted: the store could not be read"}
     assert fixity_entries(archived.cli, "fixity.repaired") == []
+
+
+def test_a_store_that_refuses_the_repair_is_named_with_object_lock_in_mind(
+    archived: Archived, one_capture: dict[str, Any]
+) -> None:
+    """A store under Object Lock that refuses to take the good bytes (as a bucket whose
+    policy forbids overwriting would): the damaged copy stays, the finding says the store
+    refused and why that may be, and the audit fails."""
+    from archiver.db import make_engine
+    from storage import LocalBlobStore, MemoryBlobStore, ReplicatedBlobStore
+    from storage.errors import StoreUnavailable
+
+    class LockedStore(MemoryBlobStore):
+        object_lock_days = 3650
+
+        def put_stream(self, stream: Any, *, sha256: str, size: int,
+                       sha512: str | None = None) -> None:
+            raise StoreUnavailable(f"{self.name}: access denied while uploading blob "
+                                   f"{sha256} (AccessDenied)")
+
+    settings = archived.cli.settings()
+    local = LocalBlobStore(archived.cli.home / "blobs")
+    locked = LockedStore("s3://locked/")
+    for item in one_capture["artifacts"]:
+        with local.open(item["sha256"]) as stream:
+            locked.blobs[item["sha256"]] = stream.read()
+    warc = artifact(one_capture, "capture.warc.gz")
+    locked.blobs[warc["sha256"]] = b"not the evidence"
+    archive = Archive(settings, engine=make_engine(settings.database_url),
+                      store=ReplicatedBlobStore([local, locked]))
+    with archive:
+        report = Auditor(archive, actor="test").run()
+    assert not report.ok
+    (finding,) = report.findings
+    assert (finding.store, finding.problem, finding.repaired) == ("s3://locked/", "altered",
+                                                                  False)
+    assert finding.repair.startswith(
+        "failed: s3://locked/ refused the repaired copy (Object Lock retention or the bucket "
+        "policy may forbid writing it): from local:")
+    assert "AccessDenied" in finding.repair
+    assert locked.blobs[warc["sha256"]] == b"not the evidence"
+    (failed,) = fixity_entries(archived.cli, "fixity.failed")
+    assert failed.payload["repair"] == finding.repair
