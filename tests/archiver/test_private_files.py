@@ -132,3 +132,25 @@ def test_init_refuses_a_home_owned_by_another_user(cli: Cli) -> None:
     assert f"the archive's home {cli.home} belongs to uid 54321, not to this user" in err
     assert list(cli.home.iterdir()) == []
     assert _mode(cli.home) == 0o755
+
+
+def test_init_refuses_a_home_whose_mode_cannot_be_changed(cli: Cli) -> None:
+    """An open home on a read-only mount (a mount namespace of its own, ``unshare -rm``)
+    cannot be tightened: ``init`` exits 1 with one line naming the path, its mode and
+    why, and writes nothing."""
+    cli.home.mkdir(mode=0o755)
+    cli.home.chmod(0o755)
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, text=True,
+                           timeout=30, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare -rm is not permitted here: {probe.stderr.strip()}")
+    script = ('mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && '
+              'exec "$2" -m archiver.cli init')
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(cli.home),
+                           sys.executable], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 1, done
+    assert done.stderr == (
+        f"archiver: error: {cli.home} is readable by other users (mode 0755) and cannot be "
+        f"made private: Read-only file system; run 'chmod go-rwx {cli.home}' as its owner\n")
+    assert list(cli.home.iterdir()) == []
