@@ -79,3 +79,34 @@ def test_a_repair_restores_the_bytes_and_never_installs_bad_ones(tmp_path: Path)
     with pytest.raises(BlobIntegrityError, match="hashes to sha256"):
         repair_copy(damaged, bad, sha256=SHA256, size=len(DATA), sha512=SHA512)
     assert damaged.path_for(SHA256).read_bytes() == b"still not the evidence"
+
+
+def test_checking_and_repairing_a_large_copy_holds_only_pieces_of_it(tmp_path: Path) -> None:
+    """A 48 MiB blob is checked and repaired with at most a few MiB allocated at once:
+    copies are streamed, never held whole."""
+    import tracemalloc
+
+    size = 48 * 1024 * 1024
+    source = tmp_path / "big"
+    with source.open("wb") as out:
+        for i in range(48):
+            out.write(bytes([i]) * (1024 * 1024))
+    sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+    sha512 = hashlib.sha512(source.read_bytes()).hexdigest()
+    healthy, damaged = LocalBlobStore(tmp_path / "a"), LocalBlobStore(tmp_path / "b")
+    for store in (healthy, damaged):
+        store.put_file(source, sha256=sha256, size=size, sha512=sha512)
+    path = damaged.path_for(sha256)
+    os.chmod(path, 0o644)
+    with path.open("r+b") as handle:
+        handle.seek(size // 2)
+        handle.write(b"\xff")
+    tracemalloc.start()
+    try:
+        assert check_copy(damaged, sha256, size=size, sha512=sha512).state == "altered"
+        repair_copy(damaged, healthy, sha256=sha256, size=size, sha512=sha512)
+        assert check_copy(damaged, sha256, size=size, sha512=sha512).ok
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, peak
