@@ -131,6 +131,10 @@ class BrowserSettings(_Section):
     max_memory_mib: int = Field(default=2048, ge=128)
     """Resident memory of Chromium and its children past which it is restarted (between
     captures, never in the middle of one)."""
+    kill_memory_mib: int = Field(default=4096, ge=128)
+    """Resident memory of Chromium and its children past which it is killed at once, in
+    the middle of a capture too (checked twice a second while a capture uses it): that
+    capture's browser view fails with reason ``browser-memory``."""
 
     @field_validator("user_agent")
     @classmethod

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Literal
 
 MiB = 1024 * 1024
+DECODE_RATIO_FLOOR = 1 * MiB
+"""Decoded bytes of one body that ``max_decode_ratio`` never stops (small bodies can
+compress very well: a page of repeated markup)."""
 
 Role = Literal["page", "subresource", "media", "browser"]
 """Why an exchange was made: the page itself, a resource it references, media fetched
@@ -41,6 +44,12 @@ class RecorderOptions:
     max_subresource_bytes: int = 100 * MiB
     max_total_bytes: int = 2048 * MiB
     max_media_bytes: int = 2048 * MiB
+    max_decoded_bytes: int = 2048 * MiB
+    """What one body may decode to (Content-Encoding undone) for any reader: the
+    caller's copy, the link extractors, the browser. The WARC keeps the bytes received."""
+    max_decode_ratio: float = 100.0
+    """Decoded bytes per byte received, past the first :data:`DECODE_RATIO_FLOOR`
+    decoded: a decompression bomb is stopped after a few megabytes."""
     verify_tls: bool = True
     ca_bundle: Path | None = None
     user_agent: str = "evidence-archiver"
@@ -53,9 +62,11 @@ class RecorderOptions:
         if self.max_requests < 1:
             raise ValueError("max_requests must be >= 1")
         for name in ("max_response_bytes", "max_subresource_bytes", "max_total_bytes",
-                     "max_media_bytes"):
+                     "max_media_bytes", "max_decoded_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if not self.max_decode_ratio >= 1:
+            raise ValueError("max_decode_ratio must be >= 1")
         for name in ("max_redirects", "max_subresources"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")

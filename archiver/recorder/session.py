@@ -34,9 +34,10 @@ import functools
 import ssl
 import threading
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal, Protocol, runtime_checkable
@@ -49,6 +50,7 @@ from archiver.clock import utc_now
 from archiver.errors import (
     ConfigError,
     FetchFailed,
+    FetchRefused,
     FetchTimeout,
     TooManyRedirects,
 )
@@ -63,7 +65,13 @@ from archiver.recorder.links import (
     resolve_links,
     text_decoder,
 )
-from archiver.recorder.model import ExchangeSummary, RecorderOptions, Role, new_record_id
+from archiver.recorder.model import (
+    DECODE_RATIO_FLOOR,
+    ExchangeSummary,
+    RecorderOptions,
+    Role,
+    new_record_id,
+)
 from archiver.recorder.transport import GuardedTransport
 from archiver.recorder.warcfile import WarcFile, warc_digest_hex
 from archiver.recorder.wire import (
@@ -74,6 +82,8 @@ from archiver.recorder.wire import (
     TlsPeer,
     Wire,
 )
+from archiver.urls import BadUrl, redacted
+from archiver.urls import check_url as checked_url
 from chain_of_custody.digest import Digest
 
 MiB = 1024 * 1024
@@ -131,6 +141,9 @@ class Exchange:
     tls: TlsPeer | None
     body_size: int = 0  # decoded bytes written to the caller's body file
     body_problem: str | None = None
+    body_limit: str | None = None
+    """The setting that stopped decoding the body for the caller (``capture.max_decoded_bytes``
+    or ``capture.max_decode_ratio``); ``body_problem`` then says so too."""
     links: list[Link] = field(default_factory=list)
     revisit_of: str | None = None  # the response record this one revisits
 
@@ -158,10 +171,15 @@ class _DecodingSink:
 
     _WHAT = "the body"
 
-    def __init__(self, content_encoding: str | None, *, limit: int) -> None:
-        self._decoder = BodyDecoder(content_encoding, max_output=limit)
+    def __init__(self, content_encoding: str | None, *, limit: int, ratio: float | None,
+                 limit_name: str = "capture.max_decoded_bytes") -> None:
+        self._decoder = BodyDecoder(content_encoding, max_output=limit, max_ratio=ratio,
+                                    ratio_floor=DECODE_RATIO_FLOOR)
         self._limit = limit
+        self._limit_name = limit_name
         self.problem: str | None = None
+        self.limit: str | None = None
+        """The setting whose bound stopped the decoding (a decompression bomb)."""
         if not self._decoder.supported:
             self.problem = f"content-encoding {content_encoding!r} cannot be decoded " \
                 f"for {self._WHAT}"
@@ -175,8 +193,16 @@ class _DecodingSink:
             self.problem = f"{self._WHAT}: the body could not be decoded ({exc})"
             return
         self._consume(data)
-        if self._decoder.exhausted:
-            self.problem = f"{self._WHAT}: only the first {self._limit} decoded bytes taken"
+        if self._decoder.limit == "ratio":
+            self.limit = "capture.max_decode_ratio"
+            self.problem = (
+                f"{self._WHAT}: decoding stopped after {self._decoder.produced} bytes, "
+                f"more than {self._decoder.max_ratio:g} per byte received "
+                "(capture.max_decode_ratio: a decompression bomb)")
+        elif self._decoder.limit == "bytes":
+            self.limit = self._limit_name
+            self.problem = (f"{self._WHAT}: only the first {self._limit} decoded bytes "
+                            f"taken ({self._limit_name})")
 
     def _consume(self, data: bytes) -> None:
         raise NotImplementedError
@@ -187,8 +213,9 @@ class _BodyWriter(_DecodingSink):
 
     _WHAT = "the caller's copy of the body"
 
-    def __init__(self, target: IO[bytes], content_encoding: str | None, *, limit: int) -> None:
-        super().__init__(content_encoding, limit=limit)
+    def __init__(self, target: IO[bytes], content_encoding: str | None, *, limit: int,
+                 ratio: float | None) -> None:
+        super().__init__(content_encoding, limit=limit, ratio=ratio)
         self._target = target
         self.size = 0
 
@@ -239,12 +266,18 @@ class _LinkSink(_DecodingSink):
 
     _WHAT = "link extraction (links not followed)"
 
-    def __init__(self, kind: Literal["html", "css"], response: httpx.Response) -> None:
-        super().__init__(response.headers.get("content-encoding"), limit=PARSE_LIMIT)
+    def __init__(self, kind: Literal["html", "css"], response: httpx.Response, *,
+                 options: RecorderOptions) -> None:
+        parse = min(PARSE_LIMIT, options.max_decoded_bytes)
+        super().__init__(response.headers.get("content-encoding"), limit=parse,
+                         ratio=options.max_decode_ratio,
+                         limit_name=("the link extractors' limit" if parse == PARSE_LIMIT
+                                     else "capture.max_decoded_bytes"))
         self.kind = kind
         self._text = text_decoder(response.charset_encoding)
         self._html = PageLinkParser(max_links=MAX_LINKS) if kind == "html" else None
         self._css = CssUrlScanner() if kind == "css" else None
+        self.url_counts: Counter[str] = Counter()
 
     def _consume(self, data: bytes) -> None:
         self._parse(self._text.decode(data))
@@ -259,10 +292,13 @@ class _LinkSink(_DecodingSink):
         if self.problem is None:
             self._parse(self._text.decode(b"", final=True))
         if self._html is not None:
-            return self._html.finish(document_url)
+            links = self._html.finish(document_url)
+            self.url_counts = self._html.url_counts
+            return links
         assert self._css is not None
         self._css.close()
-        return resolve_links(document_url, [(u, "other") for u in self._css.found[:MAX_LINKS]])
+        return resolve_links(document_url, [(u, "other") for u in self._css.found[:MAX_LINKS]],
+                             self.url_counts)
 
 
 class RecordingSession:
@@ -298,6 +334,8 @@ class RecordingSession:
         self._payloads: dict[str, tuple[str, str, datetime]] = {}
         self._lock = threading.RLock()
         self._digest: Digest | None = None
+        self.url_counts: dict[str, int] = {}
+        """URLs found during the capture that were left out or stripped (count_url)."""
         self.discovered_media: list[str] = []
         """Media URLs a fetcher saw but did not fetch as media (the browser's <video>
         sources and audio/video/HLS/DASH responses), in order, for the media fetcher."""
@@ -368,9 +406,12 @@ class RecordingSession:
                 )
             try:
                 target = urljoin(done.url, location)
-            except ValueError as exc:  # e.g. "http://[bad" is not a URL at all
+                checked_url(target, userinfo="strip")
+            except (ValueError, BadUrl) as exc:  # e.g. "http://[bad" is not a URL at all
+                self.count_url("invalid")
                 raise FetchFailed(
-                    f"{done.url} redirected to an invalid Location {location!r}"
+                    f"{done.url} redirected to an invalid Location "
+                    f"{redacted(location)[:200]!a}: {exc}"
                 ) from exc
             current = redirected_request(current, done.status, target)
 
@@ -405,6 +446,7 @@ class RecordingSession:
         deadline = deadline or self.deadline
         if self.budget.deadline.remaining() < deadline.remaining():
             deadline = self.budget.deadline  # no fetcher's limit outlasts the capture's
+        request = self._without_credentials(request)
         parsed = check_url(
             request.url, allow_private_networks=self.options.allow_private_networks,
             policy=self.policy,
@@ -429,6 +471,30 @@ class RecordingSession:
                                   deadline, on_headers, on_body)
         finally:
             wire.close()
+
+    def count_url(self, what: str, count: int = 1) -> None:
+        """Count a URL found during the capture that was left out (``invalid``) or
+        stripped of its user name and password (``userinfo_stripped``); the counts go
+        into the capture's provenance."""
+        if count:
+            with self._lock:
+                self.url_counts[what] = self.url_counts.get(what, 0) + count
+
+    def _without_credentials(self, request: OutgoingRequest) -> OutgoingRequest:
+        """``request`` without a user name or password in its URL, nor the
+        ``Authorization`` a client (Chromium) made of them: credentials taken from a URL
+        are never sent, nor kept in the WARC. A URL :func:`~archiver.urls.check_url`
+        refuses is counted and refused (:class:`FetchRefused`)."""
+        try:
+            checked = checked_url(request.url, userinfo="strip")
+        except BadUrl as exc:
+            self.count_url("invalid")
+            raise FetchRefused(f"refusing to fetch: {exc}") from exc
+        if not checked.had_userinfo:
+            return request
+        self.count_url("userinfo_stripped")
+        return replace(request, url=checked.url, headers=tuple(
+            (k, v) for k, v in request.headers if k.lower() != "authorization"))
 
     def _exchange(
         self,
@@ -477,12 +543,15 @@ class RecordingSession:
             tls=wire.tls if wire.tls is not None and wire.tls.chain_der else None,
             body_size=writer.size if writer is not None else 0,
             body_problem=writer.problem if writer is not None else None,
+            body_limit=writer.limit if isinstance(writer, _BodyWriter) else None,
             revisit_of=revisit_of,
         )
         if sink is not None and not truncated:
             if sink.problem is not None:
                 self.warn(f"{url}: {sink.problem}")
             done.links = sink.links(url)
+            for what, count in sink.url_counts.items():
+                self.count_url(what, count)
         return done
 
     def _transfer(
@@ -540,7 +609,8 @@ class RecordingSession:
         if isinstance(body, SpoolReader) and raw_is_body and fileno is not None:
             return _SpoolView(body, spool, fileno)
         return _BodyWriter(body, headers.get("content-encoding"),
-                           limit=_decoded_limit(self.limit_for(role)))
+                           limit=self.options.max_decoded_bytes,
+                           ratio=self.options.max_decode_ratio)
 
     def _record(
         self,
@@ -563,9 +633,9 @@ class RecordingSession:
             return None
         media = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if role == "page" and media in HTML_TYPES:
-            return _LinkSink("html", response)
+            return _LinkSink("html", response, options=self.options)
         if role != "page" and media == "text/css":
-            return _LinkSink("css", response)
+            return _LinkSink("css", response, options=self.options)
         return None
 
     def _request(self, request: OutgoingRequest, url: httpx.URL, role: Role) -> httpx.Request:
@@ -742,12 +812,6 @@ def _payload_type(headers: httpx.Headers) -> str | None:
         return "application/gzip"  # compressed already, whatever it decodes to
     value: str | None = headers.get("content-type")
     return value
-
-
-def _decoded_limit(wire_limit: int) -> int:
-    # A compressed body legitimately decodes to several times its size; a decompression
-    # bomb decodes to thousands of times. Allow the first, stop the second.
-    return max(16 * wire_limit, 64 * MiB)
 
 
 def redirected_request(previous: OutgoingRequest, status: int, target: str) -> OutgoingRequest:

@@ -44,7 +44,8 @@ class Route:
     content_type: str
     file: Path | None = None
     body: bytes = b""
-    stream_bytes: int = 0  # > 0: BIG_BLOCK repeated, cut at this many bytes
+    stream_bytes: int = 0  # > 0: head, then BIG_BLOCK repeated, cut at this many bytes
+    head: bytes = b""
 
     def with_head(self, head: str) -> Route:
         """This HTML page with ``head`` added inside its <head>."""
@@ -79,10 +80,10 @@ class MediaSite:
             self.requests.clear()
 
 
-def big_sha256(size: int) -> str:
-    """SHA-256 of the ``stream_bytes`` body of that size."""
-    digest = hashlib.sha256()
-    left = size
+def big_sha256(size: int, head: bytes = b"") -> str:
+    """SHA-256 of the ``stream_bytes`` body of that size (after ``head``)."""
+    digest = hashlib.sha256(head[:size])
+    left = size - len(head[:size])
     while left:
         piece = BIG_BLOCK[: min(left, len(BIG_BLOCK))]
         digest.update(piece)
@@ -122,7 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
                 with route.file.open("rb") as handle:
                     shutil.copyfileobj(handle, self.wfile, 256 * 1024)
             elif route.stream_bytes:
-                left = route.stream_bytes
+                self.wfile.write(route.head[: route.stream_bytes])
+                left = route.stream_bytes - len(route.head[: route.stream_bytes])
                 while left:
                     piece = BIG_BLOCK[: min(left, len(BIG_BLOCK))]
                     self.wfile.write(piece)
@@ -200,7 +202,10 @@ def _make_media(d: Path) -> dict[str, Route]:
         "/text.html": page("<p>Only words here.</p>"),
         "/photo2-reencoded.jpg": Route("200 OK", "image/jpeg", d / "photo2-reencoded.jpg"),
         "/icon.png": Route("200 OK", "image/png", d / "icon.png"),
-        "/big.mp4": Route("200 OK", "video/mp4", stream_bytes=200 * 1024 * 1024),
+        # A real MPEG-TS segment, then noise: media by its bytes (ffprobe finds the
+        # video stream at the start), and 200 MB that the WARC cannot compress.
+        "/big.mp4": Route("200 OK", "video/mp4", stream_bytes=200 * 1024 * 1024,
+                          head=(d / "hls" / "seg000.ts").read_bytes()),
         # og:image with a relative URL (the generic extractor reports it as given), and
         # one that is no http(s) URL at all: neither may cost the post its video.
         "/og-post.html": page('<video controls src="/clip.mp4"></video>').with_head(

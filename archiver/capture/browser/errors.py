@@ -7,7 +7,8 @@ becomes its outcome (``reason`` is the outcome's stable code).
     ├── BrowserUnavailable        no Chromium, or it would not start       (browser-unavailable)
     ├── NavigationFailed          the page did not load in the browser     (navigation)
     ├── NotAPage                  a file (a download, a video), not a page (not-a-page)
-    └── BrowserTimeout            browser.timeout_seconds ran out          (timeout)
+    ├── BrowserTimeout            browser.timeout_seconds ran out          (timeout)
+    └── BrowserOverMemory         killed past browser.kill_memory_mib     (browser-memory)
 """
 
 from __future__ import annotations
@@ -33,3 +34,7 @@ class NotAPage(BrowserError):
 
 class BrowserTimeout(BrowserError):
     reason = "timeout"
+
+
+class BrowserOverMemory(BrowserError):
+    reason = "browser-memory"

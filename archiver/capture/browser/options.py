@@ -26,6 +26,7 @@ class BrowserOptions:
     pdf: bool = True
     recycle_after: int = 200
     max_memory_mib: int = 2048
+    kill_memory_mib: int = 4096
     defer_media: bool = False
     """A <video>/<audio> the page loads is not fetched for the view but handed to the
     media fetcher, which downloads it once (set when the media fetcher runs)."""
@@ -40,8 +41,8 @@ class BrowserOptions:
             raise ValueError("max_requests must be >= 1")
         if self.viewport_width <= 0 or self.viewport_height <= 0:
             raise ValueError("the viewport must have a positive size")
-        if self.recycle_after < 1 or self.max_memory_mib < 1:
-            raise ValueError("recycle_after and max_memory_mib must be >= 1")
+        if self.recycle_after < 1 or self.max_memory_mib < 1 or self.kill_memory_mib < 1:
+            raise ValueError("recycle_after, max_memory_mib and kill_memory_mib must be >= 1")
 
     @classmethod
     def from_settings(cls, settings: BrowserSettings, *,

@@ -72,6 +72,7 @@ from archiver.errors import (
 )
 from archiver.recorder import Exchange, OutgoingRequest, RecordingSession
 from archiver.recorder.wire import Deadline
+from archiver.urls import BadUrl, check_url, redacted
 
 MiB = 1024 * 1024
 HANDOVER_LIMIT = 256 * MiB
@@ -94,11 +95,12 @@ MAX_NOTES = 1000
 NoteKind = Literal[
     "refused", "timeout", "failed", "tls", "redirect-limit", "truncated", "too-large",
     "undecodable", "websocket", "event-stream", "request-limit", "redirected",
-    "undelivered", "closed", "media-deferred", "budget",
+    "undelivered", "closed", "media-deferred", "budget", "decoded-size-limit",
 ]
 NOT_RECORDED: frozenset[str] = frozenset({
     "refused", "timeout", "failed", "tls", "redirect-limit", "truncated", "too-large",
     "undecodable", "websocket", "event-stream", "request-limit", "budget",
+    "decoded-size-limit",
 })
 """Note kinds meaning that something the page asked for is missing from what it was shown."""
 
@@ -223,6 +225,10 @@ class Router:
             await asyncio.sleep(_POLL)  # polling with a deadline (the loop above)
 
     def add_media(self, url: str) -> None:
+        try:  # the media fetcher gets (and the provenance lists) it without a password
+            url = check_url(url, userinfo="strip").url
+        except BadUrl:
+            return
         if url.startswith(("http://", "https://")) and url not in self.media:
             self.media.append(url)
             self._session.add_discovered_media(url)
@@ -355,6 +361,9 @@ class Router:
                 f"response cut at {done.summary.response_bytes} bytes "
                 "(capture.max_subresource_bytes or capture.max_total_bytes); recorded "
                 "truncated, not given to the browser")
+        if done.body_limit is not None:  # a decompression bomb: Chromium never sees it
+            return "decoded-size-limit", (f"{done.body_problem}; recorded as received, "
+                                          "not given to the browser")
         if done.body_problem is not None:
             return "undecodable", f"{done.body_problem}; recorded, not given to the browser"
         if fetched.body is None:
@@ -392,8 +401,8 @@ class Router:
 
     def _note(self, url: str, kind: NoteKind, detail: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
-        if len(self.notes) < MAX_NOTES:
-            self.notes.append(Note(url, kind, detail))
+        if len(self.notes) < MAX_NOTES:  # kept in the provenance: never with a password
+            self.notes.append(Note(redacted(url), kind, redacted(detail)))
 
 
 def notes_json(notes: list[Note], limit: int) -> list[dict[str, Any]]:

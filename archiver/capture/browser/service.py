@@ -17,7 +17,16 @@ for it with a deadline. A browser is retired, and the next capture starts a new 
 * when its processes' resident memory passes ``browser.max_memory_mib`` (checked when
   a capture asks for it).
 
-A retired browser is closed once the captures still using it are done, never under one.
+A retired browser is closed once the captures still using it are done, never under one;
+one that does not close within :data:`CLOSE_SECONDS` is killed.
+
+Limits while a capture runs. Chromium cannot live under ``RLIMIT_AS`` (V8 reserves far
+more address space than it touches), so its memory is watched instead: while captures
+use a browser, a watchdog measures its processes every :data:`WATCH_SECONDS` and past
+``browser.kill_memory_mib`` kills them all at once; the captures it served fail their
+browser view with :class:`BrowserOverMemory` (reason ``browser-memory``). Its time is
+bounded by the view's own deadline (``browser.timeout_seconds``, the page's renderer
+closed with its context) and by :meth:`BrowserService.run`'s.
 Each generation has its own dead-end proxy port (see :mod:`.chromium`), which also names
 its processes in ``/proc``: that is how its memory is measured.
 """
@@ -27,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import threading
 import time
@@ -37,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from archiver.capture.browser.chromium import chromium_flags, first_line, launch
-from archiver.capture.browser.errors import BrowserUnavailable
+from archiver.capture.browser.errors import BrowserError, BrowserOverMemory, BrowserUnavailable
 from archiver.capture.browser.options import BrowserOptions
 
 if TYPE_CHECKING:
@@ -46,7 +56,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 CLOSE_SECONDS = 10.0
 MEMORY_CHECK_SECONDS = 2.0
-"""At most this often is /proc walked to measure the browser's memory."""
+"""At most this often is /proc walked to measure the browser's memory between captures."""
+WATCH_SECONDS = 0.5
+"""How often the watchdog measures a browser while captures use it."""
+MiB = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -63,6 +76,8 @@ class _Generation:
     retired: str | None = None  # why, once it takes no new captures
     dead: bool = False
     pid: int | None = None  # Chromium's main process, once found
+    killed: str | None = None  # why the watchdog killed it
+    watchdog: asyncio.Task[None] | None = None
 
     def alive(self) -> bool:
         """Not disconnected, and its main process neither gone nor a zombie (the
@@ -171,9 +186,15 @@ class BrowserService:
         generation.active += 1
         if generation.served >= self.options.recycle_after and generation.retired is None:
             self._retire(generation, "recycle")
+        if generation.watchdog is None or generation.watchdog.done():
+            generation.watchdog = asyncio.create_task(self._watch(generation))
         try:
             return await view(Lease(generation.browser, list(generation.flags),
                                     generation.number, generation.served, launched))
+        except BrowserError as exc:
+            if generation.killed is not None:  # what the view saw was the kill
+                raise BrowserOverMemory(generation.killed) from exc
+            raise
         finally:
             generation.active -= 1
             await self._close_retired()
@@ -259,6 +280,25 @@ class BrowserService:
                 await state.playwright.stop()
             state.playwright = None
 
+    async def _watch(self, generation: _Generation) -> None:
+        """While captures use ``generation``: kill it past ``kill_memory_mib``."""
+        limit = self.options.kill_memory_mib * MiB
+        loop = asyncio.get_running_loop()
+        port = generation.port
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            if generation.active == 0 or generation.dead or generation.dead_end.fileno() < 0:
+                return  # idle or gone (then its port may belong to another one soon)
+            used = await loop.run_in_executor(None, browser_memory, port)
+            if used is not None and used > limit and generation.killed is None:
+                generation.killed = (
+                    f"Chromium used {used // MiB} MiB, more than browser.kill_memory_mib "
+                    f"({self.options.kill_memory_mib} MiB): killed, no browser view")
+                kill_tree(port)
+                generation.dead = True
+                if generation.retired is None:
+                    self._retire(generation, "memory-kill")
+
     def _over_memory(self, generation: _Generation) -> bool:
         now = time.monotonic()
         if now - self._state.memory_checked < MEMORY_CHECK_SECONDS:
@@ -276,9 +316,10 @@ class BrowserService:
 async def _close(generation: _Generation) -> None:
     from playwright.async_api import Error as PlaywrightError
 
-    # Stopping the driver later kills whatever is left of a browser that will not close.
-    with contextlib.suppress(PlaywrightError, TimeoutError):
+    try:
         await asyncio.wait_for(generation.browser.close(), CLOSE_SECONDS)
+    except (PlaywrightError, TimeoutError):
+        kill_tree(generation.port)  # one that will not close in time is killed
     generation.dead_end.close()
 
 
@@ -307,9 +348,9 @@ def browser_pid(port: int) -> int | None:
     return None
 
 
-def browser_memory(port: int) -> int | None:
-    """Resident bytes of the Chromium whose dead-end proxy is ``port``, with every
-    process under it (renderers, GPU and utility processes); None if none is found."""
+def _tree(port: int) -> tuple[list[int], dict[int, int]] | None:
+    """Every process of the Chromium whose dead-end proxy is ``port`` (its main process
+    first), with each one's resident bytes; None if none is found."""
     root = browser_pid(port)
     if root is None:
         return None
@@ -326,9 +367,27 @@ def browser_memory(port: int) -> int | None:
             rss[pid] = int(fields[21]) * page
         except (OSError, ValueError, IndexError):
             continue  # the process ended while we looked
-    total, stack = 0, [root]
+    tree, stack = [], [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        tree.append(pid)
         stack.extend(children.get(pid, ()))
-    return total
+    return tree, rss
+
+
+def kill_tree(port: int) -> None:
+    """SIGKILL every process of the Chromium whose dead-end proxy is ``port``."""
+    found = _tree(port)
+    for pid in found[0] if found is not None else ():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def browser_memory(port: int) -> int | None:
+    """Resident bytes of the Chromium whose dead-end proxy is ``port``, with every
+    process under it (renderers, GPU and utility processes); None if none is found."""
+    found = _tree(port)
+    if found is None:
+        return None
+    tree, rss = found
+    return sum(rss.get(pid, 0) for pid in tree)

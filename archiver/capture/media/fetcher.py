@@ -44,12 +44,13 @@ from yt_dlp.utils import YoutubeDLError
 from yt_dlp.version import __version__ as YT_DLP_VERSION
 
 from archiver.capture.fetcher import DerivedArtifact, FetcherReport, Outcome
-from archiver.capture.media import phash
+from archiver.capture.media import phash, probe
 from archiver.capture.media.handler import MediaTraffic, RecordedBody, RecordingYoutubeDL
 from archiver.capture.media.outcomes import classify, is_nothing_found
 from archiver.capture.page import PageCapture
 from archiver.capture.record import WARC_FILE
 from archiver.capture.seal import PROVENANCE_FILE
+from archiver.capture.tools import ToolLimits, program_directory
 from archiver.errors import CaptureError, ConfigError
 from archiver.recorder import RecordingSession
 from archiver.recorder.budget import RESOURCES
@@ -71,6 +72,7 @@ BINARY_TYPES = ("application/octet-stream", "binary/octet-stream")
 RESERVED_NAMES = frozenset({WARC_FILE, PROVENANCE_FILE, MANIFEST_FILE, SIGNATURE_FILE})
 MAX_NAME = 150
 MAX_NOTES = 50  # problems and warnings kept in the manifest, each at most 500 characters
+MAX_EXAMPLES = 5  # downloads that were not media, listed (all are counted)
 PAGE_PARSE_LIMIT = 8 * 1024 * 1024  # bytes of the page scanned for <img>
 # Our own table, not the mimetypes module: that reads /etc/mime.types, which differs
 # between machines, and the media type is sealed in the manifest.
@@ -86,7 +88,8 @@ MEDIA_TYPES = {
     "ass": "text/x-ssa", "json": "application/json",
 }
 _EXTENSIONS = {v: k for k, v in reversed(list(MEDIA_TYPES.items()))}
-_REASON_ORDER = ("removed", "login-required", "geo-blocked", "too-large", "not-found",
+_REASON_ORDER = ("removed", "login-required", "geo-blocked", "too-large",
+                 "decoded-size-limit", "not-media", "not-found",
                  "budget", "timeout", "refused", "tls", "unsupported", "network", "redirects",
                  "error")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -106,6 +109,13 @@ class MediaOptions:
     frame_samples: int = 8
     images: bool = True
     min_image_side: int = 100
+    tool_memory_mib: int = 2048
+    tool_timeout_seconds: float = 600.0
+
+    @property
+    def tool_limits(self) -> ToolLimits:
+        """Limits of every ffmpeg and ffprobe this fetcher (or yt-dlp) starts."""
+        return ToolLimits(memory_mib=self.tool_memory_mib, seconds=self.tool_timeout_seconds)
 
     @classmethod
     def from_settings(cls, settings: MediaSettings) -> MediaOptions:
@@ -127,6 +137,8 @@ class MediaOptions:
             write_thumbnails=settings.write_thumbnails,
             frame_samples=settings.frame_samples, images=settings.images,
             min_image_side=settings.min_image_side,
+            tool_memory_mib=settings.tool_memory_mib,
+            tool_timeout_seconds=settings.tool_timeout_seconds,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -137,6 +149,8 @@ class MediaOptions:
             "format": self.format, "write_subtitles": self.write_subtitles,
             "write_thumbnails": self.write_thumbnails, "frame_samples": self.frame_samples,
             "images": self.images, "min_image_side": self.min_image_side,
+            "tool_memory_mib": self.tool_memory_mib,
+            "tool_timeout_seconds": self.tool_timeout_seconds,
         }
 
 
@@ -260,6 +274,9 @@ class _Run:
         bytes not stored twice (what it was, and which item it is)."""
         self._by_sha256: dict[str, dict[str, Any]] = {}
         self._serial = 0
+        self.not_media: list[dict[str, Any]] = []
+        """Downloads whose bytes are no audio, video or image (a few, as examples)."""
+        self.not_media_count = 0
 
     # -- the plan ----------------------------------------------------------------------
 
@@ -383,9 +400,11 @@ class _Run:
             "cachedir": False,  # nothing carried from one capture to the next
             "match_filter": self._not_live,
         }
-        ffmpeg = shutil.which("ffmpeg")
-        if ffmpeg is not None:
-            params["ffmpeg_location"] = ffmpeg
+        # yt-dlp's own ffmpeg and ffprobe (merging, fixing up) run under the tool
+        # limits: it finds both in this directory of wrappers (archiver.capture.tools).
+        wrappers = program_directory(options.tool_limits)
+        if wrappers is not None:
+            params["ffmpeg_location"] = str(wrappers)
         if options.cookies_file is not None:
             # yt-dlp writes its cookie jar back on close: give it a copy, not the original
             copy = self.directory / "cookies.txt"
@@ -412,6 +431,10 @@ class _Run:
         if path is None or not path.is_file() or len(self.items) >= self.options.max_items:
             return
         source = _source_url(facts)
+        kind, why = probe.media_kind(path, self.options.tool_limits)
+        if kind is None:
+            self._not_media(source, f"yt-dlp's {facts.get('ext') or 'download'}", why)
+            return
         digest = facts.get("digest") or _digest_file(path)
         if self._already_sealed(digest, source, facts.get("extractor")):
             return
@@ -420,8 +443,6 @@ class _Run:
         warc_type, url, refers = self._write(path, name, digest, bodies, fallback_url=source,
                                              media_type=_media_type(path))
         self.artifacts.append(DerivedArtifact(name, "media", _media_type(path), path, digest))
-        kind = "image" if phash.is_image(path) else (
-            "audio" if facts.get("vcodec") == "none" else "video")
         item = {
             "artifact": name, "kind": kind, "source_url": url,
             "webpage_url": facts.get("webpage_url"), "extractor": facts.get("extractor"),
@@ -516,18 +537,22 @@ class _Run:
             self._direct_problem(page_body or tag, _Note(exc.reason, str(exc), url))
             path.unlink(missing_ok=True)
             return
-        problem = _direct_status_problem(done.status, done.truncated, done.body_problem)
+        problem = _direct_status_problem(done.status, done.truncated, done.body_problem,
+                                         done.body_limit)
         if problem is not None:
             self._direct_problem(page_body or tag,
                                  _Note(problem[0], f"{done.url}: {problem[1]}", url))
             path.unlink(missing_ok=True)
             return
-        is_image = phash.is_image(path)
-        if tag:
-            keep = done.media_type.startswith(("video/", "audio/")) or is_image
-        else:
-            keep = page_body or (is_image and self._big_enough(path))
-        if not keep:
+        kind: probe.Kind | None
+        if page_body or tag:
+            # Media only when its bytes say so, whatever the Content-Type claimed.
+            kind, why = probe.media_kind(path, self.options.tool_limits)
+            if kind is None:
+                self._not_media(done.url, done.media_type or "no Content-Type", why)
+        else:  # a page <img>: kept when it is an image, big enough
+            kind = "image" if phash.is_image(path) and self._big_enough(path) else None
+        if kind is None:
             path.unlink(missing_ok=True)
             return
         digest = _digest_file(path)
@@ -544,7 +569,6 @@ class _Run:
         warc_type, _url, refers = self._write(final, name, digest, [response],
                                               fallback_url=done.url, media_type=media_type)
         self.artifacts.append(DerivedArtifact(name, "media", media_type, final, digest))
-        kind = "image" if is_image else ("audio" if media_type.startswith("audio/") else "video")
         item = {
             "artifact": name, "kind": kind, "source_url": done.url, "webpage_url": None,
             "extractor": None, "id": None, "title": None, "format_id": None,
@@ -625,7 +649,8 @@ class _Run:
                 hashes = phash.video_hashes(
                     path, samples=self.options.frame_samples,
                     workdir=self.directory / "frames",
-                    duration=float(duration) if isinstance(duration, int | float) else None)
+                    duration=float(duration) if isinstance(duration, int | float) else None,
+                    limits=self.options.tool_limits)
         except phash.HashError as exc:
             self.warnings.append(f"no perceptual hash for {path.name}: {exc}")
             return []
@@ -658,11 +683,12 @@ class _Run:
     def _found(self) -> Outcome:
         count = len(self.items)
         first = _most_telling(self.problems)
+        not_media = self._not_media_text()
         if count and first is None:
-            return Outcome("ok", None, f"{count} media item(s) captured")
+            return Outcome("ok", None, f"{count} media item(s) captured{not_media}")
         if count and first is not None:
             return Outcome("partial", first.reason,
-                           f"{count} media item(s) captured; {first.message}")
+                           f"{count} media item(s) captured; {first.message}{not_media}")
         if self.page.status in (410, 451):
             return Outcome("failed", "removed",
                            f"the post answered HTTP {self.page.status}: taken down")
@@ -672,7 +698,23 @@ class _Run:
             return Outcome("failed", "unsupported",
                            "a live stream: not captured (" + ", ".join(self.skipped_live[:3])
                            + ")")
+        if self.not_media_count:
+            return Outcome("none", "not-media",
+                           f"no video, audio or image found on the page{not_media}")
         return Outcome("none", None, "no video, audio or image found on the page")
+
+    def _not_media(self, url: str, claimed: str, why: str) -> None:
+        """A download that its bytes show is no media: counted, a few kept as examples."""
+        self.not_media_count += 1
+        if len(self.not_media) < MAX_EXAMPLES:
+            self.not_media.append({"url": url, "claimed": claimed[:100], "found": why})
+
+    def _not_media_text(self) -> str:
+        if not self.not_media_count:
+            return ""
+        first = self.not_media[0]
+        return (f"; {self.not_media_count} download(s) not media by their bytes "
+                f"(e.g. {first['url'][:200]}, {first['claimed']}: {first['found']})")
 
     def _report(self, outcome: Outcome) -> FetcherReport:
         software = {"yt-dlp": YT_DLP_VERSION}
@@ -686,6 +728,7 @@ class _Run:
             "files": self.files,
             "problems": [p.as_json() for p in self.problems],
             "deduplicated": self.deduplicated[:MAX_NOTES],
+            "not_media": {"count": self.not_media_count, "examples": self.not_media},
             "budget": {
                 "requests": self.session.budget.requests_of("media"),
                 "skipped": [{"what": what, "limit": limit, "count": count}
@@ -745,8 +788,11 @@ def _source_url(facts: dict[str, Any]) -> str:
     return str(facts.get("webpage_url") or "")
 
 
-def _direct_status_problem(status: int, truncated: bool,
-                           body_problem: str | None) -> tuple[str, str] | None:
+def _direct_status_problem(status: int, truncated: bool, body_problem: str | None,
+                           body_limit: str | None = None) -> tuple[str, str] | None:
+    if body_limit is not None:
+        # Before `truncated`: a bomb is cut by what it decodes to, not by its wire size.
+        return "decoded-size-limit", f"{body_problem}; recorded as received, not kept"
     if truncated:
         return "too-large", ("passed the media byte limit (capture.max_media_bytes or "
                              "capture.max_total_bytes); recorded truncated, not kept")

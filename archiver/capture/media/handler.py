@@ -74,6 +74,7 @@ from archiver.recorder.session import (
     redirected_request,
 )
 from archiver.recorder.wire import Deadline
+from archiver.urls import BadUrl, check_url
 
 # yt-dlp's POST bodies are small API calls; the recorder keeps request bytes in memory.
 MAX_REQUEST_BODY = 512 * 1024
@@ -89,6 +90,12 @@ class MediaTooLarge(RequestError):  # type: ignore[misc]
 
     Not a ``TransportError``: yt-dlp retries those, and a retry would only download the
     same bytes up to the same limit again."""
+
+
+class DecodedTooLarge(RequestError):  # type: ignore[misc]
+    """A media response decoded past ``capture.max_decoded_bytes`` or
+    ``capture.max_decode_ratio`` (a decompression bomb): what was decoded is not the
+    media. Not retried: the same bytes would stop at the same place."""
 
 
 class RecorderRefused(RequestError):  # type: ignore[misc]
@@ -415,10 +422,23 @@ class MediaTraffic:
                         f"more than {session.options.max_redirects} redirects fetching "
                         f"{request.url} (capture.max_redirects)"
                     )
-                current = _redirected(current, exchange.status, urljoin(exchange.url, location))
+                current = _redirected(current, exchange.status,
+                                      self._without_userinfo(urljoin(exchange.url, location)))
                 continue
             self._finished(transfer, exchange)
             return
+
+    def _without_userinfo(self, url: str) -> str:
+        """A redirect target without user name and password (counted): yt-dlp is told
+        where the redirects ended, and that address becomes its ``webpage_url``."""
+        try:
+            checked = check_url(url, userinfo="strip")
+        except BadUrl:
+            return url  # the session refuses it, and says why
+        if checked.had_userinfo:
+            self.session.count_url("userinfo_stripped")
+            return checked.url
+        return url
 
     def _finished(self, transfer: _Transfer, exchange: Exchange) -> None:
         if transfer.too_large or (exchange.truncated and not _was_abandoned(transfer)):
@@ -427,6 +447,8 @@ class MediaTraffic:
                 f"{exchange.summary.response_bytes} bytes (capture.max_media_bytes or "
                 "capture.max_total_bytes); recorded truncated, not kept as media"
             )
+        if exchange.body_limit is not None:
+            raise DecodedTooLarge(f"{exchange.url}: {exchange.body_problem}")
         if exchange.body_problem is not None:
             raise RecorderTransportError(f"{exchange.url}: {exchange.body_problem}")
         if exchange.truncated:
@@ -576,6 +598,45 @@ class RecordingYoutubeDL(YoutubeDL):  # type: ignore[misc]
         handler: Callable[..., RequestHandler] = functools.partial(
             RecorderRH, traffic=self._traffic)
         return self.build_request_director([handler])
+
+    def process_video_result(self, info_dict: dict[str, Any], download: bool = True) -> Any:
+        # A page can give a format URL with a user name and password (<video
+        # src="http://user:pw@…">): they go before yt-dlp requests it or writes info.json.
+        self._strip_userinfo(info_dict)
+        return super().process_video_result(info_dict, download=download)
+
+    def _strip_userinfo(self, value: Any) -> None:
+        items = value.items() if isinstance(value, dict) else enumerate(value) \
+            if isinstance(value, list) else ()
+        for key, item in list(items):
+            if isinstance(item, str) and "@" in item and item.startswith(("http:", "https:")):
+                try:
+                    checked = check_url(item, userinfo="strip")
+                except BadUrl:
+                    continue
+                if checked.had_userinfo:
+                    self._traffic.session.count_url("userinfo_stripped")
+                    value[key] = checked.url
+            elif isinstance(item, dict | list):
+                self._strip_userinfo(item)
+
+    def urlopen(self, req: Any) -> Any:
+        # yt-dlp turns a URL's user name and password into an Authorization header
+        # (YoutubeDL.urlopen) before any handler sees the request; a capture never sends
+        # credentials taken from a URL, so they go first (counted in the provenance).
+        url = req if isinstance(req, str) else getattr(req, "url", None)
+        if isinstance(url, str):
+            try:
+                checked = check_url(url, userinfo="strip")
+            except BadUrl:
+                checked = None  # the session refuses it, and says why, when asked
+            if checked is not None and checked.had_userinfo:
+                self._traffic.session.count_url("userinfo_stripped")
+                if isinstance(req, str):
+                    req = checked.url
+                else:
+                    req.url = checked.url
+        return super().urlopen(req)
 
     def trouble(self, message: str | None = None, tb: str | None = None,
                 is_error: bool = True) -> None:

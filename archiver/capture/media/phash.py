@@ -10,13 +10,14 @@ frame, so :data:`MIN_QUALITY` hashes are kept but not used to match.
 Hashes are written as 64 hex digits (the 256 bits in numpy ``packbits`` order). Frames
 come from ffmpeg (``-ss`` before ``-i``: a seek, not a decode of everything before),
 scaled to at most 512 pixels wide; images are decoded by Pillow, reduced to at most
-1024 pixels, never more than :data:`MAX_PIXELS` decoded.
+1024 pixels, never more than :data:`MAX_PIXELS` decoded. ffmpeg and ffprobe run under
+the tool limits (:mod:`archiver.capture.tools`): a hostile video can make them fail,
+not exhaust the machine.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,15 @@ import numpy as np
 import pdqhash
 from PIL import Image, UnidentifiedImageError
 
+from archiver.capture import tools
+
 MIN_QUALITY = 50
 """PDQ's own advice: below this a hash says too little to match on."""
 MAX_PIXELS = 64_000_000
 DEFAULT_MAX_DISTANCE = 31
 """Hamming distance (of 256 bits) under which two PDQ hashes are taken as the same
 picture; PDQ's authors use 31 as the match threshold."""
-_FFMPEG_TIMEOUT = 120
+_VERSION_LIMITS = tools.ToolLimits(memory_mib=1024, seconds=30)
 
 
 class HashError(Exception):
@@ -77,14 +80,17 @@ def is_image(path: Path) -> bool:
 
 
 def video_hashes(path: Path, *, samples: int, workdir: Path,
-                 duration: float | None = None) -> list[FrameHash]:
+                 duration: float | None = None,
+                 limits: tools.ToolLimits | None = None) -> list[FrameHash]:
     """PDQ of ``samples`` frames spread evenly over the video (at the middle of each of
-    ``samples`` equal parts). Raises :class:`HashError` when no frame can be decoded."""
+    ``samples`` equal parts), ffmpeg under ``limits`` (default: :class:`ToolLimits`'s).
+    Raises :class:`HashError` when no frame can be decoded."""
     if samples <= 0:
         return []
+    limits = limits or tools.ToolLimits()
     ffmpeg = _tool("ffmpeg")
     if duration is None or duration <= 0:
-        duration = probe_duration(path)
+        duration = probe_duration(path, limits=limits)
     times = [duration * (i + 0.5) / samples for i in range(samples)] if duration else [0.0]
     workdir.mkdir(parents=True, exist_ok=True)
     frames = [workdir / f"frame-{position:03d}.bmp" for position in range(len(times))]
@@ -97,16 +103,21 @@ def video_hashes(path: Path, *, samples: int, workdir: Path,
     for position, frame in enumerate(frames):
         command += ["-map", f"{position}:v:0", "-frames:v", "1",
                     "-vf", "scale='min(512,iw)':-2", str(frame)]
-    done = subprocess.run(command, capture_output=True, timeout=_FFMPEG_TIMEOUT, check=False)
+    done = tools.run(command, limits)
+    stopped = limits.explain(done.returncode, done.stderr)
+    if stopped is not None:
+        raise HashError(f"ffmpeg sampling frames of {path.name} {stopped}")
     if done.returncode != 0:
         # A time past a short video's real end fails the whole command: one by one, so
         # the frames that exist are still hashed.
         for frame, seconds in zip(frames, times, strict=True):
-            subprocess.run(
+            single = tools.run(
                 [ffmpeg, "-nostdin", "-v", "error", "-y", "-ss", f"{seconds:.3f}", "-i",
                  str(path), "-frames:v", "1", "-vf", "scale='min(512,iw)':-2", str(frame)],
-                capture_output=True, timeout=_FFMPEG_TIMEOUT, check=False,
-            )
+                limits)
+            stopped = limits.explain(single.returncode, single.stderr)
+            if stopped is not None:
+                raise HashError(f"ffmpeg sampling frames of {path.name} {stopped}")
     hashes: list[FrameHash] = []
     for position, (frame, seconds) in enumerate(zip(frames, times, strict=True)):
         if not frame.exists():
@@ -120,23 +131,26 @@ def video_hashes(path: Path, *, samples: int, workdir: Path,
     return hashes
 
 
-def probe_duration(path: Path) -> float | None:
-    done = subprocess.run(
-        [_tool("ffprobe"), "-v", "error", "-show_entries", "format=duration",
-         "-of", "default=noprint_wrappers=1:nokey=1", str(path)],
-        capture_output=True, text=True, timeout=_FFMPEG_TIMEOUT, check=False,
+def probe_duration(path: Path, *, limits: tools.ToolLimits | None = None) -> float | None:
+    limits = limits or tools.ToolLimits()
+    done = tools.run(
+        [_tool("ffprobe"), "-v", "error", "-protocol_whitelist", "file",
+         "-show_entries", "format=duration", "-of", "default=noprint_wrappers=1:nokey=1",
+         str(path)],
+        limits, text=True,
     )
     try:
-        return float(done.stdout.strip())
+        return float(str(done.stdout).strip())
     except ValueError:
         return None
 
 
-def file_hashes(path: Path, *, samples: int, workdir: Path) -> list[FrameHash]:
+def file_hashes(path: Path, *, samples: int, workdir: Path,
+                limits: tools.ToolLimits | None = None) -> list[FrameHash]:
     """An image's hash, or a video's frame hashes. Raises :class:`HashError`."""
     if is_image(path):
         return [image_hash(path)]
-    return video_hashes(path, samples=samples, workdir=workdir)
+    return video_hashes(path, samples=samples, workdir=workdir, limits=limits)
 
 
 def distances(query: list[str], candidates: list[str]) -> np.ndarray[Any, Any]:
@@ -160,7 +174,7 @@ def _hex(bits: Any) -> str:
 
 
 def _tool(name: str) -> str:
-    found = shutil.which(name)
+    found = tools.program(name)
     if found is None:
         raise HashError(f"{name} is not installed (apt-get install ffmpeg)")
     return found
@@ -171,8 +185,8 @@ def ffmpeg_version() -> str | None:
     found = shutil.which("ffmpeg")
     if found is None:
         return None
-    done = subprocess.run([found, "-version"], capture_output=True, text=True,
-                          timeout=_FFMPEG_TIMEOUT, check=False)
-    first = done.stdout.splitlines()[0] if done.stdout else ""
+    done = tools.run([found, "-version"], _VERSION_LIMITS, text=True)
+    out = str(done.stdout or "")
+    first = out.splitlines()[0] if out else ""
     parts = first.split()
     return parts[2] if len(parts) > 2 and parts[:2] == ["ffmpeg", "version"] else None
