@@ -145,8 +145,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     family = dict(report.user_properties).get("hostile")
     if family is None:
         return
-    tally = _HOSTILE.setdefault(str(family), [0, 0])
-    if report.when == "call" or (report.when == "setup" and not report.passed):
+    tally = _HOSTILE.setdefault(str(family), [0, 0, 0])
+    if report.skipped:  # not tried: the summary says how many, the skip says why
+        tally[2] += report.when == "setup" or report.when == "call"
+    elif report.when == "call" or (report.when == "setup" and report.failed):
         tally[0] += 1
         tally[1] += report.passed
 
@@ -162,5 +164,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _HOSTILE:
         return
     terminalreporter.section("hostile inputs (tried / handled)")
-    for family, (tried, handled) in sorted(_HOSTILE.items()):
-        terminalreporter.write_line(f"{family:<24} {tried:>6} tried {handled:>6} handled")
+    for family, (tried, handled, skipped) in sorted(_HOSTILE.items()):
+        line = f"{family:<24} {tried:>6} tried {handled:>6} handled"
+        terminalreporter.write_line(line + (f" ({skipped} skipped)" if skipped else ""))
