@@ -196,12 +196,12 @@ class _DecodingSink:
         if self._decoder.limit == "ratio":
             self.limit = "capture.max_decode_ratio"
             self.problem = (
-                f"{self._WHAT}: decoding stopped after {self._decoder.produced} bytes, "
+                f"{self._WHAT}: decoding stopped after {self._decoder.produced:,} bytes, "
                 f"more than {self._decoder.max_ratio:g} per byte received "
                 "(capture.max_decode_ratio: a decompression bomb)")
         elif self._decoder.limit == "bytes":
             self.limit = self._limit_name
-            self.problem = (f"{self._WHAT}: only the first {self._limit} decoded bytes "
+            self.problem = (f"{self._WHAT}: only the first {self._limit:,} decoded bytes "
                             f"taken ({self._limit_name})")
 
     def _consume(self, data: bytes) -> None:
@@ -211,7 +211,7 @@ class _DecodingSink:
 class _BodyWriter(_DecodingSink):
     """Writes the entity body (Content-Encoding undone) to the caller's file, bounded."""
 
-    _WHAT = "the caller's copy of the body"
+    _WHAT = "the decoded body"
 
     def __init__(self, target: IO[bytes], content_encoding: str | None, *, limit: int,
                  ratio: float | None) -> None:

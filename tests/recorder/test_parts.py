@@ -88,6 +88,26 @@ def test_body_decoder_handles_gzip_members_raw_deflate_and_caps_output() -> None
     assert not BodyDecoder("br", max_output=10).supported
 
 
+def test_body_decoder_stops_a_bomb_at_the_ratio_past_the_floor_not_before() -> None:
+    """Past ``ratio_floor`` decoded bytes, output stays within ``max_ratio`` times the
+    input: zeros (about 1,000 to 1) stop there; text that compresses 3 to 1 never does."""
+    bomb = gzip.compress(bytes(64 * 1024 * 1024))
+    decoder = BodyDecoder("gzip", max_output=1 << 40, max_ratio=100, ratio_floor=1 << 20)
+    out = sum(len(decoder.feed(bomb[i:i + 4096])) for i in range(0, len(bomb), 4096))
+    assert decoder.limit == "ratio"
+    assert out <= max(1 << 20, 100 * decoder.received)
+    assert out < 2 << 20
+    text = b"".join(b"%d witness statement, %x\n" % (i, i * 7919) for i in range(200_000))
+    packed = gzip.compress(text)
+    ordinary = BodyDecoder("gzip", max_output=1 << 40, max_ratio=100, ratio_floor=1 << 20)
+    assert b"".join(ordinary.feed(packed[i:i + 4096])
+                    for i in range(0, len(packed), 4096)) == text
+    assert ordinary.limit is None
+    small = BodyDecoder("gzip", max_output=1 << 40, max_ratio=100, ratio_floor=1 << 20)
+    assert small.feed(gzip.compress(bytes(1 << 20))) == bytes(1 << 20)  # within the floor
+    assert small.limit is None
+
+
 @pytest.mark.parametrize("split", [1, 2, 3, 7, 1000])
 def test_spool_payload_digest_matches_what_warcio_check_recomputes(
     tmp_path: Path, split: int

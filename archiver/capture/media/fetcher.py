@@ -510,6 +510,9 @@ class _Run:
             self.warnings.append(f"page images not looked for: {done.url} answered "
                                  f"{done.status}{' (truncated)' if done.truncated else ''}")
             return
+        if done.body_limit is not None:  # a bomb: what was decoded is looked through
+            self.warnings.append(f"page images looked for in part of the page only: "
+                                 f"{done.body_problem}")
         urls = _page_image_urls(page_copy, done.url)
         for index, url in enumerate(urls):
             if len(self.items) >= self.options.max_items:
