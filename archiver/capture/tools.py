@@ -95,12 +95,20 @@ def limited(argv: Sequence[str], limits: ToolLimits) -> list[str]:
 
 def run(argv: Sequence[str], limits: ToolLimits, *, text: bool = False,
         ) -> subprocess.CompletedProcess[bytes] | subprocess.CompletedProcess[str]:
-    """Run ``argv`` under ``limits``, output captured. Raises ``subprocess.TimeoutExpired``
-    only if even ``timeout`` failed to stop it (our own backstop, a little later)."""
-    return subprocess.run(
-        limited(argv, limits), capture_output=True, text=text, check=False,
-        timeout=limits.seconds + 2 * KILL_AFTER_SECONDS, stdin=subprocess.DEVNULL,
-    )
+    """Run ``argv`` under ``limits``, output captured; never raises for the program's
+    failure (its exit status says it: see :meth:`ToolLimits.explain`)."""
+    command = limited(argv, limits)
+    try:
+        return subprocess.run(
+            command, capture_output=True, text=text, check=False,
+            timeout=limits.seconds + 2 * KILL_AFTER_SECONDS, stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        # Our own backstop, should ``timeout`` itself hang: the shell is killed by
+        # subprocess.run, and the result reads as a time limit reached.
+        if text:
+            return subprocess.CompletedProcess(command, 124, "", "")
+        return subprocess.CompletedProcess(command, 124, b"", b"")
 
 
 def program(name: str) -> str | None:
