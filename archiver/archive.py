@@ -32,6 +32,7 @@ from archiver.db import make_engine
 from archiver.errors import ArchiverError, ConfigError, NotFoundError, NotInitialisedError
 from archiver.recorder.addresses import AddressPolicy, non_global_reason
 from archiver.settings import LocalStoreSettings, Settings
+from archiver.urls import check_text, submitted_url
 from chain_of_custody import merkle
 from chain_of_custody.checkpoint import verify_note
 from chain_of_custody.digest import Digest, Hasher, digest_bytes
@@ -454,8 +455,15 @@ class Archive:
         ``hook`` writes the caller's own rows in the same transaction as the outcome.
 
         Returns the capture as recorded (``status`` ``completed`` or ``failed``); raises
-        only for problems of the archive itself (key, database), not of the target.
+        only for problems of the archive itself (key, database), not of the target, and
+        :class:`~archiver.errors.BadInput` before anything is recorded for a URL that
+        :func:`archiver.urls.check_url` refuses as submitted (a password in it too) or a
+        case or note that is not text the archive can keep.
         """
+        url = submitted_url(url)  # every caller's URL passes the one check, normalised
+        for what, text in (("the case", case), ("the note", note)):
+            if text is not None:
+                check_text(text, what)
         request = CaptureRequest(
             capture_id=capture_id or self.new_id(), url=url,
             actor=actor or self.settings.operator, via=via, requested_at=self.clock(),

@@ -52,5 +52,5 @@ def record(
         page=captured, exchanges=tuple(session.exchanges),
         warnings=session.listed_warnings(), started=session.started, ended=ended,
         warc=StagedFile(Artifact(WARC_FILE, "warc", "application/warc", digest), path=path),
-        reports=reports, budget=budget,
+        reports=reports, urls=dict(session.url_counts), budget=budget,
     )

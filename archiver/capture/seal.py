@@ -138,5 +138,6 @@ def provenance_json(request: CaptureRequest, recording: Recording, host: HostFac
             for report in recording.reports
         },
         "warnings": list(recording.warnings),
+        **({"urls": dict(recording.urls)} if recording.urls else {}),
         **({"budget": dict(recording.budget)} if recording.budget else {}),
     }

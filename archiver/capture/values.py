@@ -98,6 +98,9 @@ class Recording:
     ended: datetime
     warc: StagedFile
     reports: tuple[FetcherReport, ...]
+    urls: Mapping[str, int] = field(default_factory=dict)
+    """URLs found during the capture that were left out as invalid (``invalid``) or
+    stripped of a user name and password (``userinfo_stripped``), counted."""
     budget: Mapping[str, Any] = field(default_factory=dict)
     """What the capture spent of its budget (requests, bytes, time), what the budget
     refused and what each fetcher left out because of it, counted (see

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from archiver.archive import Archive
-from archiver.cli.common import shown
+from archiver.cli.common import fail, shown
 from archiver.cli.output import unaltered
 from archiver.errors import ConfigError
 from archiver.export.case import export_case
@@ -69,7 +69,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
         _emit_json(out, report.as_json())
     else:
         print(shown(f"wrote {report.path}"), file=out)
-        print(f"  bag:        {report.bag_name}", file=out)
+        print(shown(f"  bag:        {report.bag_name}"), file=out)
         print(f"  sha256:     {report.digest.sha256}", file=out)
         print(f"  size:       {report.digest.size} bytes", file=out)
         print(shown(f"  case:       {report.case}: {len(report.captures)} captures, "
@@ -77,12 +77,12 @@ def cmd_export(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
         print(f"  checkpoint: tree size {report.checkpoint.tree_size}, root "
               f"{report.checkpoint.root_hash.hex()}", file=out)
         for token in report.timestamps:
-            print(f"  timestamp:  {token.gen_time} by {token.tsa_url}", file=out)
+            print(shown(f"  timestamp:  {token.gen_time} by {token.tsa_url}"), file=out)
         print(f"  signed by:  key {report.signing_key_id}", file=out)
         print(f"  recorded:   ledger entry {report.ledger_seq} (bundle.exported)", file=out)
     if not report.timestamps:
-        print("archiver: warning: the bundle has NO trusted timestamp: "
-              + "; ".join(report.timestamp_problems), file=sys.stderr)
+        print(shown("archiver: warning: the bundle has NO trusted timestamp: "
+                    + "; ".join(report.timestamp_problems)), file=sys.stderr)
     return EXIT_OK
 
 
@@ -92,10 +92,10 @@ def cmd_verify_bundle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         trusted = [parse_trusted_key(value) for value in args.trusted_key]
         roots = load_tsa_roots(args.tsa_ca) if args.tsa_ca is not None else None
     except CustodyError as exc:
-        print(f"archiver: error: {exc}", file=err)
+        fail(err, str(exc))
         return EXIT_USAGE
     if not args.bundle.exists():
-        print(f"archiver: error: {args.bundle}: no such file", file=err)
+        fail(err, f"{args.bundle}: no such file")
         return EXIT_USAGE
     try:
         report = verify_bundle(args.bundle, trusted_key_ids=trusted, tsa_roots=roots,
@@ -104,7 +104,7 @@ def cmd_verify_bundle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         if args.json:
             _emit_json(out, {"bundle": str(args.bundle), "ok": False, "error": str(exc),
                              "checks": []})
-        print(f"archiver: error: {exc}", file=err)
+        fail(err, str(exc))
         return EXIT_FAILED
     if args.json:
         _emit_json(out, report.as_json())
@@ -134,9 +134,10 @@ def cmd_ledger_timestamp(settings: Settings, args: argparse.Namespace, out: Text
         for r in results:
             if r.token is not None:
                 state = "obtained now" if r.fresh else "already held"
-                print(f"ok    {r.tsa_url}: genTime {r.token.gen_time} ({state})", file=out)
-            else:
-                print(f"FAIL  {r.tsa_url}: {r.problem}", file=out)
+                print(shown(f"ok    {r.tsa_url}: genTime {r.token.gen_time} ({state})"),
+                      file=out)
+            else:  # the problem may quote what the TSA answered
+                print(shown(f"FAIL  {r.tsa_url}: {r.problem}"), file=out)
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 

@@ -30,10 +30,10 @@ def _clean(data: str) -> None:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> Cli:
     home = tmp_path / "archive"
-    archive_environment(monkeypatch, home, f"sqlite:///{home}/archive.db",
+    archive_environment(monkeypatch, home, database_url,
                         {"ARCHIVER_BROWSER__ENABLED": "false",
                          "ARCHIVER_MEDIA__ENABLED": "false"})
     cli = Cli(home, capsys)
