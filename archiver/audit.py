@@ -228,7 +228,9 @@ class Auditor:
         self.progress: Progress = progress or _NoProgress()
         self.stop = stop or threading.Event()
         self.stores: tuple[BlobStore, ...] = tuple(archive.store.stores)
-        self._seen: dict[tuple[str, int | None, str | None], list[BlobStore]] = {}
+        self._seen: dict[tuple[str, int | None, str | None],
+                         tuple[list[BlobStore], bool]] = {}
+        self._whole = True
         self._tally = _Tally()
 
     # -- which captures ------------------------------------------------------------------
@@ -348,21 +350,19 @@ class Auditor:
     # -- one capture -----------------------------------------------------------------------
 
     def _audit_capture(self, audit_id: str, capture: Capture) -> None:
-        tally = self._tally
-        before = (tally.damaged - tally.repaired + tally.unreadable + tally.manifests)
+        self._whole = True
         manifest = self._signed_manifest(audit_id, capture)
         if manifest is not None:
             for artifact in manifest.artifacts:
                 self._check_blob(audit_id, capture, artifact.name, artifact.sha256,
                                  size=artifact.size, sha512=artifact.sha512)
-        after = (tally.damaged - tally.repaired + tally.unreadable + tally.manifests)
-        tally.captures += 1
+        self._tally.captures += 1
         f = fixity_captures
         with self.archive.engine.begin() as conn:
             conn.execute(sa.delete(f).where(f.c.capture_id == capture.id))
             conn.execute(sa.insert(f).values(capture_id=capture.id, audit_id=audit_id,
                                              audited_at=rfc3339(self.archive.clock()),
-                                             ok=after == before))
+                                             ok=self._whole))
 
     def _signed_manifest(self, audit_id: str, capture: Capture) -> Manifest | None:
         """The capture's manifest, once its copies are checked and its signature verified;
@@ -435,7 +435,11 @@ class Auditor:
         copy is now whole. A blob already checked in this audit is not read again."""
         key = (sha256, size, sha512)
         if key in self._seen:
-            return self._seen[key]
+            # Shared with a capture audited before: its findings are recorded there once,
+            # but this capture is no more whole than that one.
+            healthy, whole_everywhere = self._seen[key]
+            self._whole = self._whole and whole_everywhere
+            return healthy
         tally = self._tally
         tally.blobs += 1
         checks: list[tuple[BlobStore, CopyCheck]] = []
@@ -472,7 +476,7 @@ class Auditor:
                     tally.repaired += 1
                     healthy.append(store)
             self._record(audit_id, finding)
-        self._seen[key] = healthy
+        self._seen[key] = (healthy, len(healthy) == len(self.stores))
         return healthy
 
     def _repair(self, finding: Finding, target: BlobStore, sources: Sequence[BlobStore], *,
@@ -497,6 +501,8 @@ class Auditor:
     def _record(self, audit_id: str, finding: Finding) -> None:
         """``fixity.failed`` (and ``fixity.repaired`` after it when repaired), together."""
         self._tally.findings.append(finding)
+        if not finding.repaired:
+            self._whole = False
         subject = f"capture:{finding.capture_id}"
         base = {"audit": audit_id, "capture": finding.capture_id,
                 "artifact": finding.artifact, "sha256": finding.sha256}

@@ -447,3 +447,28 @@ def test_a_store_that_refuses_the_repair_is_named_with_object_lock_in_mind(
     assert locked.blobs[warc["sha256"]] == b"not the evidence"
     (failed,) = fixity_entries(archived.cli, "fixity.failed")
     assert failed.payload["repair"] == finding.repair
+
+
+def test_a_blob_shared_by_two_captures_is_read_once_and_counts_against_both(
+    archived: Archived, fixture_site: FixtureSite
+) -> None:
+    """The same video captured twice is one blob: an audit reads it once per store,
+    records its damage once, and marks both captures as not whole (status counts 2)."""
+    cli = archived.cli
+    first = cli.capture(fixture_site.url("/clip.mp4"))
+    second = cli.capture(fixture_site.url("/clip.mp4"))
+    shared = {a["sha256"] for a in first["artifacts"]} & {
+        a["sha256"] for a in second["artifacts"]}
+    (video,) = [a for a in first["artifacts"] if a["sha256"] in shared
+                and a["role"] == "media"]
+    archived.damage("local", "flip", video["sha256"])
+    archived.damage("s3", "delete", video["sha256"])
+    code, out, _ = cli("audit", "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert report["captures"] == 2
+    assert report["blobs"] == len({a["sha256"] for a in first["artifacts"]}
+                                  | {a["sha256"] for a in second["artifacts"]})
+    assert sorted(f["problem"] for f in report["findings"]) == ["altered", "missing"]
+    assert cli.json("status")["audit"]["damaged_captures"] == 2
+    assert "WARNING: 2 captures were not whole at their last audit" in cli.ok("status")
