@@ -210,3 +210,19 @@ daemon_processes = sa.Table(
 
 APSCHEDULER_TABLE = "apscheduler_jobs"
 """APScheduler 3's SQLAlchemy job store table; created by migration 0002 in its layout."""
+
+# -- captures in flight (migration 0006), written by ``archiver.capture.leases`` -------------
+
+capture_leases = sa.Table(
+    "capture_leases",
+    metadata,
+    sa.Column("capture_id", sa.String(36), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("boot_id", sa.String(64), nullable=True),
+    sa.Column("pid_namespace", sa.String(64), nullable=True),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("pid_started", sa.BigInteger, nullable=True),
+    sa.Column("scratch", sa.Text, nullable=False),
+    sa.Column("taken", sa.Text, nullable=False),
+    sa.Column("lease_until", sa.Text, nullable=False),
+)

@@ -4,7 +4,12 @@ Each stage is a function of values and collaborators (see
 :mod:`archiver.capture.values`); this module only decides the order, owns the scratch
 directory, and turns a target's failure (``CaptureError``) or a store's
 (``StorageError``) into a recorded ``capture.failed``. Problems of the archive itself
-(the key, the database) are raised: they are not facts about the target.
+(the key, the database) are raised: they are not facts about the target, and the capture
+is closed as ``capture.interrupted`` (reason ``error``) before they are.
+
+Every capture holds a lease from its ``capture.requested`` to its outcome (see
+:mod:`archiver.capture.leases`), so that one whose process dies is closed by the next
+command; the outcome is recorded only while the lease is still ours.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from archiver.capture.commit import (
     open_request,
 )
 from archiver.capture.fetcher import Fetcher
+from archiver.capture.leases import ERROR, LeaseKeeper, LeaseLost, close_interrupted
 from archiver.capture.page import PageFetcher
 from archiver.capture.record import record
 from archiver.capture.seal import seal
@@ -38,6 +44,7 @@ from archiver.recorder import RecorderOptions
 from archiver.recorder.addresses import AddressPolicy
 from archiver.settings import Settings
 from archiver.versions import software_versions
+from chain_of_custody.errors import CustodyError
 from chain_of_custody.keys import SigningKey
 from chain_of_custody.ledger import Ledger
 from storage.errors import StorageError
@@ -82,6 +89,8 @@ def recorder_options(settings: Settings) -> RecorderOptions:
         max_subresource_bytes=c.max_subresource_bytes,
         max_total_bytes=c.max_total_bytes,
         max_media_bytes=c.max_media_bytes,
+        max_decoded_bytes=c.max_decoded_bytes,
+        max_decode_ratio=c.max_decode_ratio,
         verify_tls=c.verify_tls,
         ca_bundle=c.ca_bundle,
         user_agent=c.user_agent,
@@ -120,6 +129,8 @@ class Collaborators:
     key: Callable[[], SigningKey]
     after_commit: Callable[[], None]
     """Run after every commit (the archive's checkpoint, when configured)."""
+    leases: LeaseKeeper
+    """This process's capture leases."""
 
 
 class CapturePipeline:
@@ -137,11 +148,13 @@ class CapturePipeline:
         Raises only for problems of the archive itself (key, database, scratch disk)."""
         p = self.parts
         key = p.key()  # a wrong passphrase must stop us before any fetch
+        work = p.work_dir / request.capture_id
         with p.engine.begin() as conn:
             case_id = open_request(conn, p.ledger, request, now=p.clock())
-        work = p.work_dir / request.capture_id
-        work.mkdir(parents=True, mode=0o700)
+            p.leases.take(conn, request.capture_id, work)
         try:
+            p.leases.hold(request.capture_id)
+            work.mkdir(parents=True, mode=0o700)
             try:
                 recording = record(
                     request, page=p.page, fetchers=p.fetchers, options=p.options,
@@ -157,8 +170,28 @@ class CapturePipeline:
             return self._commit(completed(request, recording, stored), hook,
                                 lambda conn, c: commit_completed(
                                     conn, p.ledger, c, recording, stored, case_id=case_id))
+        except LeaseLost:
+            raise  # closed as interrupted by another command already
+        except Exception as exc:
+            self._close_on_error(request.capture_id, exc)
+            raise
         finally:
+            p.leases.forget(request.capture_id)
             shutil.rmtree(work, ignore_errors=True)
+
+    def _close_on_error(self, capture_id: str, exc: Exception) -> None:
+        """Close a capture that stops on an error of the archive (not of its target) as
+        interrupted, at once; if even that fails, its lease is left to run out and a
+        later command closes it."""
+        p = self.parts
+        try:
+            with p.engine.begin() as conn:
+                close_interrupted(
+                    conn, p.ledger, capture_id, reason=ERROR,
+                    message=f"the capture stopped on an error of the archive: "
+                            f"{type(exc).__name__}: {exc}")
+        except (sa.exc.SQLAlchemyError, CustodyError):
+            return
 
     def _commit(self, capture: Capture, hook: CommitHook | None,
                 write: Callable[[sa.Connection, Capture], Capture]) -> Capture:
@@ -168,6 +201,7 @@ class CapturePipeline:
         # takedown page) holds the database's write lock.
         prepared = hook.prepare(capture) if hook is not None else None
         with p.engine.begin() as conn:
+            p.leases.give_back(conn, capture.id)  # refused if the capture was closed
             capture = write(conn, capture)
             if hook is not None:
                 hook.apply(conn, capture, prepared)

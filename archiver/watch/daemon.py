@@ -18,8 +18,11 @@ a process killed earlier leaves at most an unreferenced scratch directory and un
 content-addressed blobs. Jobs carry leases that workers renew every ``lease_seconds / 4``:
 a job whose worker died is found (at once when the dead worker was this daemon's child or
 ran on this host; otherwise when its lease runs out) and run again, its interrupted
-attempt closed on the ledger with ``capture.interrupted``. Scratch directories that no
-running job owns are deleted when the daemon starts and whenever a worker dies.
+attempt closed on the ledger with ``capture.interrupted``. Every capture also holds a
+lease of its own (:mod:`archiver.capture.leases`): the daemon closes abandoned captures of
+any process (``archiver capture`` included) at start and every ``capture.lease_seconds /
+2``, and deletes scratch directories whose capture holds no lease at start and whenever a
+worker dies.
 
 Signals only set events. SIGTERM or SIGINT: stop polling, let workers finish their
 current capture for up to ``daemon.drain_seconds``, then kill the rest (their jobs are put

@@ -31,6 +31,11 @@ a ``capture.interrupted`` entry closes the attempt on the ledger (so every
 ``capture.requested`` is followed by exactly one of completed, failed or interrupted) and
 the job runs again under a new capture id. Nothing half-sealed is ever referenced: an
 interrupted capture never reached the transaction that records it.
+
+The capture itself holds a lease of its own (:mod:`archiver.capture.leases`), and any
+command may close it when its process is gone. Both paths close through
+:func:`~archiver.capture.leases.close_interrupted`, which appends at most once per
+capture; a job whose capture was closed by the other path is recovered as interrupted.
 """
 
 from __future__ import annotations
@@ -46,12 +51,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from archiver import models
+from archiver.capture import leases
 from archiver.capture.parallel import host_of
-from archiver.capture.values import SERVICE_ACTOR
 from archiver.clock import Clock, IdFactory, new_capture_id, rfc3339, utc_now
 from archiver.errors import NotFoundError
 from archiver.settings import Settings
-from chain_of_custody.ledger import Ledger, entries_table
+from chain_of_custody.ledger import Ledger
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED)
@@ -488,16 +493,19 @@ class JobQueue:
                 .order_by(j.c.id).with_for_update(skip_locked=True, of=j)
             ).all()
             for row in rows:
-                recovered.append(self._recover_one(conn, _job(row), why, now_s))
+                job = _job(row)
+                reason = leases.PROCESS_GONE if job.worker in workers else leases.LEASE_EXPIRED
+                recovered.append(self._recover_one(conn, job, why, reason, now_s))
         return recovered
 
-    def _recover_one(self, conn: sa.Connection, job: Job, why: str, now_s: str) -> Job:
+    def _recover_one(self, conn: sa.Connection, job: Job, why: str, reason: str,
+                     now_s: str) -> Job:
         j = models.jobs
         reset = {"worker": None, "lease_until": None}
         recorded = conn.execute(
             sa.select(models.captures.c.status).where(models.captures.c.id == job.capture_id)
         ).scalar_one_or_none()
-        if recorded is not None:
+        if recorded is not None and recorded != leases.INTERRUPTED:
             # The capture made it into the archive; only the job's bookkeeping did not.
             # The next claim sees the capture and finishes the job without fetching again
             # (unless finishing itself keeps failing: then the job ends here, as recorded).
@@ -511,7 +519,7 @@ class JobQueue:
                     "plan, takedown check) after repeated interruptions", **reset))
             return self._get(conn, job.id)
         detail = f"interrupted: {why}"
-        self.close_interrupted(conn, job, why)
+        self.close_interrupted(conn, job, why, reason=reason)
         self._close_attempt(conn, job, "interrupted", detail, now_s)
         if job.attempts >= job.max_attempts:
             values: dict[str, Any] = {
@@ -524,30 +532,15 @@ class JobQueue:
         conn.execute(sa.update(j).where(j.c.id == job.id).values(**reset, **values))
         return self._get(conn, job.id)
 
-    def close_interrupted(self, conn: sa.Connection, job: Job, why: str) -> bool:
-        """Append ``capture.interrupted`` for the job's current capture if the ledger
-        has its ``capture.requested`` but the capture was never recorded. True if
-        appended."""
-        e = entries_table.c
-        subject = f"capture:{job.capture_id}"
-        actions = set(conn.execute(
-            sa.select(e.action).where(e.subject == subject)
-        ).scalars().all())
-        recorded = conn.execute(
-            sa.select(models.captures.c.id).where(models.captures.c.id == job.capture_id)
-        ).first()
-        if "capture.requested" not in actions or "capture.interrupted" in actions \
-                or recorded is not None:
-            return False
-        self.ledger.append(
-            actor=SERVICE_ACTOR,
-            action="capture.interrupted",
-            subject=subject,
-            payload={"url": job.url, "job_id": job.id, "attempt": job.attempts,
-                     "worker": job.worker, "reason": why},
-            connection=conn,
-        )
-        return True
+    def close_interrupted(self, conn: sa.Connection, job: Job, why: str, *,
+                          reason: str) -> bool:
+        """Close the job's current capture as interrupted (``reason`` a code of
+        :mod:`archiver.capture.leases`, ``why`` the sentence) if the ledger has its
+        ``capture.requested`` and nothing closes it yet. True if appended."""
+        entry = leases.close_interrupted(
+            conn, self.ledger, job.capture_id, reason=reason, message=why,
+            details={"job_id": job.id, "attempt": job.attempts, "worker": job.worker})
+        return entry is not None
 
     # -- reading -----------------------------------------------------------------------
 
