@@ -19,6 +19,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
+from archiver.urls import printable
 from chain_of_custody.times import rfc3339
 
 LogFormat = Literal["auto", "json", "text"]
@@ -59,10 +60,12 @@ class TextFormatter(logging.Formatter):
     """``time level event key=value …`` for a person at a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [_time(record)[11:23], f"{record.levelname.lower():7}", record.getMessage()]
+        # Fields carry URLs, titles, case names: one line each, whatever they hold.
+        parts = [_time(record)[11:23], f"{record.levelname.lower():7}",
+                 printable(record.getMessage())]
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            parts.extend(f"{key}={value}" for key, value in fields.items())
+            parts.extend(f"{key}={printable(str(value))}" for key, value in fields.items())
         text = " ".join(parts)
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
@@ -78,6 +81,10 @@ def configure(
     """
     target = stream if stream is not None else sys.stderr
     use_json = log_format == "json" or (log_format == "auto" and not _is_tty(target))
+    if use_json:
+        # JSON lines are for programs: past the CLI's escaping of what people read
+        # (archiver.cli.output), which would turn a DEL in a field into an invalid escape.
+        target = getattr(target, "unaltered", target)
     handler = logging.StreamHandler(target)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())

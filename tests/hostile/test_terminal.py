@@ -5,17 +5,23 @@ the output quietly, and the capture is still completed and recorded."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TextIO, cast
 
 import pytest
 from archive_cli import PASSPHRASE, Cli, archive_environment
 from recording_server import RecordingServer, Reply
+
+from archiver.cli.output import HumanStream
+from archiver.logs import LogFormat, configure, event
 
 CASE = "a\nb\x1b]0;title\x07\r\x9b2J"
 NOTE = "note\rforged\x1b[2K\x08"
@@ -107,6 +113,34 @@ def test_machine_readable_output_is_written_unaltered_and_reads_back_the_same(
     (watch,) = other.json_lines("watch", "list")
     assert watch["case"] == case
     assert watch["url"] == "http://example.org/feed.xml"
+
+
+@pytest.mark.hostile("terminal")
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_daemon_log_lines_keep_hostile_fields_on_one_line(log_format: LogFormat) -> None:
+    """The daemon logs to the CLI's stderr, which escapes for people: a JSON log line
+    still reads back to the exact fields (DEL and C1 included), a text one stays one line
+    without a raw control byte."""
+    buffer = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    try:
+        configure(log_format=log_format, stream=cast(TextIO, HumanStream(buffer)))
+        event(logging.getLogger("archiver.test"), "poll.finished",
+              url="http://example.org/a\x7fb", title=TITLE, case=CASE)
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == "evidence-archiver"]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+    line, end = buffer.getvalue().split("\n")  # (not splitlines: it splits at \x85 too)
+    assert end == ""
+    if log_format == "json":
+        fields = json.loads(line)
+        assert (fields["url"], fields["title"], fields["case"]) == \
+            ("http://example.org/a\x7fb", TITLE, CASE)
+    else:
+        _clean(line)
+        assert "case=a\\x0ab\\x1b]0;title\\x07\\x0d\\x9b2J" in line, line
 
 
 def test_a_reader_closing_the_pipe_ends_the_output_quietly_and_loses_no_capture(
