@@ -3,15 +3,34 @@ and signed checkpoints of that tree.
 
 Tables (created by the application's migrations; their SQLAlchemy description is here)::
 
-    ledger_entries      seq, time, actor, action, subject, payload (RFC 8785 JSON), leaf_hash
+    ledger_entries      seq, time, actor, action, subject, payload (RFC 8785 JSON), leaf_hash,
+                        signed_by, signature (Ed25519, see "Entry authentication")
     ledger_nodes        (level, idx) → hash of each perfect subtree, level >= 1
     ledger_checkpoints  signed tree heads (C2SP signed notes)
 
 An entry's *leaf* is the RFC 8785 canonical JSON of ``{seq, time, actor, action, subject,
-payload}``, so the position of an entry is part of what is hashed: moving, inserting or
-removing an entry changes the leaves after it. Level 0 of the tree is the ``leaf_hash``
-column; interior nodes are written once, when their last leaf is appended, so roots and
-proofs of any tree size need O(log n) rows (see :mod:`chain_of_custody.merkle`).
+payload}`` (and ``signed_by`` when the entry is signed), so the position of an entry is
+part of what is hashed: moving, inserting or removing an entry changes the leaves after
+it. Level 0 of the tree is the ``leaf_hash`` column; interior nodes are written once, when
+their last leaf is appended, so roots and proofs of any tree size need O(log n) rows (see
+:mod:`chain_of_custody.merkle`).
+
+Entry authentication: a checkpoint signs whatever rows the database holds, so a row
+that anyone with write access to the database inserted after the newest checkpoint would
+be signed in by the next one. Every entry is therefore signed when it is appended, by the
+archive's key (Ed25519 over :func:`entry_signed_text`: a domain line, the archive's
+origin, the seq and the leaf hash), and its leaf names that key (``signed_by``), so a
+signature cannot be stripped from an entry a checkpoint covers without changing the tree.
+Which key may sign an entry follows the key history on the ledger itself
+(:class:`KeyChain`): the first ``key.created`` entry is signed by the key it registers;
+every later key entry (``key.rotated``) is signed by the key current before it and hands
+authority to the key it names. A forged rotation therefore fails like any forged entry.
+:meth:`Ledger.create_checkpoint` re-checks every entry since the previous checkpoint
+(leaf, signature, key, and that the stored tree over them is theirs) before it signs, and
+refuses, naming the entry, when one is not authentic. Entries written before entry
+authentication existed carry no signature; they are accepted only where a signed
+checkpoint covers them (``archiver init`` checkpoints such a tail once, when it upgrades
+the database).
 
 Threat model notes:
 
@@ -23,14 +42,16 @@ Threat model notes:
 * The database refuses UPDATE, DELETE and TRUNCATE on the three tables (triggers, see
   :func:`append_only_trigger_ddl`); the application never issues them.
 * Someone with direct database access can drop the triggers. :meth:`Ledger.verify`
-  therefore trusts nothing stored: it recomputes every leaf from its row, rebuilds the
-  tree, compares every stored node and every signed checkpoint, and names the first
-  entry that does not fit. Entries appended after the newest checkpoint are covered by
-  no signature; the report says how many there are.
+  therefore trusts nothing stored: it recomputes every leaf from its row, checks every
+  entry's signature against the key history, rebuilds the tree, compares every stored
+  node and every signed checkpoint, and names the first entry that does not fit.
+* The database never holds the private key: a writer without it can append rows, but no
+  row it writes verifies, and no checkpoint will sign it in.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +64,7 @@ import sqlalchemy as sa
 from chain_of_custody import merkle
 from chain_of_custody.checkpoint import sign_checkpoint, verify_note
 from chain_of_custody.errors import (
+    CustodyError,
     LedgerError,
     LedgerIntegrityError,
     ProofError,
@@ -63,6 +85,9 @@ entries_table = sa.Table(
     sa.Column("subject", sa.Text, nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+    # Entry authentication (migration 0005); NULL in entries from before it.
+    sa.Column("signed_by", sa.Text, nullable=True),
+    sa.Column("signature", sa.LargeBinary(64), nullable=True),
 )
 
 nodes_table = sa.Table(
@@ -94,6 +119,30 @@ T = TypeVar("T")
 
 KEY_ACTIONS = ("key.created", "key.rotated")
 """The entries that register a signing key: the key history trusted by verification."""
+
+ENTRY_SIGNATURE_CONTEXT = "evidence-archiver/ledger-entry/v1"
+"""The first line of every entry signature's message: it cannot be mistaken for a
+checkpoint (whose first line is the origin) or a manifest (JSON)."""
+
+KeySource = SigningKey | Callable[[], SigningKey]
+"""A signing key, or a function that loads it on first use (decrypting it costs time and
+needs the passphrase, which read-only commands never ask for)."""
+
+
+def entry_signed_text(origin: str, seq: int, leaf_hash: bytes) -> bytes:
+    """The bytes an entry's Ed25519 signature covers::
+
+        evidence-archiver/ledger-entry/v1
+        <origin>
+        <seq, decimal>
+        <leaf hash, lower-case hex>
+
+    each line ending in a newline. The leaf names the signing key, so the key is bound
+    too; ``openssl pkeyutl -verify -pubin -rawin`` checks such a signature.
+    """
+    if not origin or "\n" in origin:
+        raise ValueError("an entry signature needs the archive's one-line origin")
+    return f"{ENTRY_SIGNATURE_CONTEXT}\n{origin}\n{seq}\n{leaf_hash.hex()}\n".encode()
 
 
 def append_only_trigger_ddl(
@@ -138,7 +187,13 @@ def _utc_now() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """One event on the ledger. ``payload`` is JSON data (treat it as read-only)."""
+    """One event on the ledger. ``payload`` is JSON data (treat it as read-only).
+
+    ``signed_by`` is the key id of the key that authenticated the entry when it was
+    appended (part of the leaf); ``signature`` is that key's Ed25519 signature over
+    :func:`entry_signed_text` (not part of the leaf: it signs the leaf). Both are None
+    in entries written before entry authentication.
+    """
 
     seq: int
     time: str
@@ -146,9 +201,11 @@ class LedgerEntry:
     action: str
     subject: str
     payload: Mapping[str, Any]
+    signed_by: str | None = None
+    signature: bytes | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "seq": self.seq,
             "time": self.time,
             "actor": self.actor,
@@ -156,6 +213,9 @@ class LedgerEntry:
             "subject": self.subject,
             "payload": dict(self.payload),
         }
+        if self.signed_by is not None:
+            data["signed_by"] = self.signed_by
+        return data
 
     def leaf_bytes(self) -> bytes:
         """The leaf: RFC 8785 canonical JSON of the whole entry."""
@@ -186,10 +246,13 @@ class LedgerReport:
     checkpoints: int
     root_hash: bytes
     latest_checkpoint_size: int | None
+    legacy_entries: int = 0
+    """Entries from before entry authentication (no signature; a checkpoint covers each)."""
 
     @property
     def unsigned_entries(self) -> int:
-        """Entries after the newest checkpoint: no signature covers them yet."""
+        """Entries after the newest checkpoint: no checkpoint covers them yet (each is
+        authenticated by its own signature)."""
         return self.entries - (self.latest_checkpoint_size or 0)
 
 
@@ -197,7 +260,35 @@ def _entry_from_row(row: Any) -> LedgerEntry:
     payload = json.loads(row.payload)
     if not isinstance(payload, dict):
         raise ValueError("payload is not a JSON object")
-    return LedgerEntry(row.seq, row.time, row.actor, row.action, row.subject, payload)
+    signature = None if row.signature is None else bytes(row.signature)
+    return LedgerEntry(row.seq, row.time, row.actor, row.action, row.subject, payload,
+                       row.signed_by, signature)
+
+
+def _checked_leaf(row: Any) -> tuple[LedgerEntry, bytes]:
+    """The entry of a stored row and its leaf hash, recomputed from its content; raises
+    :class:`LedgerIntegrityError` when the row does not match its own ``leaf_hash``."""
+    seq = row.seq
+    try:
+        entry = _entry_from_row(row)
+        canonical = rfc8785.dumps(dict(entry.payload)).decode("utf-8")
+    except (ValueError, TypeError, rfc8785.CanonicalizationError) as exc:
+        raise LedgerIntegrityError(
+            f"entry {seq} was altered: its payload is not a canonical JSON object",
+            seq=seq,
+        ) from exc
+    if canonical != row.payload:
+        raise LedgerIntegrityError(
+            f"entry {seq} was altered: its payload is not in canonical form", seq=seq
+        )
+    leaf = entry.leaf_hash()
+    if leaf != bytes(row.leaf_hash):
+        raise LedgerIntegrityError(
+            f"entry {seq} ({row.action} {row.subject}) was altered: its content does not "
+            "match its leaf hash",
+            seq=seq,
+        )
+    return entry, leaf
 
 
 def _checkpoint_from_row(row: Any) -> Checkpoint:
@@ -205,6 +296,128 @@ def _checkpoint_from_row(row: Any) -> Checkpoint:
         row.id, row.tree_size, bytes(row.root_hash), row.origin, row.key_id, row.note,
         row.created,
     )
+
+
+def _described(entry: LedgerEntry) -> str:
+    return f"entry {entry.seq} ({entry.action} {entry.subject})"
+
+
+def registered_key(entry: LedgerEntry) -> PublicKey:
+    """The key a ``key.created`` / ``key.rotated`` entry registers.
+
+    Raises :class:`LedgerIntegrityError` when the payload holds no valid Ed25519 public
+    key or names another key id than the key it holds.
+    """
+    pem = entry.payload.get("public_key_pem")
+    try:
+        key = PublicKey.from_pem(str(pem).encode("ascii"))
+    except (CustodyError, UnicodeEncodeError) as exc:
+        raise LedgerIntegrityError(
+            f"{_described(entry)} holds no valid public key", seq=entry.seq
+        ) from exc
+    if key.key_id != entry.payload.get("key_id"):
+        raise LedgerIntegrityError(
+            f"{_described(entry)} names key {entry.payload.get('key_id')} but holds key "
+            f"{key.key_id}",
+            seq=entry.seq,
+        )
+    return key
+
+
+class KeyChain:
+    """Which key authenticates each entry, fed the entries in ``seq`` order.
+
+    * Before any key entry, a key of ``anchors`` (the keys the verifier trusts).
+    * The first key entry may be signed by the key it registers: no earlier key can
+      vouch for it; trust in it comes from the checkpoints it signs and the key the
+      archive publishes.
+    * Every later key entry must be signed by the key current before it; the key it
+      registers authenticates the entries after it. So only a holder of the current key
+      can hand authority to another one, and a forged ``key.rotated`` row (which no
+      holder signed) gives its key nothing.
+    * An entry from before entry authentication (no ``signed_by``, no signature) is
+      accepted only where a signed checkpoint covers it (``covered``); its place in the
+      tree is then what the checkpoint signed.
+    """
+
+    def __init__(self, origin: str | None, anchors: Mapping[str, PublicKey]) -> None:
+        self.origin = origin
+        self.anchors = dict(anchors)
+        self.current: PublicKey | None = None
+        self.current_since: int | None = None  # the seq of the key entry that made it so
+        self.keys: dict[str, PublicKey] = {}  # every key the chain gave authority, in order
+        self.legacy = 0  # entries accepted without a signature
+
+    def check(self, entry: LedgerEntry, leaf_hash: bytes, *, covered: bool) -> None:
+        """Accept ``entry`` (whose recomputed leaf hash is ``leaf_hash``) or raise
+        :class:`LedgerIntegrityError` naming it; then follow a key entry's hand-over.
+        Raises :class:`LedgerError` when no origin was given to check a signature with.
+        """
+        if entry.signed_by is None:
+            if entry.signature is not None:
+                raise LedgerIntegrityError(
+                    f"{_described(entry)} carries a signature but its leaf names no key: "
+                    "the row was altered",
+                    seq=entry.seq,
+                )
+            if not covered:
+                raise LedgerIntegrityError(
+                    f"{_described(entry)} carries no signature and no signed checkpoint "
+                    "covers it: no holder of the archive's key wrote it (a row inserted "
+                    "into the database)",
+                    seq=entry.seq,
+                )
+            self.legacy += 1
+        else:
+            self._check_signature(entry, leaf_hash)
+        if entry.action in KEY_ACTIONS:
+            key = registered_key(entry)
+            self.current, self.current_since = key, entry.seq
+            self.keys[key.key_id] = key
+
+    def _check_signature(self, entry: LedgerEntry, leaf_hash: bytes) -> None:
+        signer = entry.signed_by
+        assert signer is not None
+        if entry.signature is None:
+            raise LedgerIntegrityError(
+                f"{_described(entry)} names key {signer[:16]}… as its signer but carries no "
+                "signature: it was removed",
+                seq=entry.seq,
+            )
+        if self.origin is None:
+            raise LedgerError("cannot check ledger entry signatures without the archive's "
+                              "origin")
+        key = self._authorised(entry)
+        if key is None or key.key_id != signer:
+            expected = "that key is not in the archive's key history"
+            if key is not None:
+                expected = f"the archive's key then was {key.key_id[:16]}…"
+                if self.current_since is not None:
+                    expected += f" (registered by entry {self.current_since})"
+            raise LedgerIntegrityError(
+                f"{_described(entry)} is signed by key {signer[:16]}…, but {expected}: no "
+                "holder of the archive's key wrote it",
+                seq=entry.seq,
+            )
+        try:
+            key.verify(entry.signature, entry_signed_text(self.origin, entry.seq, leaf_hash))
+        except VerificationError as exc:
+            raise LedgerIntegrityError(
+                f"{_described(entry)} has a signature that does not verify with key "
+                f"{signer[:16]}…: the entry was forged or altered",
+                seq=entry.seq,
+            ) from exc
+
+    def _authorised(self, entry: LedgerEntry) -> PublicKey | None:
+        if self.current is not None:
+            return self.current
+        assert entry.signed_by is not None
+        anchor = self.anchors.get(entry.signed_by)
+        if anchor is not None:
+            return anchor
+        if entry.action in KEY_ACTIONS:
+            return registered_key(entry)  # the first key entry, signed by its own key
+        return None
 
 
 def _entry_range(level: int, index: int) -> tuple[int, int]:
@@ -222,11 +435,26 @@ class Ledger:
     Every method that takes ``connection`` runs inside the caller's transaction when one
     is given (so an event and the rows it describes commit together), else in its own.
     Database failures are raised as :class:`LedgerError`.
+
+    ``origin`` is the archive's origin (bound into every entry signature); ``signer`` the
+    archive's key, or a function that loads it on first use. A ledger without a signer
+    reads and verifies but refuses to append: no entry is written unauthenticated.
     """
 
-    def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        origin: str | None = None,
+        signer: KeySource | None = None,
+    ) -> None:
+        if signer is not None and not origin:
+            raise ValueError("a ledger that signs its entries needs the archive's origin")
         self.engine = engine
         self.clock = clock
+        self.origin = origin
+        self._signer = signer
 
     # -- writing ------------------------------------------------------------------------
 
@@ -241,8 +469,13 @@ class Ledger:
     ) -> LedgerEntry:
         """Append one event; returns it with its ``seq``.
 
+        The entry is signed by the ledger's signer (see :class:`Ledger`), which must be
+        the key the key history on the ledger makes current.
+
         Raises ``ValueError`` if the payload is not JSON data RFC 8785 can represent,
-        :class:`LedgerError` if the database refuses the write.
+        :class:`LedgerError` if the ledger has no signer, its key is not the archive's
+        current key, or the database refuses the write; whatever loading the key raises
+        (a missing passphrase) passes through.
         """
         for name, value in (("actor", actor), ("action", action), ("subject", subject)):
             if not value:
@@ -251,24 +484,44 @@ class Ledger:
             payload_text = rfc8785.dumps(dict(payload)).decode("utf-8")
         except (TypeError, rfc8785.CanonicalizationError) as exc:
             raise ValueError(f"ledger payload is not canonical JSON data: {exc}") from exc
+        key = self.signing_key()  # before any lock: loading may decrypt the key file
         return self._in_transaction(
             connection,
-            lambda conn: self._append(conn, actor, action, subject, payload_text),
+            lambda conn: self._append(conn, key, actor, action, subject, payload_text),
             "cannot append to the ledger",
         )
 
+    def signing_key(self) -> SigningKey:
+        """The key this ledger signs entries with, loaded now if it was not yet.
+
+        Raises :class:`LedgerError` when the ledger has none; whatever loading raises
+        passes through. A caller about to do something that must be recorded (hand out
+        an artifact) calls it first, so the record cannot fail after the fact.
+        """
+        if self._signer is None:
+            raise LedgerError(
+                "this ledger has no signing key, so it cannot append: every entry is "
+                "signed by the archive's key"
+            )
+        return self._signer if isinstance(self._signer, SigningKey) else self._signer()
+
     def _append(
-        self, conn: sa.Connection, actor: str, action: str, subject: str, payload_text: str
+        self, conn: sa.Connection, key: SigningKey, actor: str, action: str, subject: str,
+        payload_text: str,
     ) -> LedgerEntry:
+        assert self.origin is not None  # a ledger with a signer has one
         self._lock(conn)
+        self._check_current(conn, key)
         seq = self._size(conn)
         entry = LedgerEntry(seq, rfc3339(self.clock()), actor, action, subject,
-                            json.loads(payload_text))
+                            json.loads(payload_text), key.key_id)
         leaf = entry.leaf_hash()
+        signature = key.sign(entry_signed_text(self.origin, seq, leaf))
         conn.execute(
             sa.insert(entries_table).values(
                 seq=seq, time=entry.time, actor=actor, action=action, subject=subject,
-                payload=payload_text, leaf_hash=leaf,
+                payload=payload_text, leaf_hash=leaf, signed_by=key.key_id,
+                signature=signature,
             )
         )
         # The perfect subtrees this leaf completes: one per trailing 1-bit of seq.
@@ -283,17 +536,62 @@ class Ledger:
                 current = merkle.node_hash(lefts[level - 1, (seq >> level) << 1], current)
                 rows.append({"level": level, "idx": seq >> level, "hash": current})
             conn.execute(sa.insert(nodes_table), rows)
-        return entry
+        return LedgerEntry(entry.seq, entry.time, actor, action, subject, entry.payload,
+                           key.key_id, signature)
+
+    @staticmethod
+    def _check_current(conn: sa.Connection, key: SigningKey) -> None:
+        """Refuse to sign with another key than the one the newest key entry registers:
+        its entries would never verify, and the ledger could not be checkpointed again.
+        (One indexed read per append; the history itself is authenticated by
+        :meth:`create_checkpoint` and :meth:`verify`.)"""
+        e = entries_table.c
+        payload = conn.execute(
+            sa.select(e.payload).where(e.action.in_(KEY_ACTIONS))
+            .order_by(e.seq.desc()).limit(1)
+        ).scalar_one_or_none()
+        if payload is None:
+            return
+        try:
+            current = json.loads(payload).get("key_id")
+        except (ValueError, AttributeError):
+            current = None
+        if current != key.key_id:
+            raise LedgerError(
+                f"the signing key {key.key_id[:16]}… is not the archive's current key "
+                f"({str(current)[:16]}…, registered by the newest key entry); point "
+                "signing.key_file at the current key, or run 'archiver ledger verify'"
+            )
 
     def create_checkpoint(
-        self, key: SigningKey, origin: str, *, connection: sa.Connection | None = None
+        self,
+        key: SigningKey,
+        origin: str,
+        *,
+        connection: sa.Connection | None = None,
+        legacy: bool = False,
     ) -> Checkpoint:
-        """Sign the current head as a C2SP checkpoint and store it."""
+        """Sign the current head as a C2SP checkpoint and store it.
+
+        First it checks what it is about to sign: the newest stored checkpoint must carry
+        a valid signature by a key of the key history and match the stored tree, every
+        entry after it must be authentic (leaf, signature, key; see :class:`KeyChain`),
+        and the stored tree over those entries must be theirs. ``key`` must be the key the
+        key history makes current. ``legacy`` accepts entries without a signature: only
+        for the one checkpoint that signs in the tail written before entry
+        authentication, when the database is upgraded.
+
+        Raises :class:`LedgerIntegrityError` naming the first entry (or the checkpoint)
+        that does not pass, :class:`LedgerError` if the database refuses.
+        """
 
         def run(conn: sa.Connection) -> Checkpoint:
             self._lock(conn)
             size = self._size(conn)
-            root = self._root(conn, size)
+            try:
+                root = self._checked_root(conn, key, origin, size, legacy=legacy)
+            except LedgerIntegrityError as exc:
+                raise LedgerIntegrityError(f"no checkpoint signed: {exc}", seq=exc.seq) from exc
             note = sign_checkpoint(origin, size, root, key)
             created = rfc3339(self.clock())
             result = conn.execute(
@@ -412,22 +710,163 @@ class Ledger:
 
     # -- verification -------------------------------------------------------------------
 
+    def key_history(self) -> list[PublicKey]:
+        """The keys the key history on the ledger gave authority, oldest first.
+
+        Each key entry must be authenticated as :class:`KeyChain` says (a key entry from
+        before entry authentication must lie under the newest checkpoint); a forged
+        ``key.rotated`` row is refused, never trusted. This reads the key entries only:
+        :meth:`verify` checks them in the whole tree.
+
+        Raises :class:`LedgerIntegrityError` naming the first key entry that is not
+        authentic, :class:`LedgerError` when the database cannot be read.
+        """
+
+        def run(conn: sa.Connection) -> list[PublicKey]:
+            covered = self._newest_checkpoint_size(conn)
+            chain = KeyChain(self.origin, {})
+            e = entries_table.c
+            rows = conn.execute(
+                sa.select(entries_table).where(e.action.in_(KEY_ACTIONS)).order_by(e.seq)
+            ).all()
+            for row in rows:
+                entry, leaf = _checked_leaf(row)
+                chain.check(entry, leaf, covered=entry.seq < covered)
+            return list(chain.keys.values())
+
+        return self._in_transaction(None, run, "cannot read the ledger")
+
     def verify(self, keys: Iterable[PublicKey]) -> LedgerReport:
         """Recompute the whole ledger from its rows and check it against itself.
 
         Streams entries, stored nodes and checkpoints together, in O(log n) memory.
+        Every entry's signature is checked against the key history (:class:`KeyChain`,
+        with ``keys`` as the keys trusted before the first key entry); a checkpoint must
+        be signed by one of ``keys`` or a key the history gave authority.
         Raises :class:`LedgerIntegrityError` naming the first entry that was altered,
-        removed or inserted (or the checkpoint at fault), :class:`LedgerError` when the
-        database cannot be read.
+        removed, inserted or forged (or the checkpoint at fault), :class:`LedgerError`
+        when the database cannot be read.
         """
         by_id = {key.key_id: key for key in keys}
         try:
             with self.engine.connect() as conn:
-                return _Verification(conn, by_id).run()
+                return _Verification(conn, by_id, self.origin).run()
         except sa.exc.SQLAlchemyError as exc:
             raise LedgerError(f"cannot read the ledger: {exc}") from exc
 
     # -- internals ----------------------------------------------------------------------
+
+    @staticmethod
+    def _newest_checkpoint_size(conn: sa.Connection) -> int:
+        newest = conn.execute(sa.select(sa.func.max(checkpoints_table.c.tree_size))).scalar()
+        return 0 if newest is None else int(newest)
+
+    def _checked_root(
+        self, conn: sa.Connection, key: SigningKey, origin: str, size: int, *, legacy: bool
+    ) -> bytes:
+        """The root of the first ``size`` entries, once everything since the newest
+        checkpoint signed by ``key`` checked out (see :meth:`create_checkpoint`).
+
+        The starting point is a checkpoint by ``key`` itself, the one key the signer
+        trusts without the database's word. Without one (a new archive, a new key) the
+        whole ledger is verified instead.
+        """
+        if origin != self.origin and self.origin is not None:
+            raise LedgerError(f"checkpoint origin {origin!r} is not the ledger's "
+                              f"{self.origin!r}")
+        anchors = {key.key_id: key.public}
+        c = checkpoints_table.c
+        previous = conn.execute(
+            sa.select(checkpoints_table).where(c.key_id == key.key_id)
+            .order_by(c.tree_size.desc(), c.id.desc()).limit(1)
+        ).one_or_none()
+        if previous is None:
+            verification = _Verification(conn, anchors, origin, legacy=legacy)
+            report = verification.run()
+            chain = verification.chain
+            root = report.root_hash
+        else:
+            chain, root = self._extend(conn, previous, key, origin, size, legacy=legacy)
+        if chain.current is not None and chain.current.key_id != key.key_id:
+            raise LedgerError(
+                f"the signing key {key.key_id[:16]}… is not the archive's current key "
+                f"{chain.current.key_id[:16]}…; it signs no checkpoint"
+            )
+        return root
+
+    def _extend(
+        self, conn: sa.Connection, previous: Any, key: SigningKey, origin: str, size: int,
+        *, legacy: bool,
+    ) -> tuple[KeyChain, bytes]:
+        name = f"checkpoint #{previous.id} (tree size {previous.tree_size})"
+        try:
+            head = verify_note(previous.note, origin, key.public)
+        except VerificationError as exc:
+            raise LedgerIntegrityError(
+                f"{name}: {exc}; run 'archiver ledger verify'"
+            ) from exc
+        start = head.size
+        if start > size:
+            raise LedgerIntegrityError(
+                f"entries from {size} on are missing: signed {name} covers {start} entries; "
+                "run 'archiver ledger verify'",
+                seq=size,
+            )
+        # The stored right edge of the signed tree must give its signed root: then the new
+        # tree extends exactly what was signed, whatever else the database now says.
+        builder = self._with_nodes(conn, functools.partial(merkle.TreeBuilder.resume, start))
+        if builder.root() != head.root_hash:
+            raise LedgerIntegrityError(
+                f"the stored tree no longer gives the root signed in {name}: entries before "
+                f"{start} were altered; run 'archiver ledger verify'"
+            )
+        # The key history up to the signed tree: each key entry proven in it.
+        chain = KeyChain(origin, {key.key_id: key.public})
+        e = entries_table.c
+        for row in conn.execute(
+            sa.select(entries_table).where(e.action.in_(KEY_ACTIONS), e.seq < start)
+            .order_by(e.seq)
+        ).all():
+            entry, leaf = _checked_leaf(row)
+            proof = self._with_nodes(conn, functools.partial(
+                merkle.inclusion_proof, entry.seq, start))
+            try:
+                merkle.verify_inclusion(leaf, entry.seq, start, proof, head.root_hash)
+            except ProofError as exc:
+                raise LedgerIntegrityError(
+                    f"{_described(entry)} is not the entry signed in {name}: it was "
+                    "altered; run 'archiver ledger verify'",
+                    seq=entry.seq,
+                ) from exc
+            chain.check(entry, leaf, covered=True)
+        # Every entry since then: authentic, in order, and folded into the tree.
+        result = conn.execute(
+            sa.select(entries_table).where(e.seq >= start, e.seq < size).order_by(e.seq),
+            execution_options={"yield_per": _STREAM_ROWS},
+        )
+        try:
+            for row in result:
+                if row.seq != builder.size:
+                    raise LedgerIntegrityError(
+                        f"entry {builder.size} is missing (a row was deleted)",
+                        seq=builder.size,
+                    )
+                entry, leaf = _checked_leaf(row)
+                chain.check(entry, leaf, covered=legacy)
+                builder.add(leaf)
+        finally:
+            result.close()
+        if builder.size != size:
+            raise LedgerIntegrityError(f"entry {builder.size} is missing (a row was deleted)",
+                                       seq=builder.size)
+        root = builder.root()
+        if size > start and self._root(conn, size) != root:
+            raise LedgerIntegrityError(
+                f"the stored tree over entries {start}-{size - 1} is not the tree of those "
+                "entries; run 'archiver ledger verify'",
+                seq=start,
+            )
+        return chain, root
 
     def _in_transaction(
         self,
@@ -509,16 +948,21 @@ class Ledger:
 class _Verification:
     """One pass over entries, stored nodes and checkpoints, each in tree order."""
 
-    def __init__(self, conn: sa.Connection, keys: Mapping[str, PublicKey]) -> None:
+    def __init__(
+        self, conn: sa.Connection, keys: Mapping[str, PublicKey], origin: str | None, *,
+        legacy: bool = False,
+    ) -> None:
         self.conn = conn
         self.keys = keys
+        self.chain = KeyChain(origin, keys)
+        self.legacy = legacy  # accept every unsigned entry (the upgrade's checkpoint)
         self.tree = merkle.TreeBuilder()
         self.checkpoints = 0
         self.last_good_size = 0  # the size of the newest checkpoint that matched
         self.latest_size: int | None = None
 
     def _stream(self, query: sa.Select[Any]) -> Iterator[Any]:
-        result = self.conn.execution_options(yield_per=_STREAM_ROWS).execute(query)
+        result = self.conn.execute(query, execution_options={"yield_per": _STREAM_ROWS})
         self._open.append(result)
         return iter(result)
 
@@ -533,6 +977,7 @@ class _Verification:
 
     def _run(self) -> LedgerReport:
         size = Ledger._size(self.conn)
+        covered = Ledger._newest_checkpoint_size(self.conn)
         e, n, c = entries_table.c, nodes_table.c, checkpoints_table.c
         end_position = (n.idx + 1).op("<<")(n.level)
         entries = self._stream(sa.select(entries_table).where(e.seq < size).order_by(e.seq))
@@ -554,7 +999,9 @@ class _Verification:
                     f"to entry {row.seq} (a row was deleted)",
                     seq=expected,
                 )
-            completed = self.tree.add(self._leaf(row))
+            entry, leaf = _checked_leaf(row)
+            self.chain.check(entry, leaf, covered=self.legacy or expected < covered)
+            completed = self.tree.add(leaf)
             pending_checkpoint = self._checkpoints_at(expected + 1, pending_checkpoint,
                                                       checkpoints)
             for level, index, value in completed[1:]:
@@ -573,30 +1020,8 @@ class _Verification:
                 f"the ledger holds {size}",
                 seq=size,
             )
-        return LedgerReport(size, self.checkpoints, self.tree.root(), self.latest_size)
-
-    def _leaf(self, row: Any) -> bytes:
-        seq = row.seq
-        try:
-            entry = _entry_from_row(row)
-            canonical = rfc8785.dumps(dict(entry.payload)).decode("utf-8")
-        except (ValueError, TypeError, rfc8785.CanonicalizationError) as exc:
-            raise LedgerIntegrityError(
-                f"entry {seq} was altered: its payload is not a canonical JSON object",
-                seq=seq,
-            ) from exc
-        if canonical != row.payload:
-            raise LedgerIntegrityError(
-                f"entry {seq} was altered: its payload is not in canonical form", seq=seq
-            )
-        leaf = entry.leaf_hash()
-        if leaf != bytes(row.leaf_hash):
-            raise LedgerIntegrityError(
-                f"entry {seq} ({row.action} {row.subject}) was altered: its content does not "
-                "match its leaf hash",
-                seq=seq,
-            )
-        return leaf
+        return LedgerReport(size, self.checkpoints, self.tree.root(), self.latest_size,
+                            self.chain.legacy)
 
     def _compare_node(
         self, level: int, index: int, value: bytes, stored: Any, nodes: Iterator[Any]
@@ -631,7 +1056,7 @@ class _Verification:
         return pending
 
     def _check_checkpoint(self, row: Any, size: int) -> None:
-        key = self.keys.get(row.key_id)
+        key = self.keys.get(row.key_id) or self.chain.keys.get(row.key_id)
         if key is None:
             raise LedgerIntegrityError(
                 f"checkpoint #{row.id} (size {size}) is signed by key {row.key_id[:16]}…, "

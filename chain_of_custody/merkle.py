@@ -249,6 +249,19 @@ class TreeBuilder:
         self._edge: list[bytes] = []  # hashes of the perfect subtrees on the right edge
         self.size = 0
 
+    @classmethod
+    def resume(cls, size: int, reader: NodeReader) -> TreeBuilder:
+        """A builder that continues the tree of ``size`` leaves: only the perfect subtrees
+        on its right edge (one per 1-bit of ``size``) are read through ``reader``."""
+        builder = cls()
+        start = 0
+        for level in reversed(range(size.bit_length())):
+            if size >> level & 1:
+                builder._edge.append(reader(level, start >> level))
+                start += 1 << level
+        builder.size = size
+        return builder
+
     def add(self, leaf_hash_value: bytes) -> list[tuple[int, int, bytes]]:
         index = self.size
         completed = [(0, index, leaf_hash_value)]

@@ -61,6 +61,7 @@ def cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
                                  "checkpoints": report.checkpoints,
                                  "root_hash": report.root_hash.hex(),
                                  "unsigned_entries": report.unsigned_entries,
+                                 "legacy_entries": report.legacy_entries,
                                  "timestamp_tokens": tokens})
             else:
                 print(f"ok  ledger verified: {report.entries} entries, "
@@ -71,8 +72,11 @@ def cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
                       file=out)
                 if report.unsigned_entries:
                     print(f"    {report.unsigned_entries} newest entries are not yet in a "
-                          "signed checkpoint ('archiver ledger checkpoint' signs them)",
-                          file=out)
+                          "checkpoint (each is signed; 'archiver ledger checkpoint' signs "
+                          "them in)", file=out)
+                if report.legacy_entries:
+                    print(f"    {report.legacy_entries} entries from before entry signing, "
+                          "each covered by a signed checkpoint", file=out)
             return EXIT_OK
         if args.ledger_command == "checkpoint":
             checkpoint = archive.checkpoint()
@@ -90,6 +94,10 @@ def cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
         "seq": entry.seq,
         "leaf": entry.leaf_bytes().decode("utf-8"),
         "leaf_hash": entry.leaf_hash().hex(),
+        # The entry's own Ed25519 signature (None in entries older than entry signing).
+        "signed_by": entry.signed_by,
+        "signature": (None if entry.signature is None
+                      else base64.b64encode(entry.signature).decode("ascii")),
         "tree_size": proof.tree_size,
         "root_hash": proof.root_hash.hex(),
         "inclusion_proof": proof_hex,
@@ -101,6 +109,8 @@ def cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
         print(shown(f"entry {entry.seq}: {entry.action} {entry.subject} at {entry.time}"),
               file=out)
         print(f"  leaf hash:  {data['leaf_hash']}", file=out)
+        print(f"  signed by:  {entry.signed_by or 'nobody (written before entry signing)'}",
+              file=out)
         print(f"  tree size:  {proof.tree_size}", file=out)
         print(f"  root hash:  {data['root_hash']} "
               f"(base64 {base64.b64encode(proof.root_hash).decode()})", file=out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import re
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -15,14 +16,21 @@ from pathlib import Path
 import pytest
 import rfc8785
 import sqlalchemy as sa
+from ledger_forgery import (
+    append_row,
+    drop_triggers,
+    forged_rotation,
+    rewrite_row,
+    rotation_payload,
+)
 
 from archiver.db import make_engine
 from archiver.schema import upgrade
 from chain_of_custody import merkle
-from chain_of_custody.checkpoint import note_key_hash, verify_note
+from chain_of_custody.checkpoint import note_key_hash, sign_checkpoint, verify_note
 from chain_of_custody.errors import LedgerError, LedgerIntegrityError, ProofError
 from chain_of_custody.keys import SigningKey
-from chain_of_custody.ledger import LEDGER_TABLES, Ledger, LedgerEntry
+from chain_of_custody.ledger import LEDGER_TABLES, Ledger, LedgerEntry, checkpoints_table
 
 ORIGIN = "test.example/evidence-archiver"
 
@@ -75,22 +83,26 @@ def _drop_triggers(engine: sa.Engine) -> None:
                 conn.exec_driver_sql(f"DROP TRIGGER {table}_refuse_truncate ON {table}")
 
 
-def _leaf_of(seq: int, time: str, payload: dict[str, object], subject: str) -> bytes:
-    entry = LedgerEntry(seq, time, "tester", "note.added", subject, payload)
+def _leaf_of(seq: int, time: str, payload: dict[str, object], subject: str,
+             signed_by: str | None) -> bytes:
+    entry = LedgerEntry(seq, time, "tester", "note.added", subject, payload, signed_by)
     return entry.leaf_hash()
 
 
-def test_appends_are_numbered_and_leaves_are_canonical_json(engine: sa.Engine) -> None:
-    """seq counts from 0; the leaf is RFC 8785 JSON of the entry; leaf hash per RFC 9162."""
-    ledger = Ledger(engine, clock=_clock())
-    first = ledger.append(actor="a", action="key.created", subject="key:1", payload={"z": 1,
-                                                                                      "a": [2]})
+def test_appends_are_numbered_and_leaves_are_canonical_json(engine: sa.Engine,
+                                                           key: SigningKey) -> None:
+    """seq counts from 0; the leaf is RFC 8785 JSON of the entry, naming the key that
+    signed it; leaf hash per RFC 9162."""
+    ledger = Ledger(engine, clock=_clock(), origin=ORIGIN, signer=key)
+    first = ledger.append(actor="a", action="case.created", subject="case:1",
+                          payload={"z": 1, "a": [2]})
     second = ledger.append(actor="b", action="note.added", subject="case:x", payload={})
     assert (first.seq, second.seq) == (0, 1)
     assert first.time == "2026-01-02T03:04:05.000000Z"
     assert first.leaf_bytes() == (
-        b'{"action":"key.created","actor":"a","payload":{"a":[2],"z":1},"seq":0,'
-        b'"subject":"key:1","time":"2026-01-02T03:04:05.000000Z"}'
+        b'{"action":"case.created","actor":"a","payload":{"a":[2],"z":1},"seq":0,'
+        b'"signed_by":"' + key.key_id.encode() + b'",'
+        b'"subject":"case:1","time":"2026-01-02T03:04:05.000000Z"}'
     )
     assert first.leaf_hash() == hashlib.sha256(b"\x00" + first.leaf_bytes()).digest()
     assert ledger.entry(0) == first
@@ -103,7 +115,7 @@ def test_roots_and_proofs_from_stored_nodes_match_an_independent_tree(
 ) -> None:
     """For 1..21 entries, stored-node roots equal a from-scratch MTH, and every
     inclusion and consistency proof verifies against those roots."""
-    ledger = Ledger(engine, clock=_clock())
+    ledger = Ledger(engine, clock=_clock(), origin=ORIGIN, signer=key)
     leaves: list[bytes] = []
     roots = [_mth([])]
     for i in range(21):
@@ -129,7 +141,7 @@ def test_checkpoint_is_a_c2sp_signed_note_openssl_accepts(
 ) -> None:
     """The note is origin/size/base64 root, signed '— origin base64(keyhash||sig)', and
     openssl verifies the Ed25519 signature over the note text."""
-    ledger = Ledger(engine, clock=_clock())
+    ledger = Ledger(engine, clock=_clock(), origin=ORIGIN, signer=key)
     _fill(ledger, key, 3, checkpoint_each=False)
     checkpoint = ledger.create_checkpoint(key, ORIGIN)
     text, _, signature_line = checkpoint.note.partition("\n\n")
@@ -158,7 +170,7 @@ def test_database_refuses_update_and_delete_on_ledger_tables(
     engine: sa.Engine, key: SigningKey, table: str
 ) -> None:
     """The append-only triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL)."""
-    ledger = Ledger(engine, clock=_clock())
+    ledger = Ledger(engine, clock=_clock(), origin=ORIGIN, signer=key)
     _fill(ledger, key, 2)  # two entries complete one interior node; checkpoints exist
     column = {"ledger_entries": "actor", "ledger_nodes": "hash",
               "ledger_checkpoints": "origin"}[table]
@@ -183,7 +195,7 @@ def test_concurrent_appends_get_distinct_consecutive_positions(
     def writer(n: int) -> None:
         engine = make_engine(database_url)
         try:
-            ledger = Ledger(engine)
+            ledger = Ledger(engine, origin=ORIGIN, signer=key)
             for i in range(15):
                 ledger.append(actor=f"w{n}", action="note.added", subject=f"w{n}:{i}",
                               payload={"i": i})
@@ -198,7 +210,7 @@ def test_concurrent_appends_get_distinct_consecutive_positions(
     for thread in threads:
         thread.join(timeout=120)
     assert not errors, errors
-    ledger = Ledger(setup)
+    ledger = Ledger(setup, origin=ORIGIN)
     ledger.create_checkpoint(key, ORIGIN)
     report = ledger.verify([key.public])
     assert report.entries == 60
@@ -210,7 +222,7 @@ def test_concurrent_appends_get_distinct_consecutive_positions(
 
 def test_verify_reports_the_ledger_when_intact(engine: sa.Engine, key: SigningKey) -> None:
     """An untouched ledger verifies, with its root and its unsigned tail counted."""
-    ledger = Ledger(engine, clock=_clock())
+    ledger = Ledger(engine, clock=_clock(), origin=ORIGIN, signer=key)
     _fill(ledger, key, 9)
     ledger.append(actor="t", action="access.viewed", subject="capture:1", payload={})
     report = ledger.verify([key.public])
@@ -226,7 +238,7 @@ def test_verify_reports_the_ledger_when_intact(engine: sa.Engine, key: SigningKe
 @pytest.fixture
 def tampered(engine: sa.Engine, key: SigningKey) -> Ledger:
     """Nine entries, a checkpoint after each, triggers dropped (as an attacker would)."""
-    ledger = Ledger(engine, clock=_clock())
+    ledger = Ledger(engine, clock=_clock(), origin=ORIGIN, signer=key)
     _fill(ledger, key, 9)
     _drop_triggers(engine)
     return ledger
@@ -250,17 +262,17 @@ def test_edited_payload_is_named(tampered: Ledger, key: SigningKey) -> None:
 
 def test_edited_entry_with_recomputed_leaf_hash_is_named(tampered: Ledger,
                                                          key: SigningKey) -> None:
-    """An edit that also recomputes the leaf hash is caught by the signed checkpoints."""
+    """An edit that also recomputes the leaf hash is caught by the entry's signature."""
     row = tampered.entry(4)
     payload = {"i": 4, "text": "forged"}
-    forged = _leaf_of(4, row.time, payload, row.subject)
+    forged = _leaf_of(4, row.time, payload, row.subject, row.signed_by)
     with tampered.engine.begin() as conn:
         conn.execute(sa.text("UPDATE ledger_entries SET payload = :p, leaf_hash = :h "
                              "WHERE seq = 4"),
                      {"p": rfc8785.dumps(payload).decode(), "h": forged})
     error = _verify_fails(tampered, key)
     assert error.seq == 4
-    assert "entry 4 was altered, inserted or removed" in str(error)
+    assert "entry 4 (note.added capture:4) has a signature that does not verify" in str(error)
 
 
 def test_deleted_entry_is_named(tampered: Ledger, key: SigningKey) -> None:
@@ -283,24 +295,29 @@ def test_deleted_tail_is_named(tampered: Ledger, key: SigningKey) -> None:
 
 def test_inserted_entry_is_named(tampered: Ledger, key: SigningKey) -> None:
     """An entry slipped in at position 2 (later rows renumbered, every leaf hash
-    recomputed so each row is self-consistent) is named."""
+    recomputed so each row is self-consistent, signatures kept) is named."""
     rows = list(tampered.entries())
     with tampered.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM ledger_entries"))
         forged = [rows[0], rows[1], LedgerEntry(2, rows[1].time, "tester", "note.added",
-                                                "capture:planted", {"planted": True})]
-        forged += [LedgerEntry(e.seq + 1, e.time, e.actor, e.action, e.subject, e.payload)
+                                                "capture:planted", {"planted": True},
+                                                key.key_id, rows[1].signature)]
+        forged += [LedgerEntry(e.seq + 1, e.time, e.actor, e.action, e.subject, e.payload,
+                               e.signed_by, e.signature)
                    for e in rows[2:]]
         for e in forged:
             conn.execute(
                 sa.text("INSERT INTO ledger_entries (seq, time, actor, action, subject, "
-                        "payload, leaf_hash) VALUES (:s, :t, :a, :x, :sub, :p, :h)"),
+                        "payload, leaf_hash, signed_by, signature) "
+                        "VALUES (:s, :t, :a, :x, :sub, :p, :h, :k, :sig)"),
                 {"s": e.seq, "t": e.time, "a": e.actor, "x": e.action, "sub": e.subject,
-                 "p": rfc8785.dumps(dict(e.payload)).decode(), "h": e.leaf_hash()},
+                 "p": rfc8785.dumps(dict(e.payload)).decode(), "h": e.leaf_hash(),
+                 "k": e.signed_by, "sig": e.signature},
             )
     error = _verify_fails(tampered, key)
     assert error.seq == 2
-    assert "entry 2 was altered, inserted or removed" in str(error)
+    assert "entry 2 (note.added capture:planted) has a signature that does not verify" in str(
+        error)
 
 
 def test_altered_stored_node_is_named(tampered: Ledger, key: SigningKey) -> None:
@@ -331,11 +348,20 @@ def test_forged_checkpoint_signature_is_named(tampered: Ledger, key: SigningKey)
 
 
 def test_checkpoint_by_another_key_is_refused(engine: sa.Engine, key: SigningKey) -> None:
-    """A checkpoint signed by a key outside the key history is refused."""
-    ledger = Ledger(engine, clock=_clock())
+    """Another key signs no checkpoint of entries it did not authenticate; a checkpoint
+    row it signed anyway (written into the database) is refused by verification."""
+    ledger = Ledger(engine, clock=_clock(), origin=ORIGIN, signer=key)
     _fill(ledger, key, 2, checkpoint_each=False)
     intruder = SigningKey.generate()
-    ledger.create_checkpoint(intruder, ORIGIN)
+    with pytest.raises(LedgerIntegrityError, match=(
+            r"entry 0 .* is signed by key .*, but that key is not in the archive's key history")):
+        ledger.create_checkpoint(intruder, ORIGIN)
+    root = ledger.root_hash(2)
+    note = sign_checkpoint(ORIGIN, 2, root, intruder)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(checkpoints_table).values(
+            tree_size=2, root_hash=root, origin=ORIGIN, key_id=intruder.key_id,
+            note=note, created="2026-01-02T03:04:05.000000Z"))
     with pytest.raises(LedgerIntegrityError, match="not in the archive's key history"):
         ledger.verify([key.public])
 
@@ -343,6 +369,211 @@ def test_checkpoint_by_another_key_is_refused(engine: sa.Engine, key: SigningKey
 def test_database_failures_are_ledger_errors(tmp_path: Path) -> None:
     """A database without the ledger tables gives LedgerError, not a raw SQL error."""
     engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    ledger = Ledger(engine, origin=ORIGIN, signer=SigningKey.generate())
     with pytest.raises(LedgerError, match="cannot append to the ledger"):
-        Ledger(engine).append(actor="a", action="b", subject="c", payload={})
+        ledger.append(actor="a", action="b", subject="c", payload={})
     engine.dispose()
+
+
+# -- entry authentication: only a holder of the archive's key writes what a checkpoint signs --
+
+
+def _genesis(ledger: Ledger, key: SigningKey) -> None:
+    """The first entry of an archive's ledger: the key that signs it, self-signed."""
+    ledger.append(actor="tester", action="key.created", subject=f"key:{key.key_id}",
+                  payload=rotation_payload(key))
+
+
+@pytest.fixture
+def signed(engine: sa.Engine, key: SigningKey) -> Ledger:
+    """key.created, six entries, a checkpoint of all seven, then two more entries."""
+    ledger = Ledger(engine, clock=_clock(), origin=ORIGIN, signer=key)
+    _genesis(ledger, key)
+    _fill(ledger, key, 6, checkpoint_each=False)
+    ledger.create_checkpoint(key, ORIGIN)
+    _fill(ledger, key, 2, checkpoint_each=False)
+    return ledger
+
+
+def _checkpoints(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(checkpoints_table))
+                   .scalar_one())
+
+
+def test_a_ledger_without_a_signer_refuses_to_append(engine: sa.Engine) -> None:
+    """No entry is written unauthenticated: a reading Ledger cannot append."""
+    with pytest.raises(LedgerError, match="this ledger has no signing key, so it cannot "
+                                          "append"):
+        Ledger(engine, origin=ORIGIN).append(actor="a", action="b", subject="c", payload={})
+    assert Ledger(engine).size() == 0
+
+
+def test_entry_signature_is_ed25519_over_domain_separated_text_openssl_accepts(
+    signed: Ledger, key: SigningKey, tmp_path: Path
+) -> None:
+    """Each entry is signed at append time over 'evidence-archiver/ledger-entry/v1',
+    origin, seq and leaf hash; openssl verifies it with the public key alone."""
+    entry = signed.entry(3)
+    assert entry.signed_by == key.key_id
+    assert entry.signature is not None
+    text = (f"evidence-archiver/ledger-entry/v1\n{ORIGIN}\n3\n"
+            f"{entry.leaf_hash().hex()}\n").encode()
+    (tmp_path / "entry.txt").write_bytes(text)
+    (tmp_path / "entry.sig").write_bytes(entry.signature)
+    (tmp_path / "key.pem").write_bytes(key.public.pem())
+    verify = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "key.pem", "-rawin",
+              "-in", "entry.txt", "-sigfile", "entry.sig"]
+    done = subprocess.run(verify, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert b'"signed_by":"' + key.key_id.encode() + b'"' in entry.leaf_bytes()
+
+
+def test_forged_row_after_newest_checkpoint_is_named_and_never_signed(
+    signed: Ledger, key: SigningKey
+) -> None:
+    """The reported defect: a well-formed row (right leaf hash and nodes) inserted after
+    the newest checkpoint. Verification names it, and checkpointing refuses, naming it,
+    instead of signing it in."""
+    forged = append_row(signed.engine)
+    assert forged.seq == 9
+    before = _checkpoints(signed.engine)
+    error = _verify_fails(signed, key)
+    assert error.seq == 9
+    assert ("entry 9 (note.added case:planted) carries no signature and no signed "
+            "checkpoint covers it") in str(error)
+    with pytest.raises(LedgerIntegrityError, match=r"^no checkpoint signed: entry 9 ") as caught:
+        signed.create_checkpoint(key, ORIGIN)
+    assert caught.value.seq == 9
+    assert _checkpoints(signed.engine) == before
+
+
+def test_forged_rotation_gives_the_forgers_key_nothing(
+    signed: Ledger, key: SigningKey, engine: sa.Engine
+) -> None:
+    """A key.rotated row handing authority to the forger's key (signed by it), then rows
+    the forger signed: the rotation is named by verify, by the key history and by
+    checkpointing; the forger's key is never among the archive's keys."""
+    forger = SigningKey.generate()
+    rotation = forged_rotation(engine, forger, ORIGIN)
+    append_row(engine, sign_with=forger, origin=ORIGIN)
+    message = (f"entry {rotation.seq} (key.rotated key:{forger.key_id}) is signed by key "
+               f"{forger.key_id[:16]}…, but the archive's key then was {key.key_id[:16]}…")
+    assert message in str(_verify_fails(signed, key))
+    with pytest.raises(LedgerIntegrityError, match=re.escape(message)):
+        signed.key_history()
+    with pytest.raises(LedgerIntegrityError, match=re.escape(message)):
+        signed.create_checkpoint(key, ORIGIN)
+    # Nor can the forger checkpoint it: its key signed no checkpoint, so the whole ledger
+    # is checked from the first key entry on, and the rotation is found the same way.
+    with pytest.raises(LedgerIntegrityError, match=re.escape(message)):
+        signed.create_checkpoint(forger, ORIGIN)
+
+
+def test_unsigned_forged_rotation_is_named_too(signed: Ledger, key: SigningKey,
+                                              engine: sa.Engine) -> None:
+    """An unsigned key.rotated row (looking like one from before entry authentication)
+    after the newest checkpoint is named; the key history refuses it."""
+    forger = SigningKey.generate()
+    rotation = forged_rotation(engine, forger, ORIGIN, signed=False)
+    append_row(engine, sign_with=forger, origin=ORIGIN)
+    error = _verify_fails(signed, key)
+    assert error.seq == rotation.seq
+    assert "carries no signature and no signed checkpoint covers it" in str(error)
+    with pytest.raises(LedgerIntegrityError, match=f"entry {rotation.seq} "):
+        signed.key_history()
+
+
+def test_rotation_hands_authority_to_the_new_key(engine: sa.Engine, key: SigningKey) -> None:
+    """key.rotated, signed by the old key, makes the new key the one that signs: entries
+    after it verify under the new key, the old key may no longer append, and the new
+    key's first checkpoint checks the whole ledger and signs it."""
+    old = Ledger(engine, clock=_clock(), origin=ORIGIN, signer=key)
+    _genesis(old, key)
+    _fill(old, key, 3)
+    new_key = SigningKey.generate()
+    old.append(actor="tester", action="key.rotated", subject=f"key:{new_key.key_id}",
+               payload=rotation_payload(new_key))
+    with pytest.raises(LedgerError, match="is not the archive's current key"):
+        old.append(actor="tester", action="note.added", subject="case:x", payload={})
+    new = Ledger(engine, clock=_clock(), origin=ORIGIN, signer=new_key)
+    entry = new.append(actor="tester", action="note.added", subject="case:x", payload={})
+    assert entry.signed_by == new_key.key_id
+    with pytest.raises(LedgerError, match="is not the archive's current key"):
+        old.create_checkpoint(key, ORIGIN)
+    checkpoint = new.create_checkpoint(new_key, ORIGIN)
+    assert checkpoint.tree_size == 6
+    assert [k.key_id for k in new.key_history()] == [key.key_id, new_key.key_id]
+    report = new.verify([key.public])
+    assert (report.entries, report.checkpoints, report.unsigned_entries) == (6, 4, 0)
+
+
+def _legacy_ledger(engine: sa.Engine, key: SigningKey) -> Ledger:
+    """A ledger as written before entry authentication: rows with no signature, a
+    checkpoint of the first three, two more after it."""
+    ledger = Ledger(engine, clock=_clock(), origin=ORIGIN, signer=key)
+    append_row(engine, action="key.created", subject=f"key:{key.key_id}",
+               payload=rotation_payload(key), actor="tester")
+    for i in range(2):
+        append_row(engine, subject=f"capture:{i}", actor="tester")
+    ledger.create_checkpoint(key, ORIGIN, legacy=True)
+    for i in range(2, 4):
+        append_row(engine, subject=f"capture:{i}", actor="tester")
+    return ledger
+
+
+def test_entries_from_before_authentication_are_trusted_only_under_a_checkpoint(
+    engine: sa.Engine, key: SigningKey
+) -> None:
+    """Unsigned (older) entries pass where a signed checkpoint covers them; the tail no
+    checkpoint covers is refused, except by the upgrade's one legacy checkpoint."""
+    ledger = _legacy_ledger(engine, key)
+    error = _verify_fails(ledger, key)
+    assert error.seq == 3
+    with pytest.raises(LedgerIntegrityError, match="no checkpoint signed: entry 3 "):
+        ledger.create_checkpoint(key, ORIGIN)
+    ledger.create_checkpoint(key, ORIGIN, legacy=True)
+    ledger.append(actor="tester", action="note.added", subject="case:new", payload={})
+    ledger.create_checkpoint(key, ORIGIN)
+    report = ledger.verify([key.public])
+    assert (report.entries, report.legacy_entries, report.unsigned_entries) == (6, 5, 0)
+
+
+def test_a_stripped_signature_is_named_even_under_a_checkpoint(
+    signed: Ledger, key: SigningKey, engine: sa.Engine
+) -> None:
+    """The leaf names its signer, so removing the signature of a covered entry (to make
+    it look older than entry authentication) is named."""
+    drop_triggers(engine)
+    rewrite_row(engine, 4, signature=None)
+    error = _verify_fails(signed, key)
+    assert error.seq == 4
+    assert "carries no signature: it was removed" in str(error)
+
+
+def test_checkpointing_refuses_a_stored_tree_that_is_not_the_entries(
+    signed: Ledger, key: SigningKey, engine: sa.Engine
+) -> None:
+    """A node over the entries since the last checkpoint rewritten (the rows untouched):
+    the root the entries give is not the stored tree's, and nothing is signed."""
+    drop_triggers(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ledger_nodes SET hash = :h WHERE level = 3 AND idx = 0"),
+                     {"h": b"\x01" * 32})
+    with pytest.raises(LedgerIntegrityError,
+                       match="the stored tree over entries 7-8 is not the tree of those"):
+        signed.create_checkpoint(key, ORIGIN)
+
+
+def test_checkpointing_refuses_when_the_signed_tree_was_rewritten(
+    signed: Ledger, key: SigningKey, engine: sa.Engine
+) -> None:
+    """A stored node under the previous checkpoint rewritten: the new tree would not
+    extend the signed one, so nothing is signed."""
+    drop_triggers(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ledger_nodes SET hash = :h WHERE level = 2 AND idx = 0"),
+                     {"h": b"\x01" * 32})
+    with pytest.raises(LedgerIntegrityError,
+                       match=r"the stored tree no longer gives the root signed in checkpoint"):
+        signed.create_checkpoint(key, ORIGIN)

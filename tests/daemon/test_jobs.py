@@ -32,6 +32,7 @@ from archiver.watch.jobs import (
     backoff_delay,
     judge_capture,
 )
+from chain_of_custody.keys import SigningKey
 from chain_of_custody.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,11 +62,19 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+SIGNER = SigningKey.generate()
+
+
+def _ledger(engine: sa.Engine, clock: FakeClock) -> Ledger:
+    """The ledger the queue records on, signing as an archive's key would."""
+    return Ledger(engine, clock=clock, origin="jobs.test", signer=SIGNER)
+
+
 def make_queue(engine: sa.Engine, clock: FakeClock, **limits: float) -> JobQueue:
     settings = {"per_host_rate": 0.0, "per_host_concurrency": 10, "retry_base_seconds": 30.0,
                 "retry_max_seconds": 3600.0, "max_attempts": 3, "lease_seconds": 60.0}
     settings.update(limits)
-    return JobQueue(engine, ledger=Ledger(engine, clock=clock), clock=clock,
+    return JobQueue(engine, ledger=_ledger(engine, clock), clock=clock,
                     limits=JobLimits(**settings))  # type: ignore[arg-type]
 
 
@@ -221,7 +230,8 @@ def test_recovery_closes_the_interrupted_attempt_on_the_ledger(
     assert recovered.capture_id != job.capture_id
     (closed,) = queue.ledger.entries(actions=["capture.interrupted"])
     assert closed.subject == f"capture:{job.capture_id}"
-    assert closed.payload["reason"] == "its lease ran out"
+    assert (closed.payload["reason"], closed.payload["message"]) == (
+        "lease-expired", "its lease ran out")
     with engine.begin() as conn:
         assert queue.finish(job, "dead-worker", Verdict("completed", False),
                             connection=conn) is None
@@ -259,7 +269,7 @@ def test_many_threads_never_claim_a_job_twice(engine: sa.Engine, clock: FakeCloc
 
     def work(name: str) -> None:
         own = make_engine(database_url)
-        mine = JobQueue(own, ledger=Ledger(own, clock=clock), clock=clock,
+        mine = JobQueue(own, ledger=_ledger(own, clock), clock=clock,
                         limits=queue.limits)
         try:
             while (job := mine.claim(name)) is not None:
@@ -296,7 +306,7 @@ def test_postgres_host_limits_hold_under_concurrent_claims(postgres_url: str) ->
 
     def claim(name: str) -> None:
         own = make_engine(postgres_url)
-        mine = JobQueue(own, ledger=Ledger(own, clock=clock), clock=clock,
+        mine = JobQueue(own, ledger=_ledger(own, clock), clock=clock,
                         limits=queue.limits)
         start.wait()
         job = mine.claim(name)
@@ -323,7 +333,9 @@ CLAIMER = textwrap.dedent("""
     from archiver.watch.jobs import JobLimits, JobQueue, Verdict
     from chain_of_custody.ledger import Ledger
     engine = make_engine(sys.argv[1])
-    queue = JobQueue(engine, ledger=Ledger(engine),
+    from chain_of_custody.keys import SigningKey
+    queue = JobQueue(engine, ledger=Ledger(engine, origin="jobs.test",
+                                           signer=SigningKey.generate()),
                      limits=JobLimits(per_host_rate=0, per_host_concurrency=100))
     while (job := queue.claim(sys.argv[2])) is not None:
         print(job.id, flush=True)
