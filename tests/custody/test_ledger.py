@@ -577,3 +577,75 @@ def test_checkpointing_refuses_when_the_signed_tree_was_rewritten(
     with pytest.raises(LedgerIntegrityError,
                        match=r"the stored tree no longer gives the root signed in checkpoint"):
         signed.create_checkpoint(key, ORIGIN)
+
+
+def test_init_upgrading_an_older_ledger_signs_its_unsigned_tail_once(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An archive from before entry signing (schema 0004: unsigned rows, a checkpoint of
+    the first three, two rows after it). 'archiver init' upgrades it and signs that tail
+    in, once; new entries are signed; an unsigned row forged afterwards is refused, and
+    running init again does not sign it in."""
+    from alembic import command
+    from archive_cli import PASSPHRASE, Cli, archive_environment
+
+    from archiver import models, schema
+    from archiver.settings import load_settings
+
+    home = tmp_path / "archive"
+    home.mkdir(mode=0o700)
+    archive_environment(monkeypatch, home, database_url)
+    settings = load_settings()
+    engine = make_engine(settings.database_url)
+    config = schema._config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")
+    key = SigningKey.generate()
+    key.write_encrypted(settings.key_file, PASSPHRASE.encode())
+    with engine.begin() as conn:
+        conn.execute(sa.insert(models.archive_meta), [
+            {"key": "origin", "value": ORIGIN}, {"key": "created", "value": "2026-01-01"}])
+        conn.execute(sa.insert(models.signing_keys).values(
+            key_id=key.key_id, algorithm="ed25519", public_pem=key.public.pem().decode(),
+            created="2026-01-01T00:00:00.000000Z"))
+    append_row(engine, action="key.created", subject=f"key:{key.key_id}",
+               payload=rotation_payload(key))
+    for i in range(2):
+        append_row(engine, subject=f"capture:{i}")
+    root = _mth_of_hashes(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(checkpoints_table).values(
+            tree_size=3, root_hash=root, origin=ORIGIN, key_id=key.key_id,
+            note=sign_checkpoint(ORIGIN, 3, root, key), created="2026-01-01T00:00:00Z"))
+    for i in range(2, 4):
+        append_row(engine, subject=f"capture:{i}")
+
+    cli = Cli(home, capsys)
+    cli.ok("init")
+    report = cli.json("ledger", "verify")
+    assert (report["ok"], report["entries"], report["legacy_entries"],
+            report["unsigned_entries"]) == (True, 5, 5, 0)
+    with cli.archive() as archive:
+        entry = archive.ledger.append(actor="tester", action="note.added",
+                                      subject="case:new", payload={})
+        assert entry.signed_by == key.key_id
+    cli.ok("ledger", "checkpoint")
+    forged = append_row(engine).seq
+    cli.ok("init")
+    code, _out, err = cli("ledger", "checkpoint")
+    assert code == 1
+    assert err.startswith(f"archiver: error: no checkpoint signed: entry {forged} (")
+    assert cli("ledger", "verify")[0] == 1
+    engine.dispose()
+
+
+def _mth_of_hashes(engine: sa.Engine) -> bytes:
+    with engine.connect() as conn:
+        hashes = [bytes(h) for h in conn.execute(
+            sa.text("SELECT leaf_hash FROM ledger_entries ORDER BY seq")).scalars()]
+    builder = merkle.TreeBuilder()
+    for value in hashes:
+        builder.add(value)
+    return builder.root()
