@@ -221,6 +221,11 @@ entry:
 {_FOLD}
 ```
 
+An entry's `signed_by` names the archive key that signed the entry when it was
+appended. The archive signs a checkpoint only after checking the signature of every entry
+it covers, so the checkpoint's signature vouches for each of them; the entries' own
+signatures stay in the archive (`archiver ledger proof SEQ` shows one).
+
 The checkpoint's three first lines (origin, tree size, base64 root) are what the
 archive's key `{checkpoint_key_id}` signed; the last line carries the signature after a
 4-byte key hash (C2SP signed note):
