@@ -27,6 +27,7 @@ import pytest
 import rfc8785
 import sqlalchemy as sa
 from archive_cli import Cli, archive_environment
+from fixture_site import FixtureSite
 from ledger_forgery import append_row, drop_triggers, forged_rotation, rewrite_row
 from ledger_forgery import rotation_payload as key_payload
 
@@ -42,6 +43,7 @@ from chain_of_custody.ledger import (
     entry_signed_text,
     nodes_table,
 )
+from chain_of_custody.manifest import MANIFEST_FILE
 
 ORIGIN = "hostile.example/evidence-archiver"
 SEED = hostile_suite.seed()
@@ -326,4 +328,26 @@ def test_cli_reads_without_the_passphrase_and_records_nothing(
                                               "sign: no signing passphrase"):
             archive.ledger.append(actor="a", action="note.added", subject="case:x",
                                   payload={})
+        assert archive.ledger.size() == size
+
+
+@pytest.mark.hostile("ledger-edits")
+def test_cli_shows_and_hands_out_nothing_it_cannot_record(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, fixture_site: FixtureSite
+) -> None:
+    """'show' and 'get' record access.viewed / access.downloaded, which needs the key:
+    without the passphrase each exits 2 with one line, printing and writing nothing."""
+    capture = cli.capture(fixture_site.url("/chunked.txt"))
+    assert capture["status"] == "completed", capture
+    with cli.archive() as archive:
+        size = archive.ledger.size()
+    monkeypatch.delenv("ARCHIVER_SIGNING__PASSPHRASE")
+    for argv in (("show", capture["id"]), ("get", capture["id"], MANIFEST_FILE, "-o", "-")):
+        code, out, err = cli(*argv)
+        assert (code, out) == (2, ""), argv
+        assert err.startswith("archiver: error: this command records an event on the "
+                              "custody ledger, which the archive's signing key must sign: "
+                              "no signing passphrase"), err
+        assert err.count("\n") == 1
+    with cli.archive() as archive:
         assert archive.ledger.size() == size
