@@ -1087,13 +1087,19 @@ class _Verification:
 
 
 __all__ = [
+    "ENTRY_SIGNATURE_CONTEXT",
+    "KEY_ACTIONS",
     "Checkpoint",
+    "KeyChain",
+    "KeySource",
     "Ledger",
     "LedgerEntry",
     "LedgerReport",
     "append_only_trigger_ddl",
     "checkpoints_table",
     "entries_table",
+    "entry_signed_text",
     "metadata",
     "nodes_table",
+    "registered_key",
 ]
