@@ -316,6 +316,11 @@ class BrowserService:
 async def _close(generation: _Generation) -> None:
     from playwright.async_api import Error as PlaywrightError
 
+    watchdog = generation.watchdog
+    if watchdog is not None and not watchdog.done():
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
     try:
         await asyncio.wait_for(generation.browser.close(), CLOSE_SECONDS)
     except (PlaywrightError, TimeoutError):
