@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import random
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from encoded_site import (
 from PIL import Image
 
 from archiver.capture.browser import BrowserFetcher, BrowserOptions
-from archiver.capture.media import MediaOptions
+from archiver.capture.media import MediaOptions, phash
 from archiver.capture.page import capture_page
 from archiver.recorder import RecorderOptions, open_session
 
@@ -250,3 +252,33 @@ def test_a_chromium_past_kill_memory_mib_is_killed_under_its_capture(tmp_path: P
     assert "browser.kill_memory_mib (1500 MiB)" in (hog.outcome.message or "")
     assert calm.outcome.status == "ok", calm.outcome
     assert restarts == {"memory-kill": 1}
+
+
+PIXEL_CHILD = """
+import json, sys
+from pathlib import Path
+from archiver.capture.media import phash
+found = phash.image_hash(Path(sys.argv[1]))
+print(json.dumps({"pdq": found.pdq, "peak_rss_kib": next(
+    int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))}))
+"""
+
+
+@pytest.mark.hostile("bombs")
+def test_a_pixel_bomb_is_hashed_without_decoding_it_in_the_capture_process(
+        tmp_path: Path) -> None:
+    """A 200 KB PNG of 8000x8000 pixels (half a gigabyte decoded): its PDQ hash is made
+    from ffmpeg's reduced copy, so the hashing process stays small; the hash is that of
+    the same picture reduced beforehand."""
+    path = tmp_path / "pixels.png"
+    picture = Image.effect_mandelbrot((8000, 8000), (-2.0, -1.2, 1.0, 1.2), 30)
+    picture.save(path)
+    small = tmp_path / "small.png"
+    picture.resize((1000, 1000)).save(small)
+    del picture
+    done = subprocess.run([sys.executable, "-c", PIXEL_CHILD, str(path)], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["peak_rss_kib"] < 250 * 1024, result
+    assert phash.distances([result["pdq"]], [phash.image_hash(small).pdq])[0, 0] <= 8

@@ -647,7 +647,7 @@ class _Run:
             return []
         try:
             if kind == "image":
-                hashes = [phash.image_hash(path)]
+                hashes = [phash.image_hash(path, limits=self.options.tool_limits)]
             else:
                 hashes = phash.video_hashes(
                     path, samples=self.options.frame_samples,

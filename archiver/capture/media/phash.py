@@ -10,13 +10,16 @@ frame, so :data:`MIN_QUALITY` hashes are kept but not used to match.
 Hashes are written as 64 hex digits (the 256 bits in numpy ``packbits`` order). Frames
 come from ffmpeg (``-ss`` before ``-i``: a seek, not a decode of everything before),
 scaled to at most 512 pixels wide; images are decoded by Pillow, reduced to at most
-1024 pixels, never more than :data:`MAX_PIXELS` decoded. ffmpeg and ffprobe run under
-the tool limits (:mod:`archiver.capture.tools`): a hostile video can make them fail,
-not exhaust the machine.
+1024 pixels, never more than :data:`MAX_PIXELS` decoded; one of more than
+:data:`IN_PROCESS_PIXELS` (a few hundred kilobytes of PNG can declare 8000x8000 pixels,
+half a gigabyte decoded) is decoded and reduced by ffmpeg instead, out of this process.
+ffmpeg and ffprobe run under the tool limits (:mod:`archiver.capture.tools`): a hostile
+image or video can make them fail, not exhaust the machine.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,9 @@ from archiver.capture import tools
 MIN_QUALITY = 50
 """PDQ's own advice: below this a hash says too little to match on."""
 MAX_PIXELS = 64_000_000
+IN_PROCESS_PIXELS = 16_000_000
+"""Images up to this many pixels (or JPEGs, which decode at a reduced size) are decoded
+in this process, at most about 130 MB; larger ones by ffmpeg under the tool limits."""
 DEFAULT_MAX_DISTANCE = 31
 """Hamming distance (of 256 bits) under which two PDQ hashes are taken as the same
 picture; PDQ's authors use 31 as the match threshold."""
@@ -55,20 +61,46 @@ class FrameHash:
                 "quality": self.quality}
 
 
-def image_hash(path: Path, *, position: int = 0, seconds: float | None = None) -> FrameHash:
-    """PDQ of the image at ``path``. Raises :class:`HashError`."""
+def image_hash(path: Path, *, position: int = 0, seconds: float | None = None,
+               limits: tools.ToolLimits | None = None) -> FrameHash:
+    """PDQ of the image at ``path`` (a large one reduced by ffmpeg under ``limits``).
+    Raises :class:`HashError`."""
+    rgb: Image.Image | None = None
     try:
         with Image.open(path) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise HashError(f"{path.name}: {image.width}x{image.height} is too large "
                                 "to hash")
-            image.draft("RGB", (1024, 1024))  # JPEG: decode at a reduced size
-            rgb = image.convert("RGB")
+            if image.format == "JPEG" or image.width * image.height <= IN_PROCESS_PIXELS:
+                image.draft("RGB", (1024, 1024))  # JPEG: decode at a reduced size
+                rgb = image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise HashError(f"{path.name} is not an image Pillow can read: {exc}") from exc
+    if rgb is None:
+        rgb = _reduced_by_ffmpeg(path, limits or tools.ToolLimits())
     rgb.thumbnail((1024, 1024))
     bits, quality = pdqhash.compute(np.asarray(rgb))
     return FrameHash(position, seconds, _hex(bits), int(quality))
+
+
+def _reduced_by_ffmpeg(path: Path, limits: tools.ToolLimits) -> Image.Image:
+    """The image at ``path`` fitted into 1024x1024 by ffmpeg (as a BMP of at most 3 MB
+    on its standard output), so its full size is decoded in ffmpeg's bounded memory."""
+    done = tools.run(
+        [_tool("ffmpeg"), "-nostdin", "-v", "error", "-protocol_whitelist", "file",
+         "-i", str(path), "-frames:v", "1", "-vf",
+         "scale=w=1024:h=1024:force_original_aspect_ratio=decrease", "-pix_fmt", "bgr24",
+         "-f", "image2pipe", "-c:v", "bmp", "-"],
+        limits)
+    stopped = limits.explain(done.returncode, done.stderr)
+    if stopped is not None:
+        raise HashError(f"ffmpeg reducing {path.name} {stopped}")
+    try:
+        output = done.stdout if isinstance(done.stdout, bytes) else b""
+        with Image.open(io.BytesIO(output)) as reduced:
+            return reduced.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise HashError(f"ffmpeg could not reduce {path.name}") from exc
 
 
 def is_image(path: Path) -> bool:
@@ -123,7 +155,8 @@ def video_hashes(path: Path, *, samples: int, workdir: Path,
         if not frame.exists():
             continue
         try:
-            hashes.append(image_hash(frame, position=position, seconds=round(seconds, 3)))
+            hashes.append(image_hash(frame, position=position, seconds=round(seconds, 3),
+                                     limits=limits))
         finally:
             frame.unlink(missing_ok=True)
     if not hashes:
@@ -149,7 +182,7 @@ def file_hashes(path: Path, *, samples: int, workdir: Path,
                 limits: tools.ToolLimits | None = None) -> list[FrameHash]:
     """An image's hash, or a video's frame hashes. Raises :class:`HashError`."""
     if is_image(path):
-        return [image_hash(path)]
+        return [image_hash(path, limits=limits)]
     return video_hashes(path, samples=samples, workdir=workdir, limits=limits)
 
 
