@@ -94,6 +94,8 @@ def test_an_image_under_a_video_content_type_is_kept_as_an_image(tmp_path: Path)
         captured = record(site.url("/"), tmp_path)
     assert captured.report.outcome.status == "ok", captured.report.outcome
     assert [i["kind"] for i in captured.report.summary["items"]] == ["image"]
+    (artifact,) = [a for a in captured.report.artifacts if a.role == "media"]
+    assert (artifact.media_type, artifact.name.rsplit(".", 1)[1]) == ("image/png", "png")
 
 
 @pytest.mark.hostile("fake-media")

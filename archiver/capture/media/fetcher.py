@@ -439,10 +439,16 @@ class _Run:
         if self._already_sealed(digest, source, facts.get("extractor")):
             return
         base = f"media-{facts['id']}"
-        name = self._name(base, path.suffix.lstrip(".") or str(facts.get("ext") or "bin"))
+        ext = path.suffix.lstrip(".") or str(facts.get("ext") or "bin")
+        media_type = _media_type(path)
+        if kind == "image" and not media_type.startswith("image/"):
+            # yt-dlp's "direct link" was an image: sealed as the image its bytes are.
+            media_type = phash.image_media_type(path) or media_type
+            ext = _EXTENSIONS.get(media_type, ext)
+        name = self._name(base, ext)
         warc_type, url, refers = self._write(path, name, digest, bodies, fallback_url=source,
-                                             media_type=_media_type(path))
-        self.artifacts.append(DerivedArtifact(name, "media", _media_type(path), path, digest))
+                                             media_type=media_type)
+        self.artifacts.append(DerivedArtifact(name, "media", media_type, path, digest))
         item = {
             "artifact": name, "kind": kind, "source_url": url,
             "webpage_url": facts.get("webpage_url"), "extractor": facts.get("extractor"),
@@ -562,11 +568,15 @@ class _Run:
         if self._already_sealed(digest, done.url, "page image" if not page_body else "direct"):
             path.unlink(missing_ok=True)
             return
-        ext = _extension(done.media_type, done.url)
+        claimed = done.media_type
+        if kind == "image" and not claimed.startswith("image/"):
+            # The bytes are an image whatever the server called them: sealed as such.
+            claimed = phash.image_media_type(path) or "application/octet-stream"
+        ext = _extension(claimed, done.url)
         final = path.with_name(f"{path.name}.{ext}")
         path.rename(final)
         name = self._name(f"media-{_stem(done.url)}", ext)
-        media_type = done.media_type if "/" in done.media_type else _media_type(final)
+        media_type = claimed if "/" in claimed else _media_type(final)
         response = RecordedBody(done.url, done.summary.payload_digest or "",
                                 done.revisit_of or done.summary.response_record_id)
         warc_type, _url, refers = self._write(final, name, digest, [response],

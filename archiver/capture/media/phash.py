@@ -103,6 +103,15 @@ def _reduced_by_ffmpeg(path: Path, limits: tools.ToolLimits) -> Image.Image:
         raise HashError(f"ffmpeg could not reduce {path.name}") from exc
 
 
+def image_media_type(path: Path) -> str | None:
+    """The media type of the image format Pillow identifies in ``path`` (None: none)."""
+    try:
+        with Image.open(path) as image:
+            return Image.MIME.get(image.format or "")
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
 def is_image(path: Path) -> bool:
     try:
         with Image.open(path) as image:
