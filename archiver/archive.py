@@ -61,7 +61,6 @@ if TYPE_CHECKING:
     from chain_of_custody.timestamp import StoredToken
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # manifests and signatures are small; never read more
-_ENTRY_AUTHENTICATION = "0005"  # the schema revision from which ledger entries are signed
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,6 @@ def initialise(settings: Settings, *, clock: Clock = utc_now) -> InitReport:
     passphrase = settings.passphrase()
     engine = make_engine(settings.database_url)
     try:
-        before = schema.current_revision(engine)
         schema.upgrade(engine)
         with engine.begin() as conn:
             origin = _meta(conn, "origin")
@@ -223,13 +221,13 @@ def initialise(settings: Settings, *, clock: Clock = utc_now) -> InitReport:
                 f"signing key file {key_file} holds key {key.key_id[:16]}…, but the archive's "
                 f"key is {registered[:16]}…; point signing.key_file at the right key"
             )
-        elif before is not None and before < _ENTRY_AUTHENTICATION:
+        elif ledger.predating_tail():
             # Entries appended before entry authentication carry no signature; the tail no
-            # checkpoint covers yet is signed in now, once, by the key holder upgrading.
-            # Later checkpoints refuse every unsigned entry (chain_of_custody.ledger).
-            latest = ledger.latest_checkpoint()
-            if latest is None or latest.tree_size < ledger.size():
-                ledger.create_checkpoint(key, origin, legacy=True)
+            # checkpoint covers yet is signed in now, once, by the key holder upgrading
+            # (also when an earlier init was stopped between the upgrade and this
+            # checkpoint). Only unsigned entries older than every signed one: an unsigned
+            # row after a signed one is refused by every checkpoint (chain_of_custody.ledger).
+            ledger.create_checkpoint(key, origin, legacy=True)
         privacy.tighten(settings)
         return InitReport(home, settings.database_url, key.key_id, created, origin)
     finally:

@@ -337,7 +337,10 @@ class KeyChain:
       holder signed) gives its key nothing.
     * An entry from before entry authentication (no ``signed_by``, no signature) is
       accepted only where a signed checkpoint covers it (``covered``); its place in the
-      tree is then what the checkpoint signed.
+      tree is then what the checkpoint signed. The one checkpoint that signs in the tail
+      written before entry authentication (``predating``) accepts such an entry
+      uncovered, but only while no signed entry came before it: an unsigned row after a
+      signed one was inserted later, by someone without the key.
     """
 
     def __init__(self, origin: str | None, anchors: Mapping[str, PublicKey]) -> None:
@@ -347,11 +350,15 @@ class KeyChain:
         self.current_since: int | None = None  # the seq of the key entry that made it so
         self.keys: dict[str, PublicKey] = {}  # every key the chain gave authority, in order
         self.legacy = 0  # entries accepted without a signature
+        self.first_signed: int | None = None  # the seq of the first signed entry seen
 
-    def check(self, entry: LedgerEntry, leaf_hash: bytes, *, covered: bool) -> None:
+    def check(self, entry: LedgerEntry, leaf_hash: bytes, *, covered: bool,
+              predating: bool = False) -> None:
         """Accept ``entry`` (whose recomputed leaf hash is ``leaf_hash``) or raise
         :class:`LedgerIntegrityError` naming it; then follow a key entry's hand-over.
-        Raises :class:`LedgerError` when no origin was given to check a signature with.
+        ``predating`` accepts an unsigned entry no checkpoint covers if no signed entry
+        came before it. Raises :class:`LedgerError` when no origin was given to check a
+        signature with.
         """
         if entry.signed_by is None:
             if entry.signature is not None:
@@ -360,7 +367,7 @@ class KeyChain:
                     "the row was altered",
                     seq=entry.seq,
                 )
-            if not covered:
+            if not covered and not (predating and self.first_signed is None):
                 raise LedgerIntegrityError(
                     f"{_described(entry)} carries no signature and no signed checkpoint "
                     "covers it: no holder of the archive's key wrote it (a row inserted "
@@ -370,6 +377,8 @@ class KeyChain:
             self.legacy += 1
         else:
             self._check_signature(entry, leaf_hash)
+            if self.first_signed is None:
+                self.first_signed = entry.seq
         if entry.action in KEY_ACTIONS:
             key = registered_key(entry)
             self.current, self.current_since = key, entry.seq
@@ -579,7 +588,8 @@ class Ledger:
         and the stored tree over those entries must be theirs. ``key`` must be the key the
         key history makes current. ``legacy`` accepts entries without a signature: only
         for the one checkpoint that signs in the tail written before entry
-        authentication, when the database is upgraded.
+        authentication, when the database is upgraded, and only those that no signed
+        entry precedes (see :meth:`predating_tail`).
 
         Raises :class:`LedgerIntegrityError` naming the first entry (or the checkpoint)
         that does not pass, :class:`LedgerError` if the database refuses.
@@ -684,6 +694,30 @@ class Ledger:
         if not 0 < size1 <= size2:
             raise ProofError(f"no consistency proof from size {size1} to size {size2}")
         return self._prove(size2, lambda r: merkle.consistency_proof(size1, size2, r))
+
+    def predating_tail(self) -> int:
+        """How many entries after the newest checkpoint carry no signature, when every one
+        of them predates the first signed entry: the tail written before entry
+        authentication that the upgrade's checkpoint signs in (``legacy``). 0 when there
+        is none, or when an unsigned entry follows a signed one (a forged row, which no
+        checkpoint signs in)."""
+
+        def run(conn: sa.Connection) -> int:
+            e = entries_table.c
+            covered = self._newest_checkpoint_size(conn)
+            unsigned = conn.execute(
+                sa.select(sa.func.count(), sa.func.max(e.seq))
+                .where(e.seq >= covered, e.signed_by.is_(None))
+            ).one()
+            count, last = int(unsigned[0]), unsigned[1]
+            if count == 0:
+                return 0
+            first_signed = conn.execute(
+                sa.select(sa.func.min(e.seq)).where(e.signed_by.is_not(None))
+            ).scalar()
+            return count if first_signed is None or last < first_signed else 0
+
+        return self._in_transaction(None, run, "cannot read the ledger")
 
     def latest_checkpoint(self) -> Checkpoint | None:
         def run(conn: sa.Connection) -> Checkpoint | None:
@@ -839,6 +873,10 @@ class Ledger:
                     seq=entry.seq,
                 ) from exc
             chain.check(entry, leaf, covered=True)
+        if legacy:
+            chain.first_signed = conn.execute(
+                sa.select(sa.func.min(e.seq)).where(e.seq < start, e.signed_by.is_not(None))
+            ).scalar()
         # Every entry since then: authentic, in order, and folded into the tree.
         result = conn.execute(
             sa.select(entries_table).where(e.seq >= start, e.seq < size).order_by(e.seq),
@@ -852,7 +890,7 @@ class Ledger:
                         seq=builder.size,
                     )
                 entry, leaf = _checked_leaf(row)
-                chain.check(entry, leaf, covered=legacy)
+                chain.check(entry, leaf, covered=False, predating=legacy)
                 builder.add(leaf)
         finally:
             result.close()
@@ -955,7 +993,7 @@ class _Verification:
         self.conn = conn
         self.keys = keys
         self.chain = KeyChain(origin, keys)
-        self.legacy = legacy  # accept every unsigned entry (the upgrade's checkpoint)
+        self.legacy = legacy  # accept the unsigned tail before entry signing (upgrade)
         self.tree = merkle.TreeBuilder()
         self.checkpoints = 0
         self.last_good_size = 0  # the size of the newest checkpoint that matched
@@ -1000,7 +1038,7 @@ class _Verification:
                     seq=expected,
                 )
             entry, leaf = _checked_leaf(row)
-            self.chain.check(entry, leaf, covered=self.legacy or expected < covered)
+            self.chain.check(entry, leaf, covered=expected < covered, predating=self.legacy)
             completed = self.tree.add(leaf)
             pending_checkpoint = self._checkpoints_at(expected + 1, pending_checkpoint,
                                                       checkpoints)

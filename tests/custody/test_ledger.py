@@ -579,16 +579,13 @@ def test_checkpointing_refuses_when_the_signed_tree_was_rewritten(
         signed.create_checkpoint(key, ORIGIN)
 
 
-def test_init_upgrading_an_older_ledger_signs_its_unsigned_tail_once(
+def _archive_before_entry_signing(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+) -> tuple[Path, sa.Engine, SigningKey]:
     """An archive from before entry signing (schema 0004: unsigned rows, a checkpoint of
-    the first three, two rows after it). 'archiver init' upgrades it and signs that tail
-    in, once; new entries are signed; an unsigned row forged afterwards is refused, and
-    running init again does not sign it in."""
+    the first three, two rows after it)."""
     from alembic import command
-    from archive_cli import PASSPHRASE, Cli, archive_environment
+    from archive_cli import PASSPHRASE, archive_environment
 
     from archiver import models, schema
     from archiver.settings import load_settings
@@ -621,7 +618,19 @@ def test_init_upgrading_an_older_ledger_signs_its_unsigned_tail_once(
             note=sign_checkpoint(ORIGIN, 3, root, key), created="2026-01-01T00:00:00Z"))
     for i in range(2, 4):
         append_row(engine, subject=f"capture:{i}")
+    return home, engine, key
 
+
+def test_init_upgrading_an_older_ledger_signs_its_unsigned_tail_once(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """'archiver init' upgrades an archive from before entry signing and signs its
+    unsigned tail in, once; new entries are signed; an unsigned row forged afterwards is
+    refused, and running init again does not sign it in."""
+    from archive_cli import Cli
+
+    home, engine, key = _archive_before_entry_signing(database_url, tmp_path, monkeypatch)
     cli = Cli(home, capsys)
     cli.ok("init")
     report = cli.json("ledger", "verify")
@@ -638,6 +647,39 @@ def test_init_upgrading_an_older_ledger_signs_its_unsigned_tail_once(
     assert code == 1
     assert err.startswith(f"archiver: error: no checkpoint signed: entry {forged} (")
     assert cli("ledger", "verify")[0] == 1
+    engine.dispose()
+
+
+def test_init_interrupted_after_the_upgrade_signs_the_unsigned_tail_when_run_again(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An 'archiver init' killed after the schema upgrade and before its one checkpoint
+    (simulated: the upgrade alone, then a signed entry from another command): the next
+    init finds the unsigned tail that predates entry signing and signs it in; an unsigned
+    row forged after a signed one is still refused and named, by init's rerun too."""
+    from archive_cli import Cli
+
+    from archiver import schema
+
+    home, engine, _key = _archive_before_entry_signing(database_url, tmp_path, monkeypatch)
+    schema.upgrade(engine)
+    cli = Cli(home, capsys)
+    with cli.archive() as archive:
+        archive.ledger.append(actor="tester", action="note.added", subject="case:new",
+                              payload={})
+    cli.ok("init")
+    report = cli.json("ledger", "verify")
+    assert (report["ok"], report["entries"], report["legacy_entries"],
+            report["unsigned_entries"]) == (True, 6, 5, 0)
+    forged = append_row(engine).seq
+    cli.ok("init")
+    code, _out, err = cli("ledger", "checkpoint")
+    assert code == 1
+    assert err.startswith(f"archiver: error: no checkpoint signed: entry {forged} (")
+    code, out, _err = cli("ledger", "verify", "--json")
+    assert code == 1
+    assert f'"seq": {forged}' in out
     engine.dispose()
 
 
