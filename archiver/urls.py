@@ -64,6 +64,13 @@ class BadUrl(BadInput):
     """A URL that the archive will not take; the message says why, in one line."""
 
 
+class RefusedUrl(BadUrl):
+    """A well-formed URL refused for what it is rather than for how it is written: a
+    scheme other than http and https, or (when submitted) a user name or password. A
+    fetcher reports it as a refusal, like an address the SSRF guard refuses, not as a
+    broken URL."""
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedUrl:
     """A URL that passed :func:`check_url`, normalised."""
@@ -136,7 +143,8 @@ def check_url(text: str, *, userinfo: UserinfoRule) -> CheckedUrl:
     host, a host that is neither a domain name (IDN allowed) nor an IP address, a port
     that is not 1-65535, a backslash before the path (browsers read it as ``/``, so the
     host a browser would reach differs), and, when ``userinfo`` is ``"refuse"``, a user
-    name or password.
+    name or password. The scheme and the user name or password are refused with
+    :class:`RefusedUrl`, a :class:`BadUrl`.
     """
     submitted = userinfo == "refuse"
     what = "URL" if submitted else "URL found in the capture"
@@ -161,14 +169,14 @@ def check_url(text: str, *, userinfo: UserinfoRule) -> CheckedUrl:
         raise BadUrl(f"{what} {_quote_for_message(text)} is not a valid URL ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        raise BadUrl(f"{what} {_quote_for_message(text)}: scheme "
+        raise RefusedUrl(f"{what} {_quote_for_message(text)}: scheme "
                      f"{(scheme or '(none)')!r} is not allowed, only http and https URLs "
                      "can be captured")
     if "\\" in parts.netloc:
         raise BadUrl(f"{what} {_quote_for_message(text)} has a backslash in its host part")
     _userinfo, has_at, hostport = parts.netloc.rpartition("@")
     if has_at and submitted:
-        raise BadUrl(f"{what} {_quote_for_message(text)} holds a user "
+        raise RefusedUrl(f"{what} {_quote_for_message(text)} holds a user "
                      f"name or password: refused, because {_USERINFO_HINT}")
     host, port = _split_port(hostport, text, what)
     host = _ascii_host(host, text, what)

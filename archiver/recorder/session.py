@@ -82,7 +82,7 @@ from archiver.recorder.wire import (
     TlsPeer,
     Wire,
 )
-from archiver.urls import BadUrl, redacted
+from archiver.urls import BadUrl, RefusedUrl, redacted
 from archiver.urls import check_url as checked_url
 from chain_of_custody.digest import Digest
 
@@ -388,7 +388,10 @@ class RecordingSession:
         """:meth:`exchange`, following redirects (each hop recorded and guarded).
 
         Returns the last exchange and the ``(url, status)`` of every redirect hop. Raises
-        as :meth:`exchange`, and :class:`TooManyRedirects` past ``max_redirects``.
+        as :meth:`exchange`, :class:`TooManyRedirects` past ``max_redirects``,
+        :class:`FetchRefused` for a ``Location`` the archive never fetches (a scheme other
+        than http/https; an address the guard refuses is refused by the next exchange), and
+        :class:`FetchFailed` for a ``Location`` that is not a valid URL.
         """
         redirects: list[tuple[str, int]] = []
         current = request
@@ -407,6 +410,11 @@ class RecordingSession:
             try:
                 target = urljoin(done.url, location)
                 checked_url(target, userinfo="strip")
+            except RefusedUrl as exc:  # a well-formed URL never fetched, e.g. file:///etc/passwd
+                self.count_url("invalid")
+                raise FetchRefused(
+                    f"refusing to fetch the redirect from {done.url}: {exc}"
+                ) from exc
             except (ValueError, BadUrl) as exc:  # e.g. "http://[bad" is not a URL at all
                 self.count_url("invalid")
                 raise FetchFailed(
@@ -471,6 +479,13 @@ class RecordingSession:
                                   deadline, on_headers, on_body)
         finally:
             wire.close()
+
+    def check_target(self, url: str) -> None:
+        """Raise :class:`FetchRefused` when the guard refuses ``url`` before any socket
+        (scheme, a URL that is not one, a literal address it refuses); a host name is
+        judged only when resolved, at connect time. Nothing is sent, counted or recorded."""
+        check_url(url, allow_private_networks=self.options.allow_private_networks,
+                  policy=self.policy)
 
     def count_url(self, what: str, count: int = 1) -> None:
         """Count a URL found during the capture that was left out (``invalid``) or
