@@ -124,6 +124,17 @@ TEMPLATES: dict[str, str] = {
 const ws = new WebSocket('ws://127.0.0.1:{port}/socket');
 ws.onclose = (e) => document.body.append('closed ' + e.code);
 </script></body></html>""",
+    # Pages that move the main frame away on their own: to a private address (refused by
+    # the guard) or to another page of this site.
+    "/refresh-private.html": """<!doctype html><html><head><title>Refreshes away</title>
+<meta http-equiv="refresh" content="0;url={private}/landing.html"></head>
+<body><p>Public page before the refresh</p></body></html>""",
+    "/script-nav-private.html": """<!doctype html><html><head><title>Moves away</title>
+</head><body><p>Public page before the script</p>
+<script>location = 'http://10.0.0.1/';</script></body></html>""",
+    "/refresh-public.html": """<!doctype html><html><head><title>Refreshes on</title>
+<meta http-equiv="refresh" content="0;url=http://127.0.0.1:{port}/post.html"></head>
+<body><p>Public page before the refresh</p></body></html>""",
     "/sse.html": """<!doctype html><html><head><title>SSE</title></head><body><script>
 new EventSource('/events');</script></body></html>""",
     "/webrtc.html": """<!doctype html><html><head><title>WebRTC</title></head><body><script>

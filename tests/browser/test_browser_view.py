@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from browser_site import (
     POST_COLOUR,
     POST_TEXT,
@@ -408,3 +409,59 @@ def test_a_page_chromium_downloads_is_not_a_page(browser_site: Site, capture: Ca
     assert (outcome.status, outcome.reason) == ("none", "not-a-page")
     assert "is a download in the browser, not a page" in str(outcome.message)
     assert done.report.artifacts == ()
+
+
+# -- the page moving the main frame on its own ---------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "target", "reason"), [
+    ("/refresh-private.html", "{private}/landing.html", "127.0.0.2 is a loopback address"),
+    ("/script-nav-private.html", "http://10.0.0.1/", "10.0.0.1 is a private address"),
+])
+def test_a_page_navigating_itself_to_a_refused_address_is_still_rendered(
+    browser_site: Site, private_site: Site, capture: Capture, path: str, target: str,
+    reason: str,
+) -> None:
+    """A meta refresh or a script sending the main frame to an address the guard refuses
+    cannot kill the view: that navigation is aborted, the page stays and is photographed,
+    and the outcome names the refused navigation."""
+    private_site.clear()
+    target = target.format(private=private_site.base)
+    done = capture(browser_site.url(path), allow_private=False,
+                   address_policy=only_127_0_0_1)
+    assert private_site.hits == []
+    summary = done.report.summary
+    assert summary["final_url"] == browser_site.url(path)
+    assert {"screenshot.png", "dom.html", "page.json"} <= set(summary["artifacts"])
+    page = json.loads(_artifact_path(done, "page.json").read_text(encoding="utf-8"))
+    assert "Public page before the" in page["text"]
+    (note,) = done.report.provenance["notes"]
+    assert (note["url"], note["kind"]) == (target, "navigation-refused")
+    assert reason in note["detail"]
+    outcome = done.report.outcome
+    assert (outcome.status, outcome.reason) == ("partial", "not-recorded"), outcome.message
+    assert (f"the page tried to navigate to {target} on its own (meta refresh or script): "
+            "refused, the views show the page as it was") in str(outcome.message)
+    _judged(done)
+
+
+def test_a_page_navigating_itself_to_an_allowed_page_is_not_followed(
+    browser_site: Site, capture: Capture
+) -> None:
+    """A meta refresh to another (allowed) page is not followed: the views show the page
+    that was asked for, and the outcome says where the page wanted to go."""
+    browser_site.clear()
+    done = capture(browser_site.url("/refresh-public.html"))
+    target = browser_site.url("/post.html")
+    assert done.report.summary["final_url"] == browser_site.url("/refresh-public.html")
+    page = json.loads(_artifact_path(done, "page.json").read_text(encoding="utf-8"))
+    assert "Public page before the refresh" in page["text"]
+    assert "/post.html" not in browser_site.paths()
+    (note,) = done.report.provenance["notes"]
+    assert (note["url"], note["kind"]) == (target, "navigation-not-followed")
+    outcome = done.report.outcome
+    assert outcome.status == "ok"
+    assert outcome.message == (
+        f"the page tried to navigate to {target} on its own (meta refresh or script): not "
+        "followed, the views show the page as it was (capture that URL to keep it)")
+    assert "screenshot.png" in done.report.summary["artifacts"]

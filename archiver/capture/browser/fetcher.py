@@ -257,6 +257,14 @@ def _outcome(view: Rendering, options: BrowserOptions) -> Outcome:
         listed = ", ".join(f"{kind} {count}" for kind, count in view.not_recorded.items())
         said.append(f"{sum(view.not_recorded.values())} request(s) of the page not recorded "
                     f"({listed}; see provenance.json)")
+    for note in view.notes:
+        if note.kind == "navigation-refused":
+            said.append(f"the page tried to navigate to {note.url} on its own (meta refresh "
+                        "or script): refused, the views show the page as it was")
+        elif note.kind == "navigation-not-followed":
+            said.append(f"the page tried to navigate to {note.url} on its own (meta refresh "
+                        "or script): not followed, the views show the page as it was "
+                        "(capture that URL to keep it)")
     if view.dialogs:
         said.append(f"{len(view.dialogs)} JavaScript dialog(s) dismissed (see provenance.json)")
     message = "; ".join(said) or None

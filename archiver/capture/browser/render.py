@@ -56,6 +56,8 @@ report says so (a full-page PNG of 1280 x 100,000 px would take 500 MB to encode
 CLOSE_SECONDS = 10.0
 MAX_NAVIGATIONS = 4
 MAX_DIALOG_MESSAGE = 1000
+NAVIGATION_POLL = 0.1
+"""Seconds between looks at a document whose own navigation was aborted (see _goto)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +273,7 @@ async def _navigate(page: Page, router: Router, url: str, until: float) -> tuple
     for _ in range(MAX_NAVIGATIONS):
         router.expect_navigation(target)
         try:
-            response = await page.goto(target, wait_until="load", timeout=_ms(until))
+            await _goto(page, router, target, until)
         except PlaywrightTimeout as exc:
             if page.url in ("", "about:blank"):
                 raise NavigationFailed(
@@ -290,9 +292,36 @@ async def _navigate(page: Page, router: Router, url: str, until: float) -> tuple
             raise NavigationFailed(f"the browser could not load {url}: {message}") from exc
         redirected = router.take_redirect()
         if redirected is None:
-            return True, response.status if response is not None else None
+            return True, router.navigation_status
         target = redirected
     raise NavigationFailed(f"{url} kept redirecting the browser ({MAX_NAVIGATIONS} chains)")
+
+
+async def _goto(page: Page, router: Router, target: str, until: float) -> None:
+    """``page.goto(target)`` until the document has loaded: the load event, or, once
+    the page started a navigation of its own (aborted by the router), its ``readyState``.
+
+    Playwright stops watching for the load event of a document once that document
+    starts another navigation, even one that is aborted and leaves it in place (a
+    ``location = …`` in an inline script), so ``goto`` would wait out its whole timeout;
+    the document's ``readyState`` tells when it has loaded. Raises as ``page.goto``.
+    """
+    going = asyncio.ensure_future(page.goto(target, wait_until="load", timeout=_ms(until)))
+    try:
+        while True:
+            done, _ = await asyncio.wait({going}, timeout=NAVIGATION_POLL)
+            if done:
+                going.result()
+                return
+            if router.page_navigations and page.url not in ("", "about:blank"):
+                with contextlib.suppress(PlaywrightError):
+                    if await page.evaluate("document.readyState") == "complete":
+                        return
+    finally:
+        if not going.done():
+            going.cancel()
+            with contextlib.suppress(asyncio.CancelledError, PlaywrightError):
+                await going
 
 
 async def _scroll(page: Page, router: Router, max_scrolls: int, until: float) -> tuple[

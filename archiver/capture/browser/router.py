@@ -29,6 +29,17 @@ would turn each hop into a navigation, but when such a navigation fails or is in
 its driver dies of an unhandled promise rejection: a hostile redirect could kill the
 browser view.)
 
+Navigations the page starts itself. Once the render flow's own navigation is under way,
+a main-frame navigation the page starts (a meta refresh, ``location = …`` in a script) is
+never followed: it is aborted with ``aborted`` (Chromium's ``ERR_ABORTED``, which leaves
+the current document in place; any other code would commit an error page), and noted:
+``navigation-refused`` with the guard's reason when the guard refuses the address, else
+``navigation-not-followed`` (nothing is fetched). So a hostile page cannot replace itself
+with an error page, or pull the view to an address we refuse, halfway through the views
+(Playwright's calls would die with "Execution context was destroyed"), and the views
+always show the page that was asked for. Navigations of frames inside the page are
+requests like any other.
+
 Not routed, so not recorded: ``data:`` and ``blob:`` URLs (no network); CORS preflight
 ``OPTIONS`` requests, which Playwright answers itself while routing is on (permissively,
 so a cross-origin request the real server would refuse may succeed in the capture);
@@ -96,11 +107,12 @@ NoteKind = Literal[
     "refused", "timeout", "failed", "tls", "redirect-limit", "truncated", "too-large",
     "undecodable", "websocket", "event-stream", "request-limit", "redirected",
     "undelivered", "closed", "media-deferred", "budget", "decoded-size-limit",
+    "navigation-refused", "navigation-not-followed",
 ]
 NOT_RECORDED: frozenset[str] = frozenset({
     "refused", "timeout", "failed", "tls", "redirect-limit", "truncated", "too-large",
     "undecodable", "websocket", "event-stream", "request-limit", "budget",
-    "decoded-size-limit",
+    "decoded-size-limit", "navigation-refused",
 })
 """Note kinds meaning that something the page asked for is missing from what it was shown."""
 
@@ -182,6 +194,8 @@ class Router:
         self.media: list[str] = []
         self.error: BaseException | None = None
         self._expected: str | None = None  # the top-level navigation being started
+        self.page_navigations = 0  # main-frame navigations the page started, aborted
+        self.navigation_status: int | None = None  # the status the main frame was given
         self._pending: str | None = None  # where its redirects ended
         self._ready: dict[str, _Fetched] = {}  # final responses kept for the browser
         self._inflight = 0
@@ -290,9 +304,15 @@ class Router:
             await self._abort(route, "blockedbyclient")
             return
         navigation = request.is_navigation_request()
+        main_frame = navigation and request.frame.parent_frame is None
+        if main_frame and navigation_key(url) != self._expected:
+            await self._page_navigation(route, request)
+            return
+        if main_frame:
+            self._expected = None  # answered once; the page asking for it again is its own
         kept = self._ready.pop(navigation_key(url), None) if navigation else None
         if kept is not None:  # the end of a redirect chain the recorder followed
-            await self._deliver(route, url, kept)
+            await self._deliver(route, url, kept, main_frame=main_frame)
             return
         headers = await request.all_headers()
         outgoing = OutgoingRequest(
@@ -302,8 +322,7 @@ class Router:
             headers=tuple((k, v) for k, v in headers.items() if not k.startswith(":")),
             content=request.post_data_buffer or b"",
         )
-        top_level = (navigation and navigation_key(url) == self._expected
-                     and request.frame.parent_frame is None)
+        top_level = main_frame
         loop = asyncio.get_running_loop()
         try:
             fetched = await loop.run_in_executor(self._pool, self._fetch, outgoing)
@@ -321,9 +340,25 @@ class Router:
             self._note(url, "redirected", (
                 f"followed {len(fetched.redirects)} redirect(s) to {fetched.exchange.url}; "
                 "the browser was given that response at the first address"))
-        await self._deliver(route, url, fetched)
+        await self._deliver(route, url, fetched, main_frame=main_frame)
 
-    async def _deliver(self, route: Route, url: str, fetched: _Fetched) -> None:
+    async def _page_navigation(self, route: Route, request: Any) -> None:
+        """A main-frame navigation the page started itself: never followed (see the
+        module docstring); refused (with the guard's reason) or noted as not followed."""
+        url = request.url
+        self.page_navigations += 1
+        try:  # the guard's own check: nothing is resolved, fetched or counted
+            self._session.check_target(url)
+        except FetchRefused as exc:
+            self._note(url, "navigation-refused", str(exc))
+        else:
+            self._note(url, "navigation-not-followed",
+                       "the page navigated itself here (meta refresh or script): not "
+                       "followed, not fetched")
+        await self._abort(route, "aborted")
+
+    async def _deliver(self, route: Route, url: str, fetched: _Fetched, *,
+                       main_frame: bool = False) -> None:
         problem = self._undeliverable(fetched)
         if problem is not None:
             kind, detail = problem
@@ -331,6 +366,8 @@ class Router:
             await self._abort(route, "failed")
             return
         done = fetched.exchange
+        if main_frame:
+            self.navigation_status = done.status
         if is_media(done):
             self.add_media(done.url)
         await route.fulfill(status=done.status, headers=browser_headers(done.headers),
