@@ -25,6 +25,7 @@ from archiver.capture.fetcher import FetcherReport
 from archiver.capture.media import MediaFetcher, MediaOptions
 from archiver.capture.page import PageCapture, capture_page
 from archiver.recorder import RecorderOptions, open_session
+from archiver.recorder.addresses import AddressPolicy, non_global_reason
 
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 # 64 KiB of noise: repeats only beyond gzip's 32 KiB window, so the WARC cannot shrink it
@@ -216,6 +217,10 @@ def _make_media(d: Path) -> dict[str, Route]:
         # The same photo at two addresses: stored once.
         "/twice.html": page('<img src="/photo1.png"><img src="/copy/photo1.png">'),
         "/copy/photo1.png": Route("200 OK", "image/png", d / "photo1.png"),
+        # A good video next to one at the cloud metadata address (refused by the guard).
+        "/mixed.html": page('<video controls src="http://169.254.169.254/x.mp4"></video>'
+                            '<video controls src="/clip.mp4"></video>'
+                            '<img src="/photo1.png">'),
     }
     for i in (1, 2, 3):
         routes[f"/photo{i}.png"] = Route("200 OK", "image/png", d / f"photo{i}.png")
@@ -286,14 +291,16 @@ class Captured:
 
 
 def record(url: str, tmp_path: Path, *, options: MediaOptions | None = None,
-           **recorder: object) -> Captured:
-    """The page, then the media fetcher, into one WARC (published)."""
+           address_policy: AddressPolicy = non_global_reason, **recorder: object) -> Captured:
+    """The page, then the media fetcher, into one WARC (published); ``address_policy``
+    decides what the guard refuses when ``allow_private_networks`` is False."""
     values: dict[str, object] = {"allow_private_networks": True, "timeout_seconds": 60.0}
     values.update(recorder)
     workdir = Path(tempfile.mkdtemp(prefix="work-", dir=tmp_path))
     warc = workdir / "capture.warc.gz"
     with open_session(warc, options=RecorderOptions(**values),  # type: ignore[arg-type]
-                      warcinfo={"software": "evidence-archiver/test"}) as session:
+                      warcinfo={"software": "evidence-archiver/test"},
+                      address_policy=address_policy) as session:
         page = capture_page(session, url)
         report = MediaFetcher(options or MediaOptions(frame_samples=3)).run(
             session, page, workdir)

@@ -5,6 +5,7 @@ the strict WARC reader, sha256 of the bytes served, the server's own request log
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import subprocess
 from collections import Counter
@@ -20,6 +21,7 @@ from archiver.capture.media import MediaFetcher, MediaOptions
 from archiver.capture.media.handler import MediaTraffic, RecordingYoutubeDL
 from archiver.capture.page import PageCapture, capture_page
 from archiver.recorder import RecorderOptions, open_session
+from archiver.recorder.addresses import IPAddress, non_global_reason
 from archiver.recorder.wire import Deadline
 
 
@@ -420,4 +422,31 @@ def test_the_same_image_at_two_addresses_is_stored_once(
     (same,) = captured.report.summary["deduplicated"]
     assert same["url"] == site.url("/copy/photo1.png")
     assert same["same_as"] == image.name
+    _judged(captured, site)
+
+
+def _only_127_0_0_1(address: IPAddress) -> str | None:
+    """127.0.0.1 (the media site) counts as public; everything else as the guard says."""
+    return None if address == ipaddress.IPv4Address("127.0.0.1") else non_global_reason(address)
+
+
+def test_a_refused_video_next_to_a_good_one_costs_only_itself(
+    site: Any, capture: Callable[..., Any]
+) -> None:
+    """A page's <video> at the metadata address is refused by the guard (counted and
+    explained); the good video and the image beside it are still captured, and the
+    outcome is partial/refused, not failed."""
+    captured = capture(site.url("/mixed.html"), allow_private_networks=False,
+                       address_policy=_only_127_0_0_1)
+    outcome = captured.report.outcome
+    assert (outcome.status, outcome.reason) == ("partial", "refused"), outcome.message
+    assert "2 media item(s) captured" in str(outcome.message)
+    assert "1 media URL(s) refused" in str(outcome.message)
+    assert "169.254.169.254 is the cloud metadata address" in str(outcome.message)
+    assert captured.report.summary["refused"]["count"] == 1
+    kinds = sorted(item["kind"] for item in captured.report.summary["items"])
+    assert kinds == ["image", "video"]
+    assert {p["reason"] for p in captured.report.summary["problems"]} == {"refused"}
+    assert not any("169.254.169.254" in (r.header("WARC-Target-URI") or "")
+                   for r in read_records(captured.warc))
     _judged(captured, site)

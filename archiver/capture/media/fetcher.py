@@ -277,6 +277,9 @@ class _Run:
         self.not_media: list[dict[str, Any]] = []
         """Downloads whose bytes are no audio, video or image (a few, as examples)."""
         self.not_media_count = 0
+        self.refused: list[str] = []
+        """Media URLs the SSRF guard refused (a few kept, as examples; all are counted)."""
+        self.refused_count = 0
 
     # -- the plan ----------------------------------------------------------------------
 
@@ -421,8 +424,10 @@ class _Run:
     def _note_problem(self, message: str, error: BaseException | None, url: str | None) -> None:
         if is_nothing_found(error):
             return  # the generic extractor found no video on the page: none, not failure
+        note = _Note(classify(message, error), _clean(message), url)
+        self._count_refused(note)
         if len(self.problems) < MAX_NOTES:
-            self.problems.append(_Note(classify(message, error), _clean(message), url))
+            self.problems.append(note)
         else:
             self.problems_not_listed += 1
 
@@ -610,12 +615,26 @@ class _Run:
         return True
 
     def _direct_problem(self, page_body: bool, note: _Note) -> None:
+        self._count_refused(note)
         if page_body and len(self.problems) >= MAX_NOTES:
             self.problems_not_listed += 1
         elif page_body:
             self.problems.append(note)
         else:  # a broken <img> of the page: worth a line, not a failed media capture
             self.warnings.append(f"page image not captured: {note.message}")
+
+    def _count_refused(self, note: _Note) -> None:
+        """A refused URL costs only its own item: counted, a few kept as examples."""
+        if note.reason == "refused":
+            self.refused_count += 1
+            if len(self.refused) < MAX_EXAMPLES:
+                self.refused.append(note.message[:500])
+
+    def _refused_text(self) -> str:
+        if not self.refused_count:
+            return ""
+        return (f"; {self.refused_count} media URL(s) refused by the address guard, not "
+                f"fetched (e.g. {self.refused[0]})")
 
     def _big_enough(self, path: Path) -> bool:
         try:
@@ -697,11 +716,16 @@ class _Run:
         count = len(self.items)
         first = _most_telling(self.problems)
         not_media = self._not_media_text()
+        refused = self._refused_text()
         if count and first is None:
-            return Outcome("ok", None, f"{count} media item(s) captured{not_media}")
+            # A refused page image is a warning, not a problem: still said and counted.
+            return Outcome("ok", None, f"{count} media item(s) captured{refused}{not_media}")
         if count and first is not None:
+            # Refused URLs cost only their own items: said once, counted, never the
+            # whole fetch's failure.
+            told = "" if first.reason == "refused" else f"; {first.message}"
             return Outcome("partial", first.reason,
-                           f"{count} media item(s) captured; {first.message}{not_media}")
+                           f"{count} media item(s) captured{told}{refused}{not_media}")
         if self.page.status in (410, 451):
             return Outcome("failed", "removed",
                            f"the post answered HTTP {self.page.status}: taken down")
@@ -742,6 +766,7 @@ class _Run:
             "problems": [p.as_json() for p in self.problems],
             "deduplicated": self.deduplicated[:MAX_NOTES],
             "not_media": {"count": self.not_media_count, "examples": self.not_media},
+            "refused": {"count": self.refused_count, "examples": self.refused},
             "budget": {
                 "requests": self.session.budget.requests_of("media"),
                 "skipped": [{"what": what, "limit": limit, "count": count}
