@@ -16,6 +16,15 @@ without limits. The limits are inherited by anything the program starts.
 yt-dlp starts ffmpeg itself (merging formats, fixing up containers): its
 ``ffmpeg_location`` is pointed at :func:`program_directory`, a private directory of small
 scripts named ``ffmpeg`` and ``ffprobe`` that do the same before running the real ones.
+
+A child dies with the process that started it: a SIGKILLed ``archiver capture`` or
+daemon worker must not leave an ffmpeg decoding a hostile file until its own limit.
+Every link of the chain (the shell, ``timeout``, the program) is started by
+``setpriv --pdeathsig KILL`` (util-linux), so when its parent dies the kernel kills it,
+and its own children in turn. The death signal follows the parent *thread*: each tool
+is started by the thread that waits for it (``subprocess.run`` here, yt-dlp's ``Popen``
+in the capture thread), so no capture thread ends while its tool runs. Without
+``setpriv`` no tool runs: the result says so in one line (exit 127).
 """
 
 from __future__ import annotations
@@ -38,6 +47,22 @@ TIMED_OUT = frozenset({124, 137})
 """Exit codes of ``timeout``: the limit passed (124), or the program had to be killed."""
 CPU_EXCEEDED = frozenset({128 + 24, -24})
 """SIGXCPU: the CPU-time limit passed."""
+NOT_RUN = 127
+"""Exit code of a tool that was not started (``setpriv`` missing)."""
+NO_SETPRIV = ("not run: setpriv (util-linux) is missing, and without it a tool could "
+              "outlive a killed archiver; install util-linux")
+
+
+def _orphan_guard() -> list[str] | None:
+    """The command prefix that has the kernel SIGKILL the child when its parent dies;
+    None when ``setpriv`` is not installed."""
+    found = _setpriv()
+    return None if found is None else [found, "--pdeathsig", "KILL"]
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,14 +83,17 @@ class ToolLimits:
 
     def script(self, program: str) -> str:
         """A shell script running ``program`` with the script's arguments under these
-        limits; it exits with the program's status."""
+        limits; it exits with the program's status. ``timeout`` and the program die with
+        their parent (``setpriv --pdeathsig``); the shell itself must be started so too
+        (:func:`limited`)."""
         name = Path(program).name
         timed_out = self.explain(124) or ""
         cpu = self.explain(128 + 24) or ""
+        guard = shlex.join(_orphan_guard() or [])
         return "\n".join((
             f"ulimit -v {self.memory_mib * 1024} && ulimit -t {self._cpu_seconds} || exit 125",
-            f"timeout --foreground -k {KILL_AFTER_SECONDS} {self.seconds:g} "
-            f"{shlex.quote(program)} \"$@\"",
+            f"{guard} timeout --foreground -k {KILL_AFTER_SECONDS} {self.seconds:g} "
+            f"{guard} {shlex.quote(program)} \"$@\"",
             "status=$?",
             "case $status in",
             f"  124|137) echo {shlex.quote(f'{name} {timed_out}')} >&2 ;;",
@@ -83,14 +111,20 @@ class ToolLimits:
             return (f"stopped at its CPU time limit of {self._cpu_seconds} s "
                     "(media.tool_timeout_seconds)")
         text = stderr if isinstance(stderr, str) else stderr.decode("utf-8", "replace")
+        if returncode == NOT_RUN and NO_SETPRIV in text:
+            return NO_SETPRIV
         if returncode != 0 and ("Cannot allocate memory" in text or "MemoryError" in text):
             return f"ran out of its {self.memory_mib} MiB (media.tool_memory_mib)"
         return None
 
 
-def limited(argv: Sequence[str], limits: ToolLimits) -> list[str]:
-    """``argv`` as a command that runs under ``limits``."""
-    return ["/bin/sh", "-c", limits.script(argv[0]), "sh", *argv[1:]]
+def limited(argv: Sequence[str], limits: ToolLimits) -> list[str] | None:
+    """``argv`` as a command that runs under ``limits`` and dies with its parent; None
+    when it cannot (``setpriv`` missing)."""
+    guard = _orphan_guard()
+    if guard is None:
+        return None
+    return [*guard, "/bin/sh", "-c", limits.script(argv[0]), "sh", *argv[1:]]
 
 
 def run(argv: Sequence[str], limits: ToolLimits, *, text: bool = False,
@@ -98,6 +132,11 @@ def run(argv: Sequence[str], limits: ToolLimits, *, text: bool = False,
     """Run ``argv`` under ``limits``, output captured; never raises for the program's
     failure (its exit status says it: see :meth:`ToolLimits.explain`)."""
     command = limited(argv, limits)
+    if command is None:
+        message = f"{Path(argv[0]).name} {NO_SETPRIV}"
+        if text:
+            return subprocess.CompletedProcess(list(argv), NOT_RUN, "", message)
+        return subprocess.CompletedProcess(list(argv), NOT_RUN, b"", message.encode())
     try:
         return subprocess.run(
             command, capture_output=True, text=text, check=False,
@@ -133,10 +172,15 @@ def program_directory(limits: ToolLimits) -> Path | None:
     atexit.register(shutil.rmtree, directory, True)
     for name, real in installed.items():
         script = directory / name
+        # yt-dlp's Popen starts this script: it puts itself under the death signal first
+        # (exec keeps its pid, so its parent is still the archiver's capture thread).
+        command = limited([real], limits)
+        body = (f"echo {shlex.quote(f'{name} {NO_SETPRIV}')} >&2\nexit {NOT_RUN}"
+                if command is None else f'exec {shlex.join(command)} "$@"')
         script.write_text(
             "#!/bin/sh\n"
-            f"# {name} under the archive's limits (archiver.capture.tools)\n"
-            f"{limits.script(real)}\n"
+            f"# {name} under the archive's limits, dying with the archiver "
+            f"(archiver.capture.tools)\n{body}\n"
         )
         script.chmod(0o700)
     return directory

@@ -263,3 +263,60 @@ def test_sigkill_of_the_daemon_while_its_workers_capture(
     assert outcomes["interrupted"] >= statuses["interrupted"]
     assert set(outcomes) <= {"completed", "interrupted"}
 
+
+def _marked(mark: str) -> list[str]:
+    """Live processes (not zombies) whose environment holds ``mark``: ``name pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if mark.encode() in environ.split(b"\0") and stat.rpartition(")")[2].split()[0] != "Z":
+            found.append(f"{stat[stat.index('(') + 1:stat.rindex(')')]} {entry.name}")
+    return found
+
+
+@pytest.mark.hostile("kills")
+@pytest.mark.parametrize("hangs", ["ffmpeg", "ffprobe"])
+def test_no_tool_outlives_a_sigkilled_capture(
+    cli: Cli, fixture_site: FixtureSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    hangs: str,
+) -> None:
+    """A capture of a video whose ffmpeg (or ffprobe) runs long, ours or yt-dlp's: the
+    real program, reading a FIFO nobody writes. SIGKILL of archiver capture (not of its
+    session): the kernel stops every tool it started (shell, timeout, program), long
+    before the tool's own time limit."""
+    fifo = tmp_path / "never"
+    os.mkfifo(fifo)
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    for name in ("ffmpeg", "ffprobe"):
+        real = os.path.realpath(f"/usr/bin/{name}")
+        hang = f'exec {real} -v error -i {fifo}' if name == "ffprobe" else (
+            f"exec {real} -nostdin -v error -i {fifo} -f null -")
+        (shims / name).write_text(
+            "#!/bin/sh\n"
+            f'case "$1" in -version|-h|-buildconf) exec {real} "$@" ;; esac\n'
+            + (hang if name == hangs else f'exec {real} "$@"') + "\n")
+        (shims / name).chmod(0o700)
+    mark = f"ORPHAN_TEST_MARK={os.getpid()}-{hangs}"
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    monkeypatch.setenv(*mark.split("=", 1))
+    capture = Process(tmp_path / "capture.log", "capture", fixture_site.url("/clip.mp4"))
+    try:
+        wait_until(lambda: any(p.startswith(f"{hangs} ") for p in _marked(mark))
+                   or capture.popen.poll() is not None,
+                   timeout=120, what=f"{hangs} to start")
+        assert capture.popen.poll() is None, capture.output()
+        os.kill(capture.popen.pid, signal.SIGKILL)
+        capture.popen.wait(timeout=30)
+        wait_until(lambda: not _marked(mark), timeout=30,
+                   what="every tool the capture started to die with it")
+    finally:
+        capture.kill(session=True)
+    assert check_closure(cli) == {"interrupted": 1}
+

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,34 @@ def test_our_own_ffmpeg_past_its_time_limit_is_named(tmp_path: Path) -> None:
                       "-f", "null", "-"], limits)
     assert done.returncode in tools.TIMED_OUT | tools.CPU_EXCEEDED
     assert "media.tool_timeout_seconds" in (limits.explain(done.returncode) or "")
+
+
+def test_without_setpriv_no_tool_runs_and_the_result_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A machine without setpriv (util-linux): no tool is started (it could outlive a
+    killed archiver); tools.run and yt-dlp's wrappers answer exit 127 with one line
+    naming setpriv, never a traceback."""
+    ffmpeg = tools.program("ffmpeg")
+    assert ffmpeg is not None
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "ffmpeg").symlink_to(ffmpeg)
+    monkeypatch.setenv("PATH", str(bare))
+    tools._setpriv.cache_clear()
+    try:
+        limits = tools.ToolLimits(seconds=7)
+        done = tools.run([ffmpeg, "-version"], limits, text=True)
+        assert done.returncode == tools.NOT_RUN
+        assert done.stderr == f"ffmpeg {tools.NO_SETPRIV}"
+        assert limits.explain(done.returncode, done.stderr) == tools.NO_SETPRIV
+        wrappers = tools.program_directory(limits)
+        assert wrappers is not None
+        wrapped = subprocess.run([wrappers / "ffmpeg", "-version"], capture_output=True,
+                                 text=True, check=False, env={"PATH": "/bin:/usr/bin"})
+        assert (wrapped.returncode, wrapped.stdout, wrapped.stderr) == (
+            tools.NOT_RUN, "", f"ffmpeg {tools.NO_SETPRIV}\n")
+    finally:
+        monkeypatch.undo()
+        tools._setpriv.cache_clear()
+        tools.program_directory.cache_clear()
