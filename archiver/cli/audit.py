@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from archiver.cli.common import EXIT_FAILED, EXIT_OK, emit_json, shown
+from archiver.cli.output import unaltered
 
 if TYPE_CHECKING:
     from archiver.audit import AuditReport
@@ -49,12 +50,12 @@ def cmd_audit(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     from archiver.audit import Auditor
     from archiver.cli.progress import TerminalProgress, wanted
 
-    # The progress line goes to the terminal itself: its carriage returns and erasures
-    # are the point, and its text is ours alone (counts and sizes, nothing captured).
-    terminal = sys.__stderr__
+    # The progress line goes to the CLI's stderr unescaped (its carriage returns and
+    # erasures are the point, and its text is ours alone: counts and sizes, nothing
+    # captured), with the CLI's handling of a stream that went away.
+    terminal = unaltered(sys.stderr)
     progress = (TerminalProgress(terminal, "auditing")
-                if terminal is not None and wanted(terminal, json_output=args.json)
-                else None)
+                if wanted(terminal, json_output=args.json) else None)
     try:
         with Archive.open(settings) as archive:
             # Every audit is recorded on the ledger with the archive's key: a wrong or

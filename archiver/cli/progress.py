@@ -5,6 +5,10 @@ not asked for ``--json``; piped or scripted runs stay quiet. The line is redrawn
 place (carriage return, erase to the end of line) at most every ``interval`` seconds, and
 :meth:`TerminalProgress.close` erases it, so what the command prints afterwards starts
 on a clean line.
+
+The line is dispensable: written to the CLI's stderr (its ``unaltered`` twin, which
+survives a closed pipe), and when the terminal itself went away (a hang-up: ``EIO``)
+it stops being drawn; the command carries on.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class TerminalProgress:
         self._began = clock()
         self._drawn_at: float | None = None
         self._shown = False
+        self._gone = False  # the terminal went away: draw nothing more
 
     def start(self, captures: int, total_bytes: int) -> None:
         self.items, self.total_bytes = captures, total_bytes
@@ -69,19 +74,26 @@ class TerminalProgress:
 
     def _draw(self, *, force: bool = False) -> None:
         now = self.clock()
-        if not force and self._drawn_at is not None and now - self._drawn_at < self.interval:
+        if self._gone or (not force and self._drawn_at is not None
+                          and now - self._drawn_at < self.interval):
             return
         self._drawn_at = now
-        self.stream.write("\r" + self.line() + "\x1b[K")
-        self.stream.flush()
-        self._shown = True
+        self._shown = self._write("\r" + self.line() + "\x1b[K")
 
     def close(self) -> None:
         """Erase the line (if one was drawn)."""
-        if self._shown:
-            self.stream.write("\r\x1b[K")
+        if self._shown and not self._gone:
+            self._write("\r\x1b[K")
+        self._shown = False
+
+    def _write(self, text: str) -> bool:
+        try:
+            self.stream.write(text)
             self.stream.flush()
-            self._shown = False
+        except OSError:  # the terminal hung up (a closed pipe is the stream's own affair)
+            self._gone = True
+            return False
+        return True
 
 
 def _size(n: int) -> str:

@@ -371,6 +371,47 @@ def test_a_terminal_sees_the_progress_line_a_pipe_and_json_do_not(
 
 
 
+class _Terminal(io.StringIO):
+    """A stderr that is a terminal; ``fails`` (an exception) is what writing to it raises
+    (a reader gone: BrokenPipeError; a terminal hung up: EIO)."""
+
+    def __init__(self, fails: OSError | None = None) -> None:
+        super().__init__()
+        self.fails = fails
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.fails is not None:
+            raise self.fails
+        return super().write(text)
+
+
+@pytest.mark.parametrize("fails", [None, BrokenPipeError(32, "Broken pipe"),
+                                   OSError(5, "Input/output error")],
+                         ids=["open", "closed-pipe", "hung-up"])
+def test_audit_progress_goes_through_the_clis_stderr_and_a_closed_one_cannot_stop_it(
+    archived: Archived, one_capture: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], fails: OSError | None,
+) -> None:
+    """The progress line is written to the CLI's stderr (not around it to the process's
+    original one), unescaped; when that stderr is gone (closed pipe, terminal hung up)
+    the audit still runs to its end, records it and prints its result."""
+    from archiver.cli.main import main
+
+    terminal = _Terminal(fails)
+    monkeypatch.setattr("sys.stderr", terminal)
+    capsys.readouterr()
+    assert main(["audit"]) == 0
+    assert ": ok; 1 captures" in capsys.readouterr().out
+    if fails is None:
+        assert "\rauditing: 0/1 captures" in terminal.getvalue()
+        assert terminal.getvalue().endswith("\r\x1b[K")
+    (checked,) = fixity_entries(archived.cli, "fixity.checked")
+    assert checked.payload["ok"] is True
+
+
 @pytest.fixture
 def refusing_endpoint() -> Iterator[str]:
     """``http://127.0.0.1:PORT`` bound but never listened on: connections are refused."""
