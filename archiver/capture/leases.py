@@ -350,6 +350,51 @@ def abandoned(conn: sa.Connection, *, now: datetime, here: ProcessIdentity) -> l
     return found
 
 
+IN_FLIGHT_SHOWN = 100
+"""At most this many captures in flight are listed (``archiver status``); the count is
+always whole."""
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A capture some process holds a lease on: running now, or about to be closed."""
+
+    capture_id: str
+    url: str
+    """The URL as requested (``capture.requested``); empty when the ledger does not say."""
+    host: str
+    pid: int
+    since: str
+    lease_until: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"capture_id": self.capture_id, "url": self.url, "host": self.host,
+                "pid": self.pid, "since": self.since, "lease_until": self.lease_until}
+
+
+def in_flight(conn: sa.Connection, *, limit: int = IN_FLIGHT_SHOWN) -> tuple[int, list[InFlight]]:
+    """How many captures hold a lease, and the ``limit`` oldest of them, with the URL
+    their ``capture.requested`` names."""
+    leases = models.capture_leases
+    total = int(conn.execute(sa.select(sa.func.count()).select_from(leases)).scalar_one())
+    rows = conn.execute(sa.select(leases).order_by(leases.c.taken, leases.c.capture_id)
+                        .limit(limit)).all()
+    urls: dict[str, str] = {}
+    if rows:
+        e = entries_table.c
+        for subject, payload in conn.execute(
+            sa.select(e.subject, e.payload).where(
+                e.action == REQUESTED,
+                e.subject.in_([f"capture:{row.capture_id}" for row in rows]))
+        ):
+            asked = json.loads(payload)
+            url = asked.get("url") if isinstance(asked, dict) else None
+            if isinstance(url, str):
+                urls[subject.removeprefix("capture:")] = url
+    return total, [InFlight(row.capture_id, urls.get(row.capture_id, ""), row.host, row.pid,
+                            row.taken, row.lease_until) for row in rows]
+
+
 def is_capture_id(name: str) -> bool:
     """Whether ``name`` has the form of the archive's capture ids (a UUID)."""
     try:

@@ -22,6 +22,7 @@ from archiver import models, privacy
 from archiver.archive import Archive
 from archiver.audit import audit_status
 from archiver.audit import status_lines as audit_lines
+from archiver.capture.leases import in_flight
 from archiver.clock import Clock, rfc3339, utc_now
 from archiver.watch.jobs import DONE, FAILED, QUEUED, RUNNING, JobLimits, JobQueue
 from archiver.watch.revisit import Revisits
@@ -173,12 +174,14 @@ def status_report(archive: Archive, *, recent: int = 10) -> dict[str, Any]:
             .where(j.c.state == RUNNING).order_by(j.c.started)).all()
         done = int(conn.execute(sa.select(sa.func.count()).select_from(j)
                                 .where(j.c.state == DONE)).scalar_one())
+        flying, flights = in_flight(conn)
     counts = queue.counts()
     counts[DONE] = done
     return {
         "queue": counts,
         "running": [{"job_id": r.id, "url": r.url, "worker": r.worker, "started": r.started,
                      "capture_id": r.capture_id} for r in running],
+        "in_flight": {"count": flying, "captures": [f.as_json() for f in flights]},
         "processes": [p.as_json() for p in processes],
         "scheduler": next((p.id for p in processes if p.scheduler), None),
         "watches": {"active": watch_states.get("active", 0),
@@ -217,6 +220,13 @@ def iter_lines(report: dict[str, Any]) -> Iterator[str]:
                f"heartbeat {p['heartbeat_at']}{job}")
     for r in report["running"]:
         yield f"  running job {r['job_id']} since {r['started']}: {r['url']}"
+    flying = report["in_flight"]
+    yield f"capturing: {flying['count']}"
+    for f in flying["captures"]:
+        yield (f"  capture {f['capture_id']}  {f['host']} pid {f['pid']}  since {f['since']}"
+               f"  lease until {f['lease_until']}  {f['url'] or '(URL not on the ledger)'}")
+    if flying["count"] > len(flying["captures"]):
+        yield f"  … and {flying['count'] - len(flying['captures'])} more"
     wt = report["watches"]
     yield f"watches:   {wt['active']} active, {wt['paused']} paused, {wt['failing']} failing"
     if report["last_polls"]:
