@@ -683,6 +683,32 @@ def test_init_interrupted_after_the_upgrade_signs_the_unsigned_tail_when_run_aga
     engine.dispose()
 
 
+def test_the_upgrades_checkpoint_never_signs_an_unsigned_row_after_a_signed_one(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The one checkpoint allowed to sign unsigned entries (legacy) takes only those older
+    than every signed entry: a row forged after a signed one is refused and named, and
+    Ledger.predating_tail does not offer it."""
+    from archiver import schema
+
+    _home, engine, key = _archive_before_entry_signing(database_url, tmp_path, monkeypatch)
+    schema.upgrade(engine)
+    ledger = Ledger(engine, clock=_clock(), origin=ORIGIN, signer=key)
+    assert ledger.predating_tail() == 2
+    ledger.append(actor="tester", action="note.added", subject="case:new", payload={})
+    assert ledger.predating_tail() == 2
+    forged = append_row(engine).seq
+    assert ledger.predating_tail() == 0
+    with pytest.raises(LedgerIntegrityError, match=rf"^no checkpoint signed: entry {forged} "
+                       r"\(note\.added .*\) carries no signature") as refused:
+        ledger.create_checkpoint(key, ORIGIN, legacy=True)
+    assert refused.value.seq == forged
+    latest = ledger.latest_checkpoint()
+    assert latest is not None
+    assert latest.tree_size == 3
+    engine.dispose()
+
+
 def _mth_of_hashes(engine: sa.Engine) -> bytes:
     with engine.connect() as conn:
         hashes = [bytes(h) for h in conn.execute(
