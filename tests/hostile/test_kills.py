@@ -12,8 +12,10 @@ is left; every blob a ``capture.completed`` names is stored intact.
 Trials, per database: ``hostile_suite.trials("kills", 3)`` kills of the CLI and a third
 as many of the daemon (which starts worker processes: seconds each), seeded by
 ``hostile_suite.seed()`` (the trial's seed is in its test id).
-A process killed with SIGKILL leaves its children (ffmpeg) running; they are stopped
-with it (its whole session), so the scratch check does not race a child still writing.
+The tools a killed capture started (shell, timeout, ffmpeg, ffprobe) die with it
+(``setpriv --pdeathsig``, checked by ``test_no_tool_outlives_a_sigkilled_capture``);
+the tests still stop its whole session after a kill, so that a failure there cannot
+leave processes behind.
 """
 
 from __future__ import annotations
