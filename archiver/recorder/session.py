@@ -144,6 +144,10 @@ class Exchange:
     body_limit: str | None = None
     """The setting that stopped decoding the body for the caller (``capture.max_decoded_bytes``
     or ``capture.max_decode_ratio``); ``body_problem`` then says so too."""
+    body_encoding: str | None = None
+    """The response's Content-Encoding when the archive does not decode it (``br``, a
+    chain such as ``gzip, gzip``): the body was recorded, never decoded for the caller;
+    ``body_problem`` then says so too."""
     links: list[Link] = field(default_factory=list)
     revisit_of: str | None = None  # the response record this one revisits
 
@@ -180,9 +184,14 @@ class _DecodingSink:
         self.problem: str | None = None
         self.limit: str | None = None
         """The setting whose bound stopped the decoding (a decompression bomb)."""
+        self.unsupported: str | None = None
+        """The Content-Encoding that is not decoded at all (``br``, a chain of codings)."""
         if not self._decoder.supported:
-            self.problem = f"content-encoding {content_encoding!r} cannot be decoded " \
-                f"for {self._WHAT}"
+            self.unsupported = (content_encoding or "")[:100]
+            self.problem = (
+                f"Content-Encoding {self.unsupported!r} is not one the archive decodes "
+                f"(gzip, x-gzip or deflate, one coding): {self._WHAT} was not made "
+                "(unsupported-encoding)")
 
     def feed(self, raw: bytes) -> None:
         if self.problem is not None:
@@ -559,6 +568,7 @@ class RecordingSession:
             body_size=writer.size if writer is not None else 0,
             body_problem=writer.problem if writer is not None else None,
             body_limit=writer.limit if isinstance(writer, _BodyWriter) else None,
+            body_encoding=writer.unsupported if isinstance(writer, _BodyWriter) else None,
             revisit_of=revisit_of,
         )
         if sink is not None and not truncated:

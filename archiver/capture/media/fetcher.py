@@ -89,7 +89,7 @@ MEDIA_TYPES = {
 }
 _EXTENSIONS = {v: k for k, v in reversed(list(MEDIA_TYPES.items()))}
 _REASON_ORDER = ("removed", "login-required", "geo-blocked", "too-large",
-                 "decoded-size-limit", "not-media", "not-found",
+                 "decoded-size-limit", "unsupported-encoding", "not-media", "not-found",
                  "budget", "timeout", "refused", "tls", "unsupported", "network", "redirects",
                  "error")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -552,7 +552,7 @@ class _Run:
             path.unlink(missing_ok=True)
             return
         problem = _direct_status_problem(done.status, done.truncated, done.body_problem,
-                                         done.body_limit)
+                                         done.body_limit, done.body_encoding)
         if problem is not None:
             self._direct_problem(page_body or tag,
                                  _Note(problem[0], f"{done.url}: {problem[1]}", url))
@@ -827,10 +827,13 @@ def _source_url(facts: dict[str, Any]) -> str:
 
 
 def _direct_status_problem(status: int, truncated: bool, body_problem: str | None,
-                           body_limit: str | None = None) -> tuple[str, str] | None:
+                           body_limit: str | None = None, body_encoding: str | None = None,
+                           ) -> tuple[str, str] | None:
     if body_limit is not None:
         # Before `truncated`: a bomb is cut by what it decodes to, not by its wire size.
         return "decoded-size-limit", f"{body_problem}; recorded as received, not kept"
+    if body_encoding is not None:
+        return "unsupported-encoding", f"{body_problem}; recorded as received, not kept"
     if truncated:
         return "too-large", ("passed the media byte limit (capture.max_media_bytes or "
                              "capture.max_total_bytes); recorded truncated, not kept")

@@ -98,6 +98,12 @@ class DecodedTooLarge(RequestError):  # type: ignore[misc]
     media. Not retried: the same bytes would stop at the same place."""
 
 
+class UnsupportedEncoding(RequestError):  # type: ignore[misc]
+    """A media response in a Content-Encoding the archive does not decode (``br``, a
+    chain of codings): recorded as received, never media. Not retried: the same bytes
+    would come back the same way."""
+
+
 class RecorderRefused(RequestError):  # type: ignore[misc]
     """The recorder refused the request (SSRF guard, redirect limit, the capture's
     budget): not worth a retry."""
@@ -449,6 +455,8 @@ class MediaTraffic:
             )
         if exchange.body_limit is not None:
             raise DecodedTooLarge(f"{exchange.url}: {exchange.body_problem}")
+        if exchange.body_encoding is not None:
+            raise UnsupportedEncoding(f"{exchange.url}: {exchange.body_problem}")
         if exchange.body_problem is not None:
             raise RecorderTransportError(f"{exchange.url}: {exchange.body_problem}")
         if exchange.truncated:

@@ -4,27 +4,30 @@ exceptions and messages become reasons.
 Reasons (``Outcome.reason`` of the media fetcher; ``removed`` also puts a
 ``target.gone`` entry on the ledger):
 
-======================  ==========================================================
-``removed``             the platform took it down (HTTP 410/451, "video unavailable", …)
-``login-required``      private, members-only, age-gated: needs an account (cookies_file)
-``geo-blocked``         not available from this machine's country
-``not-found``           the media URL answered 404
-``too-large``           past ``capture.max_media_bytes`` / ``max_total_bytes``
-``decoded-size-limit``  its Content-Encoding decoded past ``capture.max_decoded_bytes``
-                        or ``capture.max_decode_ratio`` (a decompression bomb)
-``not-media``           its bytes are no audio, video or image format (whatever the
-                        Content-Type or the extractor said)
-``budget``              the capture's budget (``capture.max_requests``,
-                        ``max_subresources``, ``max_total_bytes``, ``deadline_seconds``)
-                        was spent: what was left is counted in the message
-``timeout``             ``media.timeout_seconds`` ran out
-``unsupported``         no extractor for it, DRM, a live stream, a downloader that would
-                        bypass the recorder
-``refused``             the SSRF guard refused an address (``capture.allow_private_networks``)
-``tls``                 TLS handshake or certificate failure
-``network``             DNS, connection, protocol or server (5xx) failure
-``error``               anything else (the message says what)
-======================  ==========================================================
+========================  ==========================================================
+``removed``               the platform took it down (HTTP 410/451, "video unavailable", …)
+``login-required``        private, members-only, age-gated: needs an account (cookies_file)
+``geo-blocked``           not available from this machine's country
+``not-found``             the media URL answered 404
+``too-large``             past ``capture.max_media_bytes`` / ``max_total_bytes``
+``decoded-size-limit``    its Content-Encoding decoded past ``capture.max_decoded_bytes``
+                          or ``capture.max_decode_ratio`` (a decompression bomb)
+``unsupported-encoding``  its Content-Encoding is one the archive does not decode (``br``,
+                          a chain such as ``gzip, gzip``; the message names it): recorded
+                          as received, not kept
+``not-media``             its bytes are no audio, video or image format (whatever the
+                          Content-Type or the extractor said)
+``budget``                the capture's budget (``capture.max_requests``,
+                          ``max_subresources``, ``max_total_bytes``, ``deadline_seconds``)
+                          was spent: what was left is counted in the message
+``timeout``               ``media.timeout_seconds`` ran out
+``unsupported``           no extractor for it, DRM, a live stream, a downloader that would
+                          bypass the recorder
+``refused``               the SSRF guard refused an address (``capture.allow_private_networks``)
+``tls``                   TLS handshake or certificate failure
+``network``               DNS, connection, protocol or server (5xx) failure
+``error``                 anything else (the message says what)
+========================  ==========================================================
 
 Typed causes are looked for first, anywhere in the exception's chain (``__cause__``,
 ``__context__``, yt-dlp's ``cause`` and ``exc_info``); then the message is matched
@@ -41,12 +44,17 @@ from collections.abc import Iterator
 from yt_dlp.networking.exceptions import HTTPError
 from yt_dlp.utils import GeoRestrictedError, UnsupportedError
 
-from archiver.capture.media.handler import DecodedTooLarge, MediaTooLarge, WouldEscapeRecorder
+from archiver.capture.media.handler import (
+    DecodedTooLarge,
+    MediaTooLarge,
+    UnsupportedEncoding,
+    WouldEscapeRecorder,
+)
 from archiver.errors import CaptureError
 
 REASONS = (
     "removed", "login-required", "geo-blocked", "not-found", "too-large",
-    "decoded-size-limit", "not-media", "budget", "timeout",
+    "decoded-size-limit", "unsupported-encoding", "not-media", "budget", "timeout",
     "unsupported", "refused", "tls", "network", "redirects", "error",
 )
 
@@ -56,6 +64,7 @@ MESSAGE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (reason, re.compile(pattern, re.IGNORECASE))
     for reason, pattern in (
         ("decoded-size-limit", r"max_decoded_bytes|max_decode_ratio"),
+        ("unsupported-encoding", r"\(unsupported-encoding\)"),
         ("too-large", r"max[-_ ]filesize|max_media_bytes|media byte limit"),
         ("geo-blocked", r"not available (?:in|from) your (?:country|location|region)"
                         r"|geo[- ]?restrict|blocked (?:in|from) your country"
@@ -96,6 +105,8 @@ def _typed_reason(exc: BaseException) -> str | None:
         return "too-large"
     if isinstance(exc, DecodedTooLarge):
         return "decoded-size-limit"
+    if isinstance(exc, UnsupportedEncoding):
+        return "unsupported-encoding"
     if isinstance(exc, CaptureError):
         return exc.reason
     if isinstance(exc, GeoRestrictedError):
