@@ -201,3 +201,17 @@ def test_a_redirect_to_a_bad_location_fails_the_capture_with_its_reason(
     assert capture["status"] == "failed"
     assert capture["reason"] == "network"
     assert "redirected to an invalid Location" in capture["message"]
+
+
+@pytest.mark.hostile("urls")
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "gopher://example.org/x"])
+def test_a_redirect_to_a_scheme_never_fetched_is_refused(cli: Cli, location: str) -> None:
+    """A redirect to a well-formed URL the archive never fetches is a refusal (reason
+    refused, the scheme named), not a broken Location."""
+    with RecordingServer({"/r": Reply("302 Found", (("Location", location),))}) as server:
+        code, out, _err = cli("capture", server.url("/r"), "--json")
+    (capture,) = [json.loads(line) for line in out.splitlines()]
+    assert code == 1
+    assert (capture["status"], capture["reason"]) == ("failed", "refused")
+    scheme = location.split(":")[0]
+    assert f"scheme '{scheme}' is not allowed" in capture["message"]
