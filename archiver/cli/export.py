@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from archiver.archive import Archive
 from archiver.cli.common import fail, shown
 from archiver.cli.output import unaltered
+from archiver.cli.progress import TerminalProgress, wanted
 from archiver.errors import ConfigError
 from archiver.export.case import export_case
 from archiver.export.warc_check import check_warc_records
@@ -61,10 +62,24 @@ def _emit_json(out: TextIO, value: Any) -> None:
     stream.flush()
 
 
+def _progress(err: TextIO, what: str, unit: str, json_output: bool) -> TerminalProgress | None:
+    """A progress line on ``err`` when a person watches it (see archiver.cli.progress):
+    written unescaped (its carriage returns are the point; its text is counts and sizes)
+    through the CLI's stream, which survives a closed pipe."""
+    terminal = unaltered(err)
+    return TerminalProgress(terminal, what, unit=unit) \
+        if wanted(terminal, json_output=json_output) else None
+
+
 def cmd_export(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
-    with Archive.open(settings) as archive:
-        report = export_case(archive, case=args.case, out=args.out,
-                             capture_ids=args.capture)
+    progress = _progress(sys.stderr, "exporting", "captures", args.json)
+    try:
+        with Archive.open(settings) as archive:
+            report = export_case(archive, case=args.case, out=args.out,
+                                 capture_ids=args.capture, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     if args.json:
         _emit_json(out, report.as_json())
     else:
@@ -97,15 +112,22 @@ def cmd_verify_bundle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     if not args.bundle.exists():
         fail(err, f"{args.bundle}: no such file")
         return EXIT_USAGE
+    progress = _progress(err, "verifying", "files", args.json)
     try:
         report = verify_bundle(args.bundle, trusted_key_ids=trusted, tsa_roots=roots,
-                               warc_checker=check_warc_records)
+                               warc_checker=check_warc_records,
+                               on_progress=progress.update if progress else None)
     except BundleError as exc:
+        if progress is not None:
+            progress.close()  # erased before the error line is written
         if args.json:
             _emit_json(out, {"bundle": str(args.bundle), "ok": False, "error": str(exc),
                              "checks": []})
         fail(err, str(exc))
         return EXIT_FAILED
+    finally:
+        if progress is not None:
+            progress.close()
     if args.json:
         _emit_json(out, report.as_json())
     else:

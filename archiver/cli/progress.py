@@ -55,12 +55,24 @@ class TerminalProgress:
         self._draw()
 
     def capture_done(self) -> None:
+        """One more item (a capture, or whatever ``unit`` counts) is done."""
         self.items_done += 1
+        self._draw()
+
+    def update(self, items_done: int, items: int, bytes_done: int, total_bytes: int) -> None:
+        """Where the work stands, all at once (for a library that reports totals)."""
+        if (items, total_bytes) != (self.items, self.total_bytes):
+            if not self.items and not self.total_bytes:
+                self._began = self.clock()  # the first report: the work starts now
+            self.items, self.total_bytes = items, total_bytes
+        self.items_done, self.bytes_done = items_done, bytes_done
         self._draw()
 
     def line(self) -> str:
         """The text of the progress line as it stands."""
         parts = [f"{self.what}: {self.items_done}/{self.items} {self.unit}"]
+        if self.bytes_done and not self.total_bytes:  # a size not known in advance
+            parts.append(f"{_size(self.bytes_done)} so far")
         if self.total_bytes:
             # The total is an estimate made before reading: never show past 100%.
             done = min(self.bytes_done, self.total_bytes)

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -171,6 +171,31 @@ class _Plan:
     files: list[_File] = field(default_factory=list)
 
 
+class Progress(Protocol):
+    """What an export tells a progress display (the CLI's, on a terminal)."""
+
+    def start(self, captures: int, total_bytes: int) -> None:
+        """The bundle will hold ``captures`` captures' files and ``total_bytes`` bytes
+        of payload (0 while the files are still being gathered)."""
+
+    def advance(self, nbytes: int) -> None:
+        """``nbytes`` more were written into the bundle."""
+
+    def capture_done(self) -> None:
+        """One more capture's files are in the bundle."""
+
+
+class _NoProgress:
+    def start(self, captures: int, total_bytes: int) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+    def capture_done(self) -> None:
+        pass
+
+
 def export_case(
     archive: Archive,
     *,
@@ -178,6 +203,7 @@ def export_case(
     out: Path,
     capture_ids: Sequence[str] = (),
     actor: str | None = None,
+    progress: Progress | None = None,
 ) -> ExportReport:
     """Write the evidence bundle of ``case`` (or of some of its captures) to ``out``.
 
@@ -185,7 +211,9 @@ def export_case(
     case), :class:`ArchiverError` (``out`` exists or cannot be written, a capture does
     not verify, a stored copy differs from its signed manifest, the WACZ cannot be
     built). Nothing is recorded on the ledger unless the bundle was written completely.
+    ``progress`` is told how far the writing of the bundle is.
     """
+    shown: Progress = progress or _NoProgress()
     actor = actor or archive.settings.operator
     out = out.expanduser().absolute()
     if out.exists():
@@ -204,9 +232,12 @@ def export_case(
     _choose_checkpoint(archive, plan)
     staging = archive.settings.work_dir / f"export-{uuid.uuid4().hex}"
     staging.mkdir(parents=True, mode=0o700)
+    written = sum(1 for c in plan.captures if c.ok)
+    shown.start(written, 0)
     try:
         _stage(archive, plan, staging)
-        digest = _write_zip(archive, plan, out)
+        shown.start(written, sum(f.source.stat().st_size for f in plan.files))
+        digest = _write_zip(archive, plan, out, shown)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     checkpoint = plan.checkpoint
@@ -642,7 +673,7 @@ def _json(value: Any) -> bytes:
 # -- the ZIP ----------------------------------------------------------------------------------
 
 
-def _write_zip(archive: Archive, plan: _Plan, out: Path) -> Digest:
+def _write_zip(archive: Archive, plan: _Plan, out: Path, progress: Progress) -> Digest:
     """Write the bag to a partial file, then publish it at ``out`` (never replacing a
     file); return the ZIP's digest, computed as it was written."""
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -652,7 +683,7 @@ def _write_zip(archive: Archive, plan: _Plan, out: Path) -> Digest:
         with os.fdopen(fd, "wb") as raw:
             bag = BagWriter(raw, root=plan.bag_name, when=plan.exported_at)
             try:
-                _fill(archive, plan, bag)
+                _fill(archive, plan, bag, progress)
                 digest = bag.finish(_bag_info(archive, plan), archive.signing_key)
             except BaseException:
                 bag.abort()  # into the partial file, which is about to be deleted
@@ -670,7 +701,7 @@ def _write_zip(archive: Archive, plan: _Plan, out: Path) -> Digest:
     return digest
 
 
-def _fill(archive: Archive, plan: _Plan, bag: BagWriter) -> None:
+def _fill(archive: Archive, plan: _Plan, bag: BagWriter, progress: Progress) -> None:
     checkpoint = plan.checkpoint
     assert checkpoint is not None
     bag.add_tag_bytes(VERIFY_FILE, verify_md(
@@ -682,10 +713,22 @@ def _fill(archive: Archive, plan: _Plan, bag: BagWriter) -> None:
         timestamp_problems=plan.timestamp_problems,
         has_replay=any(f.path.endswith(".wacz") for f in plan.files),
     ).encode("utf-8"))
-    for item in sorted(plan.files, key=lambda f: f.path):
-        digest = bag.add_payload_file(item.path, item.source)
+    items = sorted(plan.files, key=lambda f: f.path)
+    for number, item in enumerate(items):
+        digest = bag.add_payload_file(item.path, item.source, progress.advance)
         if item.expected is not None and digest != item.expected:
             raise _damaged(item.path)
+        # A capture's files sit together under data/captures/<id>/: its last one is in.
+        folder = _capture_folder(item.path)
+        following = items[number + 1].path if number + 1 < len(items) else ""
+        if folder is not None and _capture_folder(following) != folder:
+            progress.capture_done()
+
+
+def _capture_folder(path: str) -> str | None:
+    parts = path.split("/")
+    return "/".join(parts[:3]) if path.startswith("data/captures/") and len(parts) > 3 \
+        else None
 
 
 def _bag_info(archive: Archive, plan: _Plan) -> list[tuple[str, str]]:

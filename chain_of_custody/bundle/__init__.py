@@ -17,6 +17,7 @@ from chain_of_custody.bundle.layout import SIGNED_TAG_MANIFEST, TAG_SIGNATURE_FI
 from chain_of_custody.bundle.verify import (
     BundleReport,
     Check,
+    OnProgress,
     WarcCheck,
     WarcChecker,
     iter_lines,
@@ -34,6 +35,7 @@ __all__ = [
     "BundleError",
     "BundleReport",
     "Check",
+    "OnProgress",
     "WarcCheck",
     "WarcChecker",
     "iter_lines",

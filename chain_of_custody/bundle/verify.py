@@ -92,6 +92,10 @@ _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, RecursionError,
               VerificationError)
 
 WarcChecker = Callable[[IO[bytes]], "WarcCheck"]
+#: ``on_progress(members_done, members, bytes_done, total_bytes)``: how far a
+#: verification is. ``total_bytes`` is an estimate made before reading (every member
+#: once, the WARCs and replay files a second time); ``bytes_done`` may fall short of it.
+OnProgress = Callable[[int, int, int, int], None]
 """Reads one WARC file to its end and checks every record's block and payload digest."""
 
 
@@ -184,6 +188,7 @@ def verify_bundle(
     trusted_key_ids: Collection[str] = (),
     tsa_roots: Sequence[x509.Certificate] | None = None,
     warc_checker: WarcChecker | None = None,
+    on_progress: OnProgress | None = None,
 ) -> BundleReport:
     """Check an evidence bundle completely, offline: the bag, every digest, every
     signature, every inclusion proof, the checkpoint, the timestamp tokens, every WARC.
@@ -192,11 +197,13 @@ def verify_bundle(
     verifying trusts; the bundle must be signed by one of them. ``tsa_roots``: the TSA
     CA certificates they trust (default: those shipped in the bundle, reported as not
     anchored). Returns the report of every check; raises :class:`BundleError` only when
-    the file is not a ZIP at all.
+    the file is not a ZIP at all. ``on_progress`` (see :data:`OnProgress`) is called
+    after every member checked and every 1 MiB or so read, never more often.
     """
     bundle = BagReader(path)
     try:
-        return _Verifier(bundle, str(path), trusted_key_ids, tsa_roots, warc_checker).run()
+        return _Verifier(bundle, str(path), trusted_key_ids, tsa_roots, warc_checker,
+                         _Meter(on_progress)).run()
     finally:
         bundle.close()
 
@@ -209,8 +216,10 @@ class _Verifier:
         trusted_key_ids: Collection[str],
         tsa_roots: Sequence[x509.Certificate] | None,
         warc_checker: WarcChecker | None,
+        meter: _Meter | None = None,
     ) -> None:
         self.bundle = bundle
+        self.meter = meter or _Meter(None)
         self.path = path
         self.trusted = {k.lower() for k in trusted_key_ids}
         self.tsa_roots = tsa_roots
@@ -241,6 +250,10 @@ class _Verifier:
             return self._report()
         self.ok("ZIP structure", f"one bag folder {self.bundle.root!r}, "
                                  f"{len(self.bundle.members)} files")
+        members = self.bundle.members
+        reread = sum(info.file_size for name, info in members.items()
+                     if name.endswith((".warc", ".warc.gz", ".wacz")))
+        self.meter.start(len(members), sum(i.file_size for i in members.values()) + reread)
         steps = ((BAGIT_FILE, self._bagit_txt), ("bag", self._bag),
                  ("bundle signature", self._signature), ("signer", self._trust),
                  ("bundle index", self._index), ("key history", self._keys),
@@ -323,9 +336,10 @@ class _Verifier:
         damaged = []
         for name in payload + tags:
             try:
-                self.state.digests[name] = self.bundle.digest(name)
+                self.state.digests[name] = self.bundle.digest(name, self.meter.read)
             except VerificationError as exc:
                 damaged.append(str(exc))
+            self.meter.member_done()
         if damaged:
             self.fail_many("ZIP members", damaged)
         for algorithm in ALGORITHMS:
@@ -811,7 +825,7 @@ class _Verifier:
                              "its records were not checked")
             return
         try:
-            with self.bundle.open(file_name) as stream:
+            with self.bundle.open(file_name, self.meter.read) as stream:
                 result = self.warc_checker(stream)
         except VerificationError as exc:
             self.fail(check, str(exc))
@@ -846,6 +860,7 @@ class _Verifier:
                         with inner.open(member, f"{wacz}: {member}") as stream:
                             while chunk := stream.read(CHUNK_SIZE):
                                 hasher.update(chunk)
+                                self.meter.read(len(chunk))
                         if hasher.digest().sha256 != artifact.sha256:
                             problems.append(f"{wacz}: {member} is not the signed WARC")
                 finally:
@@ -858,6 +873,34 @@ class _Verifier:
             self.fail_many(check, problems)
         else:
             self.ok(check, f"{wacz} holds the signed WARC byte for byte")
+
+
+class _Meter:
+    """Counts what the verifier read and tells ``on_progress`` (if any): after each
+    member, and when at least :data:`CHUNK_SIZE` more bytes were read."""
+
+    def __init__(self, on_progress: OnProgress | None) -> None:
+        self.on_progress = on_progress
+        self.members = self.members_done = 0
+        self.total = self.done = self._told = 0
+
+    def start(self, members: int, total_bytes: int) -> None:
+        self.members, self.total = members, total_bytes
+        self._tell()
+
+    def read(self, nbytes: int) -> None:
+        self.done += nbytes
+        if self.done - self._told >= CHUNK_SIZE:
+            self._tell()
+
+    def member_done(self) -> None:
+        self.members_done += 1
+        self._tell()
+
+    def _tell(self) -> None:
+        if self.on_progress is not None:
+            self._told = self.done
+            self.on_progress(self.members_done, self.members, self.done, self.total)
 
 
 def bounded(text: str) -> str:
@@ -1000,6 +1043,7 @@ __all__ = [
     "WARN",
     "BundleReport",
     "Check",
+    "OnProgress",
     "WarcCheck",
     "WarcChecker",
     "iter_lines",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, BinaryIO, cast
@@ -90,9 +90,11 @@ class BagWriter:
         self._tags[path] = digest
         return digest
 
-    def add_payload_file(self, path: str, source: Path) -> Digest:
+    def add_payload_file(self, path: str, source: Path,
+                         on_bytes: Callable[[int], None] | None = None) -> Digest:
         """Stream ``source`` into the bag at ``path`` (under ``data/``), hashing it as it
-        goes; returns the digest of exactly the bytes written.
+        goes; returns the digest of exactly the bytes written. ``on_bytes`` (if given) is
+        told the size of each chunk written.
 
         Raises ``ValueError`` for a path outside ``data/`` or already added, ``OSError``
         if ``source`` cannot be read.
@@ -106,6 +108,8 @@ class BagWriter:
             while chunk := stream.read(CHUNK_SIZE):
                 hasher.update(chunk)
                 member.write(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
         digest = hasher.digest()
         self._payload[path] = digest
         return digest

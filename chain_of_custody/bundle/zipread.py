@@ -42,6 +42,7 @@ import struct
 import unicodedata
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -472,11 +473,15 @@ class _Member(io.RawIOBase):
     pieces of at most :data:`CHUNK_SIZE`: it must inflate to exactly its declared size
     and CRC, its deflate stream must end exactly at its compressed size. Anything else
     raises :class:`VerificationError` naming the member (``shown``), as soon as it shows:
-    a member that inflates past its declared size stops there (a zip bomb's lie)."""
+    a member that inflates past its declared size stops there (a zip bomb's lie).
+    ``on_bytes`` (if given) is told the size of every piece read, at most one call per
+    piece."""
 
-    def __init__(self, fp: IO[bytes], entry: Entry, shown: str) -> None:
+    def __init__(self, fp: IO[bytes], entry: Entry, shown: str,
+                 on_bytes: Callable[[int], None] | None = None) -> None:
         self._raw = _Window(fp, entry.data_start, entry.compress_size)
         self._entry, self._shown = entry, shown
+        self._on_bytes = on_bytes
         deflated = entry.method == zipfile.ZIP_DEFLATED
         self._inflate = zlib.decompressobj(-zlib.MAX_WBITS) if deflated else None
         self._crc = self._size = 0
@@ -521,6 +526,8 @@ class _Member(io.RawIOBase):
             return 0
         self._size += got
         self._crc = zlib.crc32(data, self._crc)
+        if self._on_bytes is not None:
+            self._on_bytes(got)
         return got
 
     def _finish(self) -> None:
@@ -590,17 +597,20 @@ class ZipView:
         info = self.infos[name]
         return info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & _ENCRYPTED
 
-    def open(self, name: str, shown: str) -> BinaryIO:
+    def open(self, name: str, shown: str,
+             on_bytes: Callable[[int], None] | None = None) -> BinaryIO:
         """Member ``name``'s bytes; ``shown`` names it in errors. Raises
-        :class:`VerificationError` if it cannot be read, ``KeyError`` if absent."""
-        return io.BufferedReader(self.member(name, shown), buffer_size=CHUNK_SIZE)
+        :class:`VerificationError` if it cannot be read, ``KeyError`` if absent.
+        ``on_bytes`` is told the size of each piece read (see :class:`_Member`)."""
+        return io.BufferedReader(self.member(name, shown, on_bytes), buffer_size=CHUNK_SIZE)
 
-    def member(self, name: str, shown: str) -> _Member:
+    def member(self, name: str, shown: str,
+               on_bytes: Callable[[int], None] | None = None) -> _Member:
         """Like :meth:`open`, unbuffered (``readinto`` fills the caller's buffer)."""
         reason = self.unreadable.get(name)
         if reason:
             raise VerificationError(f"{shown} {reason}")
-        return _Member(self.fp, self._entries[name], shown)
+        return _Member(self.fp, self._entries[name], shown, on_bytes)
 
     def window(self, name: str) -> _Window:
         """A stored member's bytes as a seekable file (for a ZIP inside the ZIP)."""
@@ -673,11 +683,11 @@ class BagReader:
     def _full(self, name: str) -> str:
         return self.members[name].filename
 
-    def open(self, name: str) -> BinaryIO:
+    def open(self, name: str, on_bytes: Callable[[int], None] | None = None) -> BinaryIO:
         """A member's bytes as a stream (``KeyError`` if there is no such member). Raises
         :class:`VerificationError` if it cannot be read; a read of damaged data raises
-        it too, naming the member."""
-        return self.view.open(self._full(name), name)
+        it too, naming the member. ``on_bytes`` is told the size of each piece read."""
+        return self.view.open(self._full(name), name, on_bytes)
 
     def window(self, name: str) -> BinaryIO:
         """A stored member as a seekable file. Raises :class:`VerificationError` if it is
@@ -704,11 +714,12 @@ class BagReader:
             raise VerificationError(f"{name} holds more than {MAX_SMALL_FILE} bytes")
         return data
 
-    def digest(self, name: str) -> Digest:
-        """Both digests of a member, streamed. Raises VerificationError when damaged."""
+    def digest(self, name: str, on_bytes: Callable[[int], None] | None = None) -> Digest:
+        """Both digests of a member, streamed. Raises VerificationError when damaged.
+        ``on_bytes`` is told the size of each piece hashed."""
         hasher = Hasher()
         buffer = memoryview(bytearray(CHUNK_SIZE))
-        with self.view.member(self._full(name), name) as stream:
+        with self.view.member(self._full(name), name, on_bytes) as stream:
             while got := stream.readinto(buffer):
                 hasher.update(buffer[:got])
         return hasher.digest()
