@@ -9,15 +9,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from archiver.cli.common import EXIT_FAILED, EXIT_OK, emit_json, shown
-from archiver.cli.output import binary
+from archiver.cli.output import binary, unaltered
 from archiver.errors import ArchiverError
 
 if TYPE_CHECKING:
     from archiver.capture.values import Capture
+    from archiver.cli.progress import TerminalProgress
+    from archiver.recorder.budget import Transfer
     from archiver.settings import Settings
 
 
@@ -106,7 +111,8 @@ def cmd_capture(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
     limiter = HostLimiter(per_host=settings.daemon.per_host_concurrency,
                           rate=settings.daemon.per_host_rate)
     status = EXIT_OK
-    with Archive.open(settings) as archive:
+    progress = _capture_progress(len(args.urls), args.json)
+    with Archive.open(settings) as archive, progress.watch():
         archive.signing_key  # noqa: B018 - a wrong passphrase must stop us before any fetch
 
         def capture(url: str) -> Capture:
@@ -118,14 +124,91 @@ def cmd_capture(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
                                  limiter=limiter):
             if not done.ok:
                 status = EXIT_FAILED
+            progress.erase()  # the capture's lines start on a clean line
             if args.json:
                 emit_json(out, done.as_json())
             else:
                 print_capture(out, done)
                 out.flush()
+            progress.capture_done()
     if status != EXIT_OK and not args.json:
         print("archiver: error: some captures failed (see above)", file=sys.stderr)
     return status
+
+
+class _CaptureProgress:
+    """``capturing: 1/3 URLs, 12.0 MiB of 40.0 MiB (30%), about 9s left`` on a terminal:
+    the bytes every capture of the command received (the recorder's byte accounting),
+    and, while responses are being received that all announced a Content-Length, of that
+    plus what they still announce; else only what arrived so far. Captures run in
+    threads: one lock for the line."""
+
+    def __init__(self, line: TerminalProgress | None, urls: int) -> None:
+        self.line = line
+        self.urls = urls
+        self.lock = threading.Lock()
+        self.done = 0
+        self.arrived = 0
+        self.flowing: dict[Transfer, None] = {}  # responses being received
+
+    @contextmanager
+    def watch(self) -> Iterator[None]:
+        if self.line is None:
+            yield
+            return
+        from archiver.recorder.budget import watching
+
+        self.line.start(self.urls, 0)
+        try:
+            with watching(self):
+                yield
+        finally:
+            with self.lock:
+                self.line.close()
+
+    def announced(self, transfer: Transfer) -> None:
+        with self.lock:
+            self.flowing[transfer] = None
+            self._draw()
+
+    def received(self, transfer: Transfer, nbytes: int) -> None:
+        with self.lock:
+            self.arrived += nbytes
+            self._draw()
+
+    def ended(self, transfer: Transfer) -> None:
+        with self.lock:
+            self.flowing.pop(transfer, None)
+
+    def capture_done(self) -> None:
+        with self.lock:
+            self.done += 1
+            self._draw()
+
+    def erase(self) -> None:
+        with self.lock:
+            if self.line is not None:
+                self.line.close()
+
+    def _draw(self) -> None:
+        if self.line is not None:
+            # What arrived, and what the responses being received still announce; no
+            # total while one of them did not say (or none is being received).
+            lengths = [t.length for t in self.flowing]
+            total = 0 if not lengths or None in lengths else self.arrived + sum(
+                max(0, length - t.received) for t, length in zip(self.flowing, lengths,
+                                                                 strict=True)
+                if length is not None)
+            self.line.update(self.done, self.urls, self.arrived, total)
+
+
+def _capture_progress(urls: int, json_output: bool) -> _CaptureProgress:
+    from archiver.cli.progress import TerminalProgress, wanted
+
+    terminal = unaltered(sys.stderr)
+    line = TerminalProgress(terminal, "capturing", unit="URLs") \
+        if wanted(terminal, json_output=json_output) else None
+    return _CaptureProgress(line, urls)
 
 
 def cmd_show(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:

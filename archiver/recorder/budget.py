@@ -28,14 +28,19 @@ BudgetExhausted` (reason ``budget``) before any connection is made. What a fetch
 leaves out because of the budget is *counted* (:meth:`CaptureBudget.skip`), never
 listed one by one, so what the capture reports stays bounded whatever the page holds.
 Every method is thread-safe.
+
+What the budget meters can also be watched as it arrives (:func:`watching`), by whatever
+runs the captures in this process (the ``capture`` command's progress line on a terminal).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 from archiver.errors import BudgetExhausted
 from archiver.recorder.wire import Deadline
@@ -44,6 +49,36 @@ REQUESTS = "capture.max_requests"
 BYTES = "capture.max_total_bytes"
 DEADLINE = "capture.deadline_seconds"
 RESOURCES = "capture.max_subresources"
+
+
+class Watcher(Protocol):
+    """Told of the bytes every capture of the process receives (from any thread)."""
+
+    def announced(self, transfer: Transfer) -> None:
+        """``transfer``'s response began (its ``length``: the Content-Length, or None)."""
+
+    def received(self, transfer: Transfer, nbytes: int) -> None:
+        """``nbytes`` more arrived on the wire for ``transfer``."""
+
+    def ended(self, transfer: Transfer) -> None:
+        """``transfer`` is over (complete, cut short or failed)."""
+
+
+_watchers: tuple[Watcher, ...] = ()
+_watchers_lock = threading.Lock()
+
+
+@contextmanager
+def watching(watcher: Watcher) -> Iterator[None]:
+    """Tell ``watcher`` of every capture's bytes while the block runs."""
+    global _watchers
+    with _watchers_lock:
+        _watchers = (*_watchers, watcher)
+    try:
+        yield
+    finally:
+        with _watchers_lock:
+            _watchers = tuple(w for w in _watchers if w is not watcher)
 
 
 class CaptureBudget:
@@ -59,6 +94,7 @@ class CaptureBudget:
         self._monotonic = monotonic
         self._began = monotonic()
         self._lock = threading.Lock()
+        self._current = threading.local()  # each thread's exchange in progress
         self._requests: dict[str, int] = {}
         self._bytes = 0
         self._resources: set[str] = set()
@@ -100,6 +136,22 @@ class CaptureBudget:
             granted = max(0, min(size, self.max_total_bytes - self._bytes))
             self._bytes += granted
             return granted
+
+    def transfer(self) -> Transfer:
+        """The meter of one exchange (this thread's current one, for :meth:`announce`)."""
+        transfer = Transfer(self)
+        self._current.transfer = transfer
+        return transfer
+
+    def announce(self, content_length: str | None) -> None:
+        """This thread's exchange got its response headers, with this ``Content-Length``
+        (or none): for the watchers (:func:`watching`) only; nothing is spent."""
+        transfer = getattr(self._current, "transfer", None)
+        if transfer is not None and _watchers:
+            digits = content_length.strip() if content_length else ""
+            transfer.length = int(digits) if re.fullmatch(r"[0-9]{1,18}", digits) else None
+            for watcher in _watchers:
+                watcher.announced(transfer)
 
     @property
     def bytes_left(self) -> int:
@@ -187,3 +239,26 @@ class CaptureBudget:
                 "skipped": [{"fetcher": f, "what": what, "limit": limit, "count": n}
                             for (f, what, limit), n in self._skipped.items()],
             }
+
+
+class Transfer:
+    """One exchange's bytes: metered by the capture's budget as they arrive (the meter a
+    :class:`~archiver.recorder.wire.Wire` calls), and shown to the watchers."""
+
+    def __init__(self, budget: CaptureBudget) -> None:
+        self.budget = budget
+        self.length: int | None = None  # the announced Content-Length
+        self.received = 0
+
+    def __call__(self, size: int) -> int:
+        granted = self.budget.meter(size)
+        self.received += granted
+        for watcher in _watchers:
+            watcher.received(self, granted)
+        return granted
+
+    def end(self) -> None:
+        if getattr(self.budget._current, "transfer", None) is self:
+            self.budget._current.transfer = None
+        for watcher in _watchers:
+            watcher.ended(self)

@@ -482,12 +482,14 @@ class RecordingSession:
         # only writing the records, in _record, is serialised. Bytes are metered by the
         # capture's budget as they arrive, so exchanges running at once cannot pass
         # max_total_bytes together.
-        wire = Wire(self.spool_dir, limit=self.limit_for(role), meter=self.budget.meter)
+        meter = self.budget.transfer()
+        wire = Wire(self.spool_dir, limit=self.limit_for(role), meter=meter)
         try:
             return self._exchange(request, url, parsed, role, wire, body, parse_links,
                                   deadline, on_headers, on_body)
         finally:
             wire.close()
+            meter.end()
 
     def check_target(self, url: str) -> None:
         """Raise :class:`FetchRefused` when the guard refuses ``url`` before any socket
@@ -601,6 +603,7 @@ class RecordingSession:
             try:
                 status, headers = response.status_code, response.headers
                 reason = response.reason_phrase
+                self.budget.announce(headers.get("content-length"))
                 if on_headers is not None and not on_headers(status, headers):
                     raise StopReading
                 if parse_links:
