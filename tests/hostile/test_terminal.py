@@ -201,3 +201,50 @@ def test_a_reader_closing_the_pipe_ends_the_output_quietly_and_loses_no_capture(
     last = subprocess.run([*archiver, "ledger", "proof", str(entries)], env=env,
                           check=True, capture_output=True, timeout=120)
     assert b"access.downloaded" in last.stdout, last.stdout
+
+
+# A server's Content-Length feeds the capture's progress line: whatever it says, the line
+# holds our numbers only, never more than 100%, and a length that is no plain decimal
+# number gives no total at all.
+CONTENT_LENGTHS = [
+    # (header as sent, the line after 64 bytes arrived, up to the time left)
+    ("1000", "capturing: 0/1 URLs, 64 B of 1000 B (6%)"),
+    (" 1000 ", "capturing: 0/1 URLs, 64 B of 1000 B (6%)"),
+    ("10", "capturing: 0/1 URLs, 64 B of 64 B (100%)"),  # a short lie
+    ("9" * 18, "capturing: 0/1 URLs, 64 B of 931322574.6 GiB (0%)"),
+    ("9" * 19, "capturing: 0/1 URLs, 64 B so far"),
+    ("-5", "capturing: 0/1 URLs, 64 B so far"),
+    ("1e3", "capturing: 0/1 URLs, 64 B so far"),
+    ("100, 100", "capturing: 0/1 URLs, 64 B so far"),
+    ("٣٤", "capturing: 0/1 URLs, 64 B so far"),  # digits, but not ASCII ones
+    ("12\x1b[2J", "capturing: 0/1 URLs, 64 B so far"),
+    (None, "capturing: 0/1 URLs, 64 B so far"),
+]
+
+
+@pytest.mark.hostile("terminal")
+@pytest.mark.parametrize(("header", "line"), CONTENT_LENGTHS,
+                         ids=[repr(h)[:24] for h, _ in CONTENT_LENGTHS])
+def test_a_lying_content_length_cannot_garble_the_capture_progress_line(
+        header: str | None, line: str) -> None:
+    from archiver.cli.captures import _CaptureProgress
+    from archiver.cli.progress import TerminalProgress
+    from archiver.recorder.budget import CaptureBudget, watching
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    ticks = iter(range(100))
+    drawn = TerminalProgress(Tty(), "capturing", unit="URLs", interval=0,
+                             clock=lambda: float(next(ticks)) * 2)
+    progress = _CaptureProgress(drawn, 1)
+    budget = CaptureBudget(max_requests=10, max_total_bytes=10**6, seconds=60,
+                           max_subresources=10)
+    with watching(progress):
+        meter = budget.transfer()
+        budget.announce(header)
+        assert meter(64) == 64
+        assert drawn.line().split(", about ")[0] == line
+        meter.end()
+    assert progress.flowing == {}
