@@ -16,6 +16,9 @@ import pty
 import re
 import sys
 import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,41 @@ def big_video(site: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     big = site.routes["/big.mp4"]  # the same, 200 MiB long
     monkeypatch.setitem(site.routes, "/progress.mp4", dataclasses.replace(big, stream_bytes=BIG))
     return str(site.url("/progress.mp4"))
+
+
+@pytest.fixture
+def throttled_video(site: Any) -> Iterator[str]:
+    """A 4 MiB video (the media site's MPEG-TS head, then noise) sent in 16 pieces a
+    tenth of a second apart, with its Content-Length."""
+    head = site.routes["/big.mp4"].head
+    body = head + os.urandom(4 * 1024 * 1024 - len(head))
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            piece = len(body) // 16
+            try:
+                for start in range(0, len(body), piece):
+                    self.wfile.write(body[start:start + piece])
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except ConnectionError:
+                return
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/slow.mp4"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
@@ -108,6 +146,19 @@ def test_a_big_download_shows_bytes_received_of_the_announced_total(
     assert terminal.endswith(b"\r\x1b[K")  # erased before the command's last word
     assert "\r" not in out
     assert "completed" in out
+
+
+def test_a_throttled_download_is_redrawn_as_it_arrives_with_the_real_clock(
+    cli: Cli, throttled_video: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code, out, terminal = on_terminal(monkeypatch, "capture", throttled_video)
+    assert code == 0, out
+    drawn = re.findall(r"\r([^\r\x1b]+)\x1b\[K", terminal.decode("utf-8"))
+    receiving = [line for line in drawn
+                 if re.match(r"capturing: 0/1 URLs, [0-9.]+ [KM]?i?B of 4\.[01] MiB \([0-9]+%\)",
+                             line)]
+    assert len(receiving) >= 2, drawn  # (the total includes what earlier exchanges received)
+    assert terminal.endswith(b"\r\x1b[K")
 
 
 @pytest.mark.parametrize("json_flag", [False, True], ids=["piped", "json-on-a-terminal"])
