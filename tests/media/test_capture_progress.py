@@ -2,8 +2,9 @@
 pseudo-terminal here): URLs done of the command's, bytes received of what the server
 announced (Content-Length), time left; piped or with --json, stderr stays empty.
 
-The command runs in-process with a clock that moves one second per reading, so every
-report is drawn and a time left is known without any real waiting."""
+The command runs in-process; most tests give the line a clock that moves one second per
+reading, so every report is drawn and a time left is known without any real waiting; one
+uses the real clock and a video sent slowly."""
 
 from __future__ import annotations
 
