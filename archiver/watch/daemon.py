@@ -624,12 +624,21 @@ def run_daemon(settings: Settings, *, workers: int | None = None,
                config_path: Path | None = None) -> int:
     """``archiver daemon``: until SIGTERM/SIGINT. Raises ArchiverError when the archive
     cannot be opened or its signing key cannot be decrypted."""
+    # Opening the archive (migrations checked, abandoned captures closed, the key
+    # decrypted) takes a while: a stop asked for meanwhile is kept and honoured at once,
+    # so a daemon stopped while it starts still ends cleanly (exit 0), not by the signal.
+    early_stop, early_hurry = threading.Event(), threading.Event()
+    _install_signals(early_stop, early_hurry)
     with Archive.open(settings) as archive:
         archive.signing_key  # noqa: B018 - fail at start, not at the first capture
         daemon = Daemon(archive,
                         workers=settings.daemon.workers if workers is None else workers,
                         config_path=config_path)
         _install_signals(daemon.stop, daemon.hurry)
+        if early_stop.is_set():
+            daemon.stop.set()
+        if early_hurry.is_set():
+            daemon.hurry.set()
         return daemon.run()
 
 

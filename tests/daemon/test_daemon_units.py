@@ -8,11 +8,13 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from archive_cli import Cli
 
 from archiver import models, schema
 from archiver.archive import Capture
@@ -193,3 +195,34 @@ def test_example_config_documents_every_daemon_setting() -> None:
         assert annotation is not None
         for name in annotation.model_fields:
             assert name in block, f"{section}.{name} is not documented"
+
+
+def test_a_stop_asked_for_while_the_daemon_opens_the_archive_ends_it_cleanly(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM while the daemon is still opening the archive (closing abandoned captures,
+    decrypting the key: seconds on a busy machine) is kept and honoured: the daemon
+    returns 0 without starting work, instead of dying by the signal."""
+    import signal as signals
+
+    from archiver.archive import Archive
+    from archiver.watch import daemon as daemon_module
+
+    real_open = Archive.open
+    handlers: list[object] = []
+
+    def open_and_be_stopped(*args: Any, **kwargs: Any) -> Archive:
+        handler = signals.getsignal(signals.SIGTERM)
+        handlers.append(handler)
+        assert callable(handler), "no SIGTERM handler while the archive is opened"
+        handler(signals.SIGTERM, None)  # what the kernel would do on `kill -TERM`
+        return real_open(*args, **kwargs)
+
+    previous = signals.getsignal(signals.SIGTERM), signals.getsignal(signals.SIGINT)
+    monkeypatch.setattr(Archive, "open", open_and_be_stopped)
+    try:
+        assert daemon_module.run_daemon(cli.settings(), workers=1) == 0
+    finally:
+        signals.signal(signals.SIGTERM, previous[0])
+        signals.signal(signals.SIGINT, previous[1])
+    assert len(handlers) == 1

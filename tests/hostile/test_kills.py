@@ -214,6 +214,20 @@ def test_sigkill_of_archiver_capture_at_a_random_moment(
     assert statuses["failed"] == 0, statuses
 
 
+def _daemon_running(cli: Cli, pid: int) -> bool:
+    """Whether daemon ``pid`` has registered itself (read without opening the archive)."""
+    processes = sa.table("daemon_processes", sa.column("role"), sa.column("pid"),
+                         sa.column("state"))
+    engine = make_engine(cli.settings().database_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(processes).where(
+                processes.c.role == "daemon", processes.c.pid == pid,
+                processes.c.state == "running")).scalar_one() > 0
+    finally:
+        engine.dispose()
+
+
 def _jobs(cli: Cli) -> list[dict[str, Any]]:
     return cli.json_lines("jobs")
 
@@ -248,6 +262,11 @@ def test_sigkill_of_the_daemon_while_its_workers_capture(
     try:
         wait_until(lambda: all(j["state"] in ("done", "failed") for j in _jobs(cli)),
                    timeout=300, what="every job to finish")
+        # The jobs may all have been done before the first kill: stop the second daemon
+        # once it runs (registered), not while Python is still starting it.
+        wait_until(lambda: _daemon_running(cli, second.popen.pid)
+                   or second.popen.poll() is not None,
+                   timeout=120, what="the second daemon to run")
         second.popen.send_signal(signal.SIGTERM)
         assert second.popen.wait(timeout=60) == 0, second.output()
     finally:
