@@ -156,9 +156,11 @@ def test_a_throttled_download_is_redrawn_as_it_arrives_with_the_real_clock(
     assert code == 0, out
     drawn = re.findall(r"\r([^\r\x1b]+)\x1b\[K", terminal.decode("utf-8"))
     receiving = [line for line in drawn
-                 if re.match(r"capturing: 0/1 URLs, [0-9.]+ [KM]?i?B of 4\.[01] MiB \([0-9]+%\)",
+                 if re.match(r"capturing: 0/1 URLs, [0-9.]+ [KM]?i?B of 4\.[0-9] MiB \([0-9]+%\)",
                              line)]
-    assert len(receiving) >= 2, drawn  # (the total includes what earlier exchanges received)
+    # The total is the 4 MiB video plus what earlier exchanges received (the page, its
+    # headers: how much depends on the page fetcher's and yt-dlp's requests), so 4.0-4.9.
+    assert len(receiving) >= 2, drawn
     assert terminal.endswith(b"\r\x1b[K")
 
 
