@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from fixity_fixtures import Archived, archived, artifact, fixity_entries, one_capture
 from fixture_site import FixtureSite
+from pseudo_terminal import pseudo_terminal
 
 from archiver.archive import Archive
 from archiver.audit import Auditor, audit_status, run_scheduled
@@ -324,39 +325,17 @@ def test_a_terminal_sees_the_progress_line_a_pipe_and_json_do_not(
     """``archiver audit`` with stderr on a pseudo-terminal draws its progress line there
     (carriage return, erase) and erases it; stdout, a pipe, gets only the result; with
     --json the terminal gets nothing."""
-    import os
-    import pty
     import subprocess
     import sys
-    import threading
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
 
     def run(*argv: str) -> tuple[bytes, bytes]:
-        master, slave = pty.openpty()
-        seen = bytearray()
-
-        def drain() -> None:
-            while True:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # the terminal closed
-                    return
-                if not chunk:
-                    return
-                seen.extend(chunk)
-
-        reader = threading.Thread(target=drain)
-        reader.start()
-        try:
+        with pseudo_terminal() as (slave, seen):
             done = subprocess.run([sys.executable, "-m", "archiver.cli", "audit", *argv],
                                   stdout=subprocess.PIPE, stderr=slave, cwd=root,
                                   timeout=120, check=False)
-        finally:
-            os.close(slave)
-            reader.join(timeout=30)
-            os.close(master)
         assert done.returncode == 0
         return done.stdout, bytes(seen)
 

@@ -11,15 +11,14 @@ import functools
 import io
 import itertools
 import os
-import pty
 import re
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from export_helpers import Cli, seed_capture
 from fixture_site import FixtureSite
+from pseudo_terminal import pseudo_terminal
 
 import archiver.cli.export as export_cli
 from archiver.archive import Archive
@@ -53,31 +52,12 @@ def stepping_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 def on_terminal(monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[int, bytes]:
     """Run ``archiver *argv`` with stderr on a pseudo-terminal: exit code, what the
     terminal received."""
-    master, slave = pty.openpty()
-    seen = bytearray()
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the terminal closed
-                return
-            if not chunk:
-                return
-            seen.extend(chunk)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    terminal = os.fdopen(slave, "w", encoding="utf-8")
-    try:
+    with pseudo_terminal() as (slave, seen):
+        terminal = os.fdopen(slave, "w", encoding="utf-8", closefd=False)
         with monkeypatch.context() as mp:
             mp.setattr(sys, "stderr", terminal)
             code = main(list(argv))
         terminal.flush()
-    finally:
-        terminal.close()
-        reader.join(timeout=30)
-        os.close(master)
     return code, bytes(seen).replace(b"\r\n", b"\n")  # the terminal's own newline mapping
 
 

@@ -13,7 +13,6 @@ import functools
 import io
 import itertools
 import os
-import pty
 import re
 import sys
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 from archive_cli import Cli, archive_environment
+from pseudo_terminal import pseudo_terminal
 
 import archiver.cli.progress as progress_module
 from archiver.cli import main
@@ -100,33 +100,14 @@ def stepping_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 def on_terminal(monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[int, str, bytes]:
     """``archiver *argv`` with stderr on a pseudo-terminal: exit code, stdout, what the
     terminal received."""
-    master, slave = pty.openpty()
-    seen = bytearray()
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the terminal closed
-                return
-            if not chunk:
-                return
-            seen.extend(chunk)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    terminal = os.fdopen(slave, "w", encoding="utf-8")
     out = io.StringIO()
-    try:
+    with pseudo_terminal() as (slave, seen):
+        terminal = os.fdopen(slave, "w", encoding="utf-8", closefd=False)
         with monkeypatch.context() as mp:
             mp.setattr(sys, "stderr", terminal)
             mp.setattr(sys, "stdout", out)
             code = main(list(argv))
         terminal.flush()
-    finally:
-        terminal.close()
-        reader.join(timeout=30)
-        os.close(master)
     return code, out.getvalue(), bytes(seen)
 
 
