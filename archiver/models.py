@@ -226,3 +226,79 @@ capture_leases = sa.Table(
     sa.Column("taken", sa.Text, nullable=False),
     sa.Column("lease_until", sa.Text, nullable=False),
 )
+
+# -- people and access (migration 0008), written by ``archiver.people`` ---------------------
+
+UNFILED_CASE_ID = 0
+"""``case_members.case_id`` of the "unfiled" pseudo-case: captures with no case."""
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("login", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_name", sa.String(200), nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("archive_role", sa.String(16), nullable=True),
+    sa.Column("totp_secret", sa.Text, nullable=True),
+    sa.Column("totp_enrolled", sa.Text, nullable=True),
+    sa.Column("totp_last_step", sa.BigInteger, nullable=True),
+    sa.Column("disabled", sa.Boolean, nullable=False),
+    sa.Column("created", sa.Text, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("password_changed", sa.Text, nullable=False),
+    sa.Column("locked_until", sa.Text, nullable=True),
+)
+
+case_members = sa.Table(
+    "case_members",
+    metadata,
+    sa.Column("case_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("granted", sa.Text, nullable=False),
+    sa.Column("granted_by", sa.Text, nullable=False),
+)
+sa.Index("ix_case_members_user", case_members.c.user_id)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("label", sa.String(200), nullable=True),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("case_ids", sa.Text, nullable=True),
+    sa.Column("created", sa.Text, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("expires", sa.Text, nullable=True),
+    sa.Column("revoked", sa.Text, nullable=True),
+    sa.Column("last_used", sa.Text, nullable=True),
+)
+sa.Index("ix_api_tokens_user", api_tokens.c.user_id)
+
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created", sa.Text, nullable=False),
+    sa.Column("last_seen", sa.Text, nullable=False),
+    sa.Column("mfa_passed", sa.Boolean, nullable=False),
+    sa.Column("client", sa.String(64), nullable=True),
+)
+sa.Index("ix_web_sessions_user", web_sessions.c.user_id)
+
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("id", _big_id, primary_key=True, autoincrement=True),
+    sa.Column("login", sa.String(64), nullable=False),
+    sa.Column("client", sa.String(64), nullable=False),
+    sa.Column("at", sa.Text, nullable=False),
+)
+sa.Index("ix_login_failures_login_at", login_failures.c.login, login_failures.c.at)
+sa.Index("ix_login_failures_client_at", login_failures.c.client, login_failures.c.at)
+sa.Index("ix_captures_case_requested", captures.c.case_id, captures.c.requested_at, captures.c.id)
