@@ -68,6 +68,7 @@ class Action(enum.StrEnum):
 
     # public
     HEALTH = "health"
+    API_DOCS = "api.docs"  # the OpenAPI document
     LOGIN = "auth.login"
     # about oneself
     SELF_VIEW = "self.view"  # who am I, my cases and roles
@@ -92,12 +93,13 @@ class Action(enum.StrEnum):
     LEDGER_VERIFY = "ledger.verify"
     USER_MANAGE = "user.manage"
     CASE_MANAGE = "case.manage"  # create cases, grant and revoke roles
-    TOKEN_MANAGE = "token.manage"  # everyone's tokens
+    TOKEN_MANAGE = "token.manage"  # noqa: S105 - everyone's tokens (an action, no secret)
     KEY_VIEW = "key.view"  # key history, settings (no secret ever)
 
 
 KIND: Mapping[Action, Kind] = {
     Action.HEALTH: Kind.PUBLIC,
+    Action.API_DOCS: Kind.PUBLIC,
     Action.LOGIN: Kind.PUBLIC,
     Action.SELF_VIEW: Kind.SELF,
     Action.SELF_MANAGE: Kind.SELF,
