@@ -228,6 +228,11 @@ def initialise(settings: Settings, *, clock: Clock = utc_now) -> InitReport:
             # checkpoint). Only unsigned entries older than every signed one: an unsigned
             # row after a signed one is refused by every checkpoint (chain_of_custody.ledger).
             ledger.create_checkpoint(key, origin, legacy=True)
+        # The secret the web application derives its keys from (and that encrypts TOTP
+        # secrets at rest): made now, 0600, so that serving never has to create it.
+        from archiver.people.webkey import web_secret
+
+        web_secret(settings)
         privacy.tighten(settings)
         return InitReport(home, settings.database_url, key.key_id, created, origin)
     finally:

@@ -343,6 +343,31 @@ class AuditSettings(_Section):
     """Replace a missing or damaged copy with a healthy copy from another store."""
 
 
+class AuthSettings(_Section):
+    """People signing in to the web application and the HTTP API (archiver.people)."""
+
+    require_mfa: bool = False
+    """Everyone needs a TOTP second factor (admins always do)."""
+    min_password_length: int = Field(default=12, ge=8, le=1024)
+    lockout_after: int = Field(default=10, ge=1)
+    """Failed logins of one login name within ``lockout_minutes`` that lock it for
+    ``lockout_minutes``."""
+    lockout_minutes: float = Field(default=15.0, gt=0)
+    client_failures_per_minute: int = Field(default=20, ge=1)
+    """Failed logins (and unknown tokens) from one client address in the last minute
+    past which its further attempts are refused unchecked (reason rate-limited)."""
+    token_days: float = Field(default=90.0, gt=0)
+    """Lifetime of an API token unless ``token create --expires`` says otherwise."""
+    session_idle_minutes: float = Field(default=30.0, gt=0)
+    """A web session unused this long ends."""
+    session_absolute_hours: float = Field(default=12.0, gt=0)
+    """A web session ends this long after its login, however busy."""
+
+
+def _default_operator() -> str:
+    return f"os:{getpass.getuser()}@{socket.gethostname()}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ARCHIVER_",
@@ -353,8 +378,10 @@ class Settings(BaseSettings):
     )
 
     home: Path = Path("./archive-data")
-    operator: str = Field(default_factory=lambda: f"{getpass.getuser()}@{socket.gethostname()}")
-    """Who runs this archive; written into every WARC's warcinfo and every ledger entry."""
+    operator: str = Field(default_factory=_default_operator)
+    """Who runs this archive from the command line: ``os:<account>@<host>`` by default
+    (labelled as an OS account, unlike the ``user:<login>`` of people signed in to the
+    web application); written into every WARC's warcinfo and the CLI's ledger entries."""
     database: DatabaseSettings = DatabaseSettings()
     signing: SigningSettings = SigningSettings()
     capture: CaptureSettings = CaptureSettings()
@@ -367,6 +394,7 @@ class Settings(BaseSettings):
     watch: WatchSettings = WatchSettings()
     revisit: RevisitSettings = RevisitSettings()
     audit: AuditSettings = AuditSettings()
+    auth: AuthSettings = AuthSettings()
 
     @classmethod
     def settings_customise_sources(
