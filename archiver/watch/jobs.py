@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -142,6 +142,9 @@ class JobRequest:
     revisit_of: str | None = None
     again: bool = False
     """Capture even when the URL was captured (or is queued) already."""
+    context: Mapping[str, str] | None = None
+    """How the requester reached the archive (token or session id, client address:
+    :meth:`~archiver.people.access.Principal.context`), recorded with ``capture.queued``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -308,7 +311,7 @@ class JobQueue:
                     "url": request.url, "job_id": job_id, "via": request.via,
                     "source": request.source or f"job:{job_id}", "case": request.case,
                     "note": request.note, "priority": request.priority,
-                },
+                } | ({"context": dict(request.context)} if request.context else {}),
                 connection=conn,
             )
         return Submitted(self._get(conn, job_id))
