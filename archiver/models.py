@@ -302,3 +302,28 @@ login_failures = sa.Table(
 sa.Index("ix_login_failures_login_at", login_failures.c.login, login_failures.c.at)
 sa.Index("ix_login_failures_client_at", login_failures.c.client, login_failures.c.at)
 sa.Index("ix_captures_case_requested", captures.c.case_id, captures.c.requested_at, captures.c.id)
+
+# -- exports asked for through the API (migration 0009), written by ``archiver.export.requests``
+
+exports = sa.Table(
+    "exports",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False),
+    sa.Column("capture_ids", sa.Text, nullable=True),  # JSON list; NULL: the whole case
+    sa.Column("requested_by", sa.Text, nullable=False),
+    sa.Column("context", sa.Text, nullable=True),  # JSON object (token/session, client)
+    sa.Column("created", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("started", sa.Text, nullable=True),
+    sa.Column("finished", sa.Text, nullable=True),
+    sa.Column("worker", sa.String(160), nullable=True),
+    sa.Column("lease_until", sa.Text, nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("file_name", sa.String(200), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("ledger_seq", sa.BigInteger, nullable=True),
+)
+sa.Index("ix_exports_case_created", exports.c.case_id, exports.c.created, exports.c.id)
+sa.Index("ix_exports_state", exports.c.state)
