@@ -656,8 +656,13 @@ class People:
         return int(recent) >= self.auth.client_failures_per_minute
 
     def login(self, login: str, password: str, *, client: str,
-              totp: str | None = None) -> UserView:
+              totp: str | None = None, defer_totp: bool = False) -> UserView:
         """Check a password login (and its TOTP code, for a person who enrolled one).
+
+        ``defer_totp`` (the web's two-step login): a person who enrolled a second factor
+        and gave no code is let in with method ``password`` and ``"mfa": "pending"`` on
+        the ``auth.login`` entry; the web session then allows nothing but
+        :meth:`second_factor` (and logging out) until the code is given.
 
         Returns the person; ledger ``auth.login`` {context, method}. The caller looks at
         :attr:`UserView.mfa_required` and :attr:`UserView.mfa_enrolled`: a person who
@@ -692,7 +697,7 @@ class People:
         if row.disabled:
             refuse(LoginRefused("disabled"))
         method = "password"
-        if row.totp_enrolled is not None:
+        if row.totp_enrolled is not None and not (totp is None and defer_totp):
             if totp is None:
                 refuse(LoginRefused("mfa-required",
                                     "enter the one-time code of your authenticator app"))
@@ -710,7 +715,42 @@ class People:
             conn.execute(sa.update(u).where(u.c.id == row.id).values(**updates))
             conn.execute(sa.delete(models.login_failures)
                          .where(models.login_failures.c.login == row.login))
-            self._record(conn, "auth.login", f"user:{row.login}", {"method": method},
+            payload: dict[str, Any] = {"method": method}
+            if row.totp_enrolled is not None and method == "password":
+                payload["mfa"] = "pending"
+            self._record(conn, "auth.login", f"user:{row.login}", payload,
+                         actor=actor_for(row.login), context=context)
+            return self._view(self._user_row_by_id(conn, row.id))
+
+    def second_factor(self, user_id: int, code: str, *, client: str) -> UserView:
+        """The second step of a login begun with ``defer_totp``: the person's current
+        TOTP code. Ledger ``auth.mfa_passed`` {context}.
+
+        Raises :class:`LoginRefused` (recorded as ``auth.failed``): ``wrong-totp``
+        (counted towards the login's lockout and the client's rate limit), ``locked``,
+        ``disabled``, ``rate-limited``; :class:`UnknownUser`.
+        """
+        now = self._now()
+        with self.archive.engine.begin() as conn:
+            limited = self._client_limited(conn, client, now)
+            row = self._user_row_by_id(conn, user_id)
+        refuse = partial(self._refuse, subject=f"user:{row.login}", login=row.login,
+                         client=client)
+        if limited:
+            refuse(LoginRefused("rate-limited", RATE_LIMITED_MESSAGE))
+        if row.disabled:
+            refuse(LoginRefused("disabled", "this account is disabled"))
+        if row.locked_until is not None and row.locked_until > rfc3339(now):
+            refuse(LoginRefused("locked", "too many failed attempts: this account is locked "
+                                          "for a while; try again later"))
+        if not self.check_totp(row.id, code):
+            self._count_failure_and_lock(row, client, now)
+            refuse(LoginRefused("wrong-totp", "wrong one-time code"))
+        self._ready()
+        context = dict(self.context or {})
+        context["client"] = client
+        with self.archive.engine.begin() as conn:
+            self._record(conn, "auth.mfa_passed", f"user:{row.login}", {"method": "totp"},
                          actor=actor_for(row.login), context=context)
             return self._view(self._user_row_by_id(conn, row.id))
 
