@@ -203,6 +203,7 @@ def export_case(
     out: Path,
     capture_ids: Sequence[str] = (),
     actor: str | None = None,
+    context: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> ExportReport:
     """Write the evidence bundle of ``case`` (or of some of its captures) to ``out``.
@@ -211,7 +212,9 @@ def export_case(
     case), :class:`ArchiverError` (``out`` exists or cannot be written, a capture does
     not verify, a stored copy differs from its signed manifest, the WACZ cannot be
     built). Nothing is recorded on the ledger unless the bundle was written completely.
-    ``progress`` is told how far the writing of the bundle is.
+    ``progress`` is told how far the writing of the bundle is. ``context`` (what the
+    person asked through: token or session id, client address) is recorded in the
+    ``bundle.exported`` payload.
     """
     shown: Progress = progress or _NoProgress()
     actor = actor or archive.settings.operator
@@ -243,7 +246,7 @@ def export_case(
     checkpoint = plan.checkpoint
     assert checkpoint is not None
     try:
-        entry = _record(archive, plan, actor, out, digest)
+        entry = _record(archive, plan, actor, out, digest, context)
     except CustodyError as exc:
         out.unlink(missing_ok=True)  # an export that is not on the ledger must not exist
         raise ArchiverError(f"the bundle could not be recorded on the ledger, so it was "
@@ -258,29 +261,28 @@ def export_case(
     )
 
 
-def _record(archive: Archive, plan: _Plan, actor: str, out: Path, digest: Digest
-            ) -> LedgerEntry:
+def _record(archive: Archive, plan: _Plan, actor: str, out: Path, digest: Digest,
+            context: Mapping[str, str] | None) -> LedgerEntry:
     checkpoint = plan.checkpoint
     assert checkpoint is not None
-    return archive.ledger.append(
-        actor=actor,
-        action="bundle.exported",
-        subject=f"case:{plan.case}",
-        payload={
-            "bundle_sha256": digest.sha256,
-            "bundle_sha512": digest.sha512,
-            "bundle_size": digest.size,
-            "file_name": out.name,
-            "bag": plan.bag_name,
-            "captures": [c.id for c in plan.captures],
-            "entries": len(plan.entries),
-            "checkpoint_tree_size": checkpoint.tree_size,
-            "checkpoint_root_hash": checkpoint.root_hash.hex(),
-            "timestamps": [{"tsa": t.tsa_url, "gen_time": t.gen_time} for t in plan.tokens],
-            "timestamp_problems": plan.timestamp_problems,
-            "signing_key_id": archive.signing_key.key_id,
-        },
-    )
+    payload: dict[str, Any] = {
+        "bundle_sha256": digest.sha256,
+        "bundle_sha512": digest.sha512,
+        "bundle_size": digest.size,
+        "file_name": out.name,
+        "bag": plan.bag_name,
+        "captures": [c.id for c in plan.captures],
+        "entries": len(plan.entries),
+        "checkpoint_tree_size": checkpoint.tree_size,
+        "checkpoint_root_hash": checkpoint.root_hash.hex(),
+        "timestamps": [{"tsa": t.tsa_url, "gen_time": t.gen_time} for t in plan.tokens],
+        "timestamp_problems": plan.timestamp_problems,
+        "signing_key_id": archive.signing_key.key_id,
+    }
+    if context:
+        payload["context"] = dict(context)
+    return archive.ledger.append(actor=actor, action="bundle.exported",
+                                 subject=f"case:{plan.case}", payload=payload)
 
 
 def _bag_name(case: str, when: datetime) -> str:

@@ -26,7 +26,7 @@ import io
 import json
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -38,12 +38,12 @@ from archiver import models
 from archiver.archive import Archive
 from archiver.clock import Clock, rfc3339
 from archiver.durations import format_duration, parse_duration
-from archiver.errors import ArchiverError, ConfigError, FetchRefused, NotFoundError
+from archiver.errors import ArchiverError, BadInput, ConfigError, FetchRefused, NotFoundError
 from archiver.recorder.guard import check_url
 from archiver.urls import check_text, submitted_url
 from archiver.urls import check_url as checked_url
 from archiver.watch.sources import GuardedFetcher, detect
-from archiver.watch.sources.base import KINDS
+from archiver.watch.sources.base import KINDS, SourceError
 from archiver.watch.sources.bluesky import actor_of
 from archiver.watch.sources.telegram import preview_url
 
@@ -127,6 +127,9 @@ class ImportReport:
     added: tuple[WatchView, ...]
     skipped: tuple[tuple[WatchSpec, str], ...]
     """Specs not added, with why (the URL is watched already)."""
+    refused: tuple[tuple[WatchSpec, str], ...] = ()
+    """Specs refused, with why (a bad URL, kind, interval or pattern), when
+    :meth:`Watchlist.add_many` was asked to report them instead of raising."""
 
 
 def url_sha256(url: str) -> str:
@@ -134,19 +137,24 @@ def url_sha256(url: str) -> str:
 
 
 class Watchlist:
-    """Watchlist operations on an open archive, as ``actor`` (default: the operator)."""
+    """Watchlist operations on an open archive, as ``actor`` (default: the operator).
+
+    ``context`` (what a person acted through: token or session id, client address) is
+    recorded under ``"context"`` in every ``watch.*`` payload when given."""
 
     def __init__(
         self,
         archive: Archive,
         *,
         actor: str | None = None,
+        context: Mapping[str, str] | None = None,
         clock: Clock | None = None,
         fetcher: GuardedFetcher | None = None,
     ) -> None:
         self.archive = archive
         self.settings = archive.settings
         self.actor = actor or archive.settings.operator
+        self.context = dict(context) if context else None
         self.clock = clock or archive.clock
         self._fetcher = fetcher
 
@@ -161,10 +169,23 @@ class Watchlist:
             raise WatchError(report.skipped[0][1])
         return report.added[0]
 
-    def add_many(self, specs: Sequence[WatchSpec], *, spread: bool = True) -> ImportReport:
+    def add_many(self, specs: Sequence[WatchSpec], *, spread: bool = True,
+                 report_refused: bool = False) -> ImportReport:
         """Add every spec in one transaction (all or none); a URL already watched is
-        skipped, not an error. Kinds are detected before the transaction begins."""
-        resolved = [self._resolve(spec) for spec in specs]
+        skipped, not an error. Kinds are detected before the transaction begins.
+
+        A spec that cannot be watched (bad URL, kind, interval, pattern; ``auto`` that
+        recognises nothing) raises, unless ``report_refused``: then it lands in
+        :attr:`ImportReport.refused` with why, and the others are added."""
+        resolved: list[tuple[WatchSpec, str, str, float]] = []
+        refused: list[tuple[WatchSpec, str]] = []
+        for spec in specs:
+            try:
+                resolved.append(self._resolve(spec))
+            except (WatchError, ConfigError, BadInput, SourceError) as exc:
+                if not report_refused:
+                    raise
+                refused.append((spec, str(exc)))
         now = self.clock()
         added: list[WatchView] = []
         skipped: list[tuple[WatchSpec, str]] = []
@@ -188,7 +209,7 @@ class Watchlist:
                 added.append(self._get(conn, watch_id))
         if added:
             self._checkpoint()
-        return ImportReport(tuple(added), tuple(skipped))
+        return ImportReport(tuple(added), tuple(skipped), tuple(refused))
 
     def _resolve(self, spec: WatchSpec) -> tuple[WatchSpec, str, str, float]:
         # A watched URL is a submitted one: checked and normalised, a password refused
@@ -260,9 +281,10 @@ class Watchlist:
             actor=self.actor,
             action="watch.added",
             subject=f"watch:{watch_id}",
-            payload={"watch_id": watch_id, "url": spec.url, "kind": kind,
-                     "source_url": source_url, "every_seconds": every, "case": spec.case,
-                     "pattern": spec.pattern},
+            payload=self._payload({
+                "watch_id": watch_id, "url": spec.url, "kind": kind,
+                "source_url": source_url, "every_seconds": every, "case": spec.case,
+                "pattern": spec.pattern}),
             connection=conn,
         )
         return watch_id
@@ -295,11 +317,17 @@ class Watchlist:
             )
             self.archive.ledger.append(
                 actor=self.actor, action=action, subject=f"watch:{watch_id}",
-                payload={"watch_id": watch_id, "url": current.url}, connection=conn,
+                payload=self._payload({"watch_id": watch_id, "url": current.url}),
+                connection=conn,
             )
             changed = self._get(conn, watch_id)
         self._checkpoint()
         return changed
+
+    def _payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.context:
+            payload["context"] = dict(self.context)
+        return payload
 
     def _checkpoint(self) -> None:
         if self.settings.ledger.checkpoint_after_capture:
