@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -528,14 +529,41 @@ class Archive:
             by_capture.setdefault(artifact.capture_id, []).append(artifact)
         return [_capture_view(row, by_capture.get(row.id, [])) for row in rows]
 
-    def record_view(self, capture: Capture, *, actor: str | None = None) -> None:
-        """Record that a person looked at a capture (``access.viewed``)."""
+    def record_view(self, capture: Capture, *, actor: str | None = None,
+                    context: Mapping[str, str] | None = None) -> None:
+        """Record that a person looked at a capture (``access.viewed``); ``context``:
+        how they reached it (token or session id, client address), when not the CLI."""
+        payload: dict[str, Any] = {"manifest_sha256": capture.manifest_sha256}
+        if context:
+            payload["context"] = dict(context)
         self.ledger.append(
             actor=actor or self.settings.operator,
             action="access.viewed",
             subject=f"capture:{capture.id}",
-            payload={"manifest_sha256": capture.manifest_sha256},
+            payload=payload,
         )
+
+    def record_download(
+        self, capture: Capture, artifact: ArtifactView, *, actor: str,
+        context: Mapping[str, str] | None = None, byte_range: tuple[int, int] | None = None,
+    ) -> None:
+        """Record ``access.downloaded`` for a download about to be served (the act is
+        the access: callers record it before the first byte goes out). ``byte_range``:
+        the first and last byte sent, for a partial download."""
+        payload: dict[str, Any] = {"artifact": artifact.name, "sha256": artifact.sha256,
+                                   "size": artifact.size}
+        if byte_range is not None:
+            payload["range"] = [byte_range[0], byte_range[1]]
+        if context:
+            payload["context"] = dict(context)
+        self.ledger.append(actor=actor, action="access.downloaded",
+                           subject=f"capture:{capture.id}", payload=payload)
+
+    def open_artifact(self, artifact: ArtifactView) -> AbstractContextManager[BinaryIO]:
+        """The stored bytes of ``artifact``, not re-hashed (the caller hashes what it
+        must trust). Errors surface when the ``with`` block is entered: StorageError
+        (missing from every store, or no store reachable)."""
+        return self.store.open(artifact.sha256)
 
     def export_artifact(
         self, capture_id: str, name: str, out: BinaryIO, *, actor: str | None = None
