@@ -19,7 +19,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from archiver.web import errors
-from archiver.web.gate import Authenticator, CheckedMiddleware, anonymous
+from archiver.web.auth import authenticate
+from archiver.web.gate import Authenticator, CheckedMiddleware
 from archiver.web.pagination import Cursors
 
 if TYPE_CHECKING:
@@ -129,10 +130,12 @@ def create_app(
     archive: Archive,
     *,
     secret: bytes,
-    authenticator: Authenticator = anonymous,
+    authenticator: Authenticator | None = None,
     options: WebOptions = WebOptions(),
 ) -> FastAPI:
-    """The API over ``archive``. ``secret``: the archive's web secret (32 bytes)."""
+    """The API over ``archive``. ``secret``: the archive's web secret (32 bytes).
+    ``authenticator``: who sends a request; :func:`archiver.web.auth.authenticate`
+    (session cookie with CSRF, or bearer token) unless a test gives another."""
     from archiver import __version__
     from archiver.web.api import ROUTERS
 
@@ -148,7 +151,7 @@ def create_app(
         docs_url=None, redoc_url=None, openapi_url=None,
     )
     app.state.archive = archive
-    app.state.authenticator = authenticator
+    app.state.authenticator = authenticator or authenticate
     app.state.options = options
     app.state.secret = secret
     app.state.cursors = Cursors(derive_key(secret, "cursor"))

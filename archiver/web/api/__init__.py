@@ -4,6 +4,6 @@ for :func:`archiver.web.app.create_app`. Every route is added through
 
 from __future__ import annotations
 
-from archiver.web.api import health
+from archiver.web.api import artifacts, auth, captures, health, jobs
 
-ROUTERS = (health.router,)
+ROUTERS = (health.router, auth.router, captures.router, artifacts.router, jobs.router)
