@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from archiver.web import errors
@@ -52,6 +54,8 @@ class WebOptions:
     secure_cookies: bool = True  # False only for plain HTTP on loopback (--insecure-http)
     trusted_proxies: Sequence[str] = field(default_factory=tuple)  # honour X-Forwarded-* from these
     hsts: bool = False  # sent when served over TLS (directly or behind a proxy)
+    export_workers: int = 1  # exports this server runs at once (each reads a whole case)
+    export_queue: int = 4  # exports that may wait; beyond, POST .../exports answers 429
 
 
 class SecurityHeaders:
@@ -126,6 +130,18 @@ def derive_key(secret: bytes, purpose: str) -> bytes:
     return hmac.new(secret, label, hashlib.sha256).digest()
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # The background services of the server: started before the first request (the
+    # export worker first marks failed what a dead server left), stopped after the last.
+    exports = app.state.exports
+    await run_in_threadpool(exports.start)
+    try:
+        yield
+    finally:
+        await run_in_threadpool(exports.stop)
+
+
 def create_app(
     archive: Archive,
     *,
@@ -137,6 +153,7 @@ def create_app(
     ``authenticator``: who sends a request; :func:`archiver.web.auth.authenticate`
     (session cookie with CSRF, or bearer token) unless a test gives another."""
     from archiver import __version__
+    from archiver.export.requests import ExportWorker
     from archiver.web.api import ROUTERS
 
     app = FastAPI(
@@ -149,8 +166,11 @@ def create_app(
         # route): the interactive docs pages of FastAPI load their script from a CDN,
         # which the content security policy (rightly) refuses.
         docs_url=None, redoc_url=None, openapi_url=None,
+        lifespan=_lifespan,
     )
     app.state.archive = archive
+    app.state.exports = ExportWorker(archive, workers=options.export_workers,
+                                     queue_size=options.export_queue)
     app.state.authenticator = authenticator or authenticate
     app.state.options = options
     app.state.secret = secret
