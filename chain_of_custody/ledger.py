@@ -648,8 +648,10 @@ class Ledger:
         actions: Collection[str] | None = None,
         start: int = 0,
         stop: int | None = None,
+        actors: Collection[str] | None = None,
     ) -> Iterator[LedgerEntry]:
-        """Entries in ``seq`` order, optionally of one ``subject`` or some ``actions``.
+        """Entries in ``seq`` order, optionally of one ``subject``, some ``actions`` or
+        some ``actors`` (each matched exactly).
 
         Read in pages of a few thousand, each on a short-lived connection, so a caller
         that stops early holds no connection and memory stays bounded.
@@ -662,6 +664,8 @@ class Ledger:
             query = query.where(e.subject == subject)
         if actions is not None:
             query = query.where(e.action.in_(list(actions)))
+        if actors is not None:
+            query = query.where(e.actor.in_(list(actors)))
         after = start - 1
         while True:
             with self.engine.connect() as conn:

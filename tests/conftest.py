@@ -55,6 +55,7 @@ load_module("ledger_forgery", FIXTURES / "ledger_forgery.py")
 load_module("encoded_site", FIXTURES / "encoded_site.py")
 load_module("recording_server", FIXTURES / "recording_server.py")
 load_module("fixity_fixtures", FIXTURES / "fixity.py")
+load_module("people_fixtures", FIXTURES / "people.py")
 api = load_module("api_fixtures", FIXTURES / "api.py").api
 
 

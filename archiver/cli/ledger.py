@@ -1,4 +1,5 @@
-"""The key and ledger commands: ``key show``, ``ledger verify|checkpoint|proof|timestamp``.
+"""The key and ledger commands: ``key show``,
+``ledger verify|checkpoint|proof|timestamp|list``.
 
 Imports of the archive happen inside each command (see :mod:`archiver.cli.main`).
 """
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 from typing import TYPE_CHECKING, Any, TextIO
 
 from archiver.cli.common import EXIT_FAILED, EXIT_OK, emit_json, shown
 
 if TYPE_CHECKING:
+    from archiver.archive import Archive
     from archiver.settings import Settings
 
 
@@ -34,6 +37,14 @@ def add_arguments(command: str, p: argparse.ArgumentParser) -> None:
         q.add_argument("--json", action="store_true")
         q = sub.add_parser("timestamp", help="get RFC 3161 tokens of the newest checkpoint now")
         q.add_argument("--json", action="store_true")
+        q = sub.add_parser("list", help="entries, oldest first: one person's activity with "
+                                        "--actor")
+        q.add_argument("--actor", help="only this actor's entries: a login name (alice: "
+                                       "user:alice) or a whole actor (os:root@host)")
+        q.add_argument("--action", action="append", dest="actions", metavar="ACTION",
+                       help="only entries of this action (repeatable), e.g. auth.failed")
+        q.add_argument("--subject", help="only entries about this subject, e.g. case:Case 7")
+        q.add_argument("--json", action="store_true", help="one JSON object per entry")
         p.set_defaults(handler=cmd_ledger)
 
 
@@ -46,6 +57,8 @@ def cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
     from chain_of_custody.errors import LedgerIntegrityError
 
     with Archive.open(settings) as archive:
+        if args.ledger_command == "list":
+            return _list_entries(archive, args, out)
         if args.ledger_command == "verify":
             try:
                 report = archive.verify_ledger()
@@ -123,6 +136,29 @@ def cmd_ledger(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
         else:
             print("  not yet in a signed checkpoint (proof is against the current root)",
                   file=out)
+    return EXIT_OK
+
+
+def actor_filter(text: str) -> list[str]:
+    """The actors ``ledger list --actor`` matches: ``alice`` is the person
+    ``user:alice`` (and an actor written exactly ``alice``, as operators were named
+    before people had accounts); text with a colon is one whole actor
+    (``os:root@host``)."""
+    from archiver.people.access import actor_for
+
+    return [text] if ":" in text else [actor_for(text), text]
+
+
+def _list_entries(archive: Archive, args: argparse.Namespace, out: TextIO) -> int:
+    actors = None if args.actor is None else actor_filter(args.actor)
+    for entry in archive.ledger.entries(actors=actors, actions=args.actions,
+                                        subject=args.subject):
+        if args.json:
+            emit_json(out, entry.as_json())
+        else:
+            payload = json.dumps(entry.payload, sort_keys=True, ensure_ascii=False)
+            print(shown(f"{entry.seq:>6}  {entry.time}  {entry.actor}  {entry.action}  "
+                        f"{entry.subject}  {payload}"), file=out)
     return EXIT_OK
 
 

@@ -54,6 +54,10 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("worker", "watch", "run one worker (the daemon starts these itself)"),
     ("similar", "media",
      "captures whose images or videos look like a file's or a capture's (PDQ hashes)"),
+    ("user", "people", "people: add, list, disable, enable, reset-password, mfa reset"),
+    ("case", "people", "cases and who has which role on them: add, list, grant, revoke, "
+                       "members"),
+    ("token", "people", "API tokens: create (printed once), list, revoke"),
 )
 _MODULES = {name: module for name, module, _help in COMMANDS}
 

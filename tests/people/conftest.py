@@ -4,30 +4,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from archive_cli import OPERATOR, Cli, archive_environment
+from people_fixtures import FakeClock
 
 from archiver.archive import Archive
 from archiver.people.accounts import People
 from archiver.settings import load_settings
-
-START = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    """A clock a test moves by hand (login windows, token expiry, TOTP steps)."""
-
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture

@@ -37,7 +37,9 @@ def test_add_user_records_user_created_without_the_password(archive: Archive,
                            archive_role=ArchiveRole.ADMIN)
     assert (view.login, view.display_name, view.archive_role) == ("alice", "Alice A.",
                                                                   ArchiveRole.ADMIN)
-    assert view.mfa_required and not view.mfa_enrolled and not view.disabled
+    assert view.mfa_required
+    assert not view.mfa_enrolled
+    assert not view.disabled
     (entry,) = last_entries(archive, 1)
     assert (entry.actor, entry.action, entry.subject) == (OPERATOR, "user.created",
                                                           "user:alice")
@@ -45,7 +47,8 @@ def test_add_user_records_user_created_without_the_password(archive: Archive,
                              "archive_role": "admin"}
     with archive.engine.connect() as conn:
         stored = conn.execute(sa.select(models.users.c.password_hash)).scalar_one()
-    assert stored.startswith("$argon2id$") and GOOD not in stored
+    assert stored.startswith("$argon2id$")
+    assert GOOD not in stored
 
 
 def test_context_is_recorded_in_every_payload(archive: Archive) -> None:
@@ -79,18 +82,18 @@ def test_password_policy(people: People, archive: Archive, password: str, messag
 
 @pytest.mark.parametrize("login", ["Alice", "", "-x", "a b", "a" * 65, "al/ice", "élise"])
 def test_invalid_login_names(people: People, login: str) -> None:
-    with pytest.raises(InvalidName, match="^invalid login name"):
+    with pytest.raises(InvalidName, match=r"^invalid login name"):
         people.add_user(login, password=GOOD)
 
 
 def test_duplicate_login_and_case(people: People) -> None:
     people.add_user("bob", password=GOOD)
-    with pytest.raises(NameTaken, match="^a user 'bob' already exists$"):
+    with pytest.raises(NameTaken, match=r"^a user 'bob' already exists$"):
         people.add_user("bob", password=GOOD + "x")
     people.add_case("Case 7")
-    with pytest.raises(NameTaken, match="^a case 'Case 7' already exists$"):
+    with pytest.raises(NameTaken, match=r"^a case 'Case 7' already exists$"):
         people.add_case("Case 7")
-    with pytest.raises(InvalidName, match="'unfiled' is the name of the pseudo-case"):
+    with pytest.raises(InvalidName, match=r"'unfiled' is the name of the pseudo-case"):
         people.add_case("unfiled")
 
 
@@ -122,11 +125,11 @@ def test_grant_revoke_members(archive: Archive, people: People) -> None:
                                             {"case": "Case 7", "login": "bob", "role": "legal"})
     assert _sessions(archive, bob.id) == 0
     assert people.members("Case 7") == []
-    with pytest.raises(NoMembership, match="^bob has no role on case 'Case 7'$"):
+    with pytest.raises(NoMembership, match=r"^bob has no role on case 'Case 7'$"):
         people.revoke("Case 7", "bob")
-    with pytest.raises(UnknownCase, match="^no case 'Case 9'$"):
+    with pytest.raises(UnknownCase, match=r"^no case 'Case 9'$"):
         people.grant("Case 9", "bob", CaseRole.VIEWER)
-    with pytest.raises(UnknownUser, match="^no user 'carol'$"):
+    with pytest.raises(UnknownUser, match=r"^no user 'carol'$"):
         people.grant("Case 7", "carol", CaseRole.VIEWER)
 
 
@@ -159,5 +162,5 @@ def test_disable_enable_reset(archive: Archive, people: People) -> None:
         ("user.disabled", {"login": "bob"}), ("user.enabled", {"login": "bob"}),
         ("user.password_reset", {"login": "bob"})]
     assert people.login("bob", "another long passphrase", client="127.0.0.1").login == "bob"
-    with pytest.raises(UnknownUser, match="^no user 'nobody'$"):
+    with pytest.raises(UnknownUser, match=r"^no user 'nobody'$"):
         people.disable_user("nobody")
