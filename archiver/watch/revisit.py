@@ -135,7 +135,9 @@ class Revisits:
         """Whether a completed capture of this job gets a revisit plan."""
         if not self.settings.revisit.enabled or not self.schedule or job.kind == KIND_REVISIT:
             return False
-        return job.via == "watch" or (job.via == "queue" and self.settings.revisit.queued)
+        # An investigator's submission, queued from the command line or through the API.
+        return job.via == "watch" or (job.via in ("queue", "api")
+                                      and self.settings.revisit.queued)
 
     def plan(self, conn: sa.Connection, view: Capture, job: Job) -> None:
         captured = datetime.fromisoformat(view.ended or view.requested_at)
