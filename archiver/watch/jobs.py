@@ -126,6 +126,27 @@ def _pg_key(text: str) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
+PERSON_PREFIX = "user:"
+"""How the ledger names a person (:func:`archiver.people.access.actor_for`)."""
+
+
+def _same_owner(request: JobRequest) -> list[sa.ColumnElement[bool]]:
+    """The jobs that may answer ``request`` for the URL it names: of the same case only
+    (no case: no case), and an unfiled job of a person (``user:<login>``) only that
+    person's, while the operator's and the watches' unfiled jobs answer each other.
+
+    Threat model: once several people use the archive, an answer with another case's
+    job (its id, its capture) would tell bob that carol's case holds that URL, and hand
+    him a capture he has no role on."""
+    j = models.jobs
+    if request.case is not None:
+        return [j.c.case_name == request.case]
+    if request.requested_by.startswith(PERSON_PREFIX):
+        return [j.c.case_name.is_(None), j.c.requested_by == request.requested_by]
+    return [j.c.case_name.is_(None),
+            sa.not_(j.c.requested_by.startswith(PERSON_PREFIX, autoescape=True))]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobRequest:
     """What to capture, for whom, and how urgently."""
@@ -260,8 +281,9 @@ class JobQueue:
     def submit(
         self, request: JobRequest, *, connection: sa.Connection | None = None
     ) -> Submitted:
-        """Queue a capture unless the URL is already captured or queued (``again`` asks
-        for it anyway). Appends ``capture.queued`` for a new capture job, in the same
+        """Queue a capture unless the URL is already captured or queued for the same case
+        (and, unfiled, for the same person: see :func:`_same_owner`; ``again`` asks for
+        it anyway). Appends ``capture.queued`` for a new capture job, in the same
         transaction (``connection``, if given, is the caller's)."""
         if connection is None:
             with self.engine.begin() as conn:
@@ -283,6 +305,7 @@ class JobQueue:
                         j.c.state.in_([QUEUED, RUNNING]),
                         sa.and_(j.c.state == DONE, j.c.result == "completed"),
                     ),
+                    *_same_owner(request),
                 ).order_by(j.c.id).limit(1)
             ).first()
             if covering is not None:

@@ -147,6 +147,43 @@ def test_a_url_captured_or_queued_is_not_queued_again_unless_asked(
     assert entries[0].payload["job_id"] == first.id
 
 
+def test_a_submission_is_covered_only_by_a_job_of_the_same_case(
+    engine: sa.Engine, clock: FakeClock
+) -> None:
+    """No leak between cases: bob's submission of a URL carol queued for another case
+    gets a job of its own (never carol's); within one case the first job covers it.
+    Unfiled jobs of people are covered only by the same person's; the operator's and
+    the watches' unfiled jobs (not "user:") cover each other as before."""
+    queue = make_queue(engine, clock)
+    url = "https://a.example/post"
+
+    def submit(by: str, case: str | None) -> int:
+        result = queue.submit(JobRequest(url=url, requested_by=by, via="api", case=case))
+        job = result.job or result.duplicate_of
+        assert job is not None
+        return job.id
+
+    carol = submit("user:carol", "Case 7")
+    bob = submit("user:bob", "Case 9")
+    assert bob != carol
+    assert submit("user:dave", "Case 9") == bob  # the same case: covered
+    assert submit("user:carol", "Case 7") == carol
+    bob_unfiled = submit("user:bob", None)
+    assert bob_unfiled not in (bob, carol)
+    carol_unfiled = submit("user:carol", None)
+    assert carol_unfiled not in (bob, carol, bob_unfiled)
+    assert submit("user:bob", None) == bob_unfiled
+    operator = submit("os:root@host", None)
+    assert operator not in (bob_unfiled, carol_unfiled)
+    assert submit("watch:3", None) == operator
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(models.jobs.c.requested_by, models.jobs.c.case_name)
+                            .order_by(models.jobs.c.id)).all()
+    assert [tuple(r) for r in rows] == [
+        ("user:carol", "Case 7"), ("user:bob", "Case 9"), ("user:bob", None),
+        ("user:carol", None), ("os:root@host", None)]
+
+
 def test_per_host_concurrency_limit(engine: sa.Engine, clock: FakeClock) -> None:
     """With 2 allowed per host, a third job of a busy host waits while another host's
     job runs; finishing one frees a slot."""

@@ -147,7 +147,7 @@ def test_capture_queue_submits_jobs_and_does_not_queue_twice(
     cli: Cli, watched_site: WatchedSite
 ) -> None:
     """capture --queue prints the job and its capture id, appends capture.queued; the
-    same URL again is reported as already queued unless --again."""
+    same URL again for the same case is reported as already queued unless --again."""
     url = watched_site.url("/posts/rss-1")
     (line,) = cli.json_lines("capture", "--queue", url, "--case", "Case Q", "--note", "n")
     job = line["job"]
@@ -156,7 +156,7 @@ def test_capture_queue_submits_jobs_and_does_not_queue_twice(
     assert _events(cli, f"capture:{job['capture_id']}") == [("capture.queued", {
         "url": url, "job_id": job["id"], "via": "queue", "source": f"job:{job['id']}",
         "case": "Case Q", "note": "n", "priority": 0})]
-    out = cli.ok("capture", "--queue", url)
+    out = cli.ok("capture", "--queue", url, "--case", "Case Q")
     assert out == (f"already queued (job {job['id']}), not queued again (--again to force): "
                    f"{url}\n")
     (forced,) = cli.json_lines("capture", "--queue", "--again", url)
