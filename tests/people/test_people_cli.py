@@ -211,3 +211,92 @@ def test_ledger_actor_shows_one_persons_activity(people_cli: Cli, tmp_path: Path
     mine = people_cli.json_lines("ledger", "list", "--actor", OPERATOR)
     assert {e["actor"] for e in mine} == {OPERATOR}
     assert {"key.created", "user.created"} <= {e["action"] for e in mine}
+
+
+def test_reset_password_and_mfa(people_cli: Cli, tmp_path: Path) -> None:
+    """user reset-password (from a file) and user mfa reset: their messages and ledger
+    entries by the operator; the new password is nowhere on the ledger; the old one
+    no longer logs in."""
+    from archiver.archive import Archive
+    from archiver.people.accounts import People
+    from archiver.people.errors import LoginRefused
+    from archiver.settings import load_settings
+
+    people_cli.ok("user", "add", "bob", "--password-file", password_file(tmp_path))
+    new = "a fresh passphrase for bob"
+    (tmp_path / "new.txt").write_text(new + "\r\n", encoding="utf-8")
+    assert people_cli.ok("user", "reset-password", "bob", "--password-file",
+                         str(tmp_path / "new.txt")) == (
+        "password of bob reset; their sessions ended\n")
+    assert people_cli.ok("user", "mfa", "reset", "bob") == (
+        "second factor of bob removed; they enrol again at their next login\n")
+    entries = people_cli.json_lines("ledger", "list", "--subject", "user:bob")
+    assert [(e["actor"], e["action"], e["payload"]) for e in entries] == [
+        (OPERATOR, "user.created", {"login": "bob", "display_name": "bob",
+                                    "archive_role": None}),
+        (OPERATOR, "user.password_reset", {"login": "bob"}),
+        (OPERATOR, "user.mfa_reset", {"login": "bob"})]
+    assert new not in people_cli.ok("ledger", "list")
+    with Archive.open(load_settings()) as archive:
+        people = People(archive, actor=OPERATOR)
+        with pytest.raises(LoginRefused):
+            people.login("bob", GOOD, client="127.0.0.1")
+        assert people.login("bob", new, client="127.0.0.1").login == "bob"
+
+
+def _on_a_terminal(argv: list[str], answers: list[str]) -> tuple[int, str]:
+    """Run ``archiver ARGV`` in a new process whose controlling terminal is a
+    pseudo-terminal; type each answer when a password prompt appears. Returns the exit
+    code and what the terminal showed."""
+    import fcntl
+    import os
+    import pty
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+
+    def take_terminal() -> None:  # the child's controlling terminal: getpass uses /dev/tty
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    # preexec_fn: the one way to give the child a controlling terminal
+    process = subprocess.Popen(
+        [sys.executable, "-m", "archiver.cli", *argv], stdin=slave, stdout=slave,
+        stderr=slave, preexec_fn=take_terminal, close_fds=True)
+    os.close(slave)
+    shown = bytearray()
+    pending = list(answers)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown.extend(chunk)
+        prompts = shown.count(b"password: ") + shown.count(b"Again: ")
+        if pending and prompts > len(answers) - len(pending):
+            os.write(master, pending.pop(0).encode() + b"\n")
+    code = process.wait(timeout=60)
+    os.close(master)
+    return code, shown.decode("utf-8", "replace")
+
+
+def test_user_add_asks_twice_on_a_terminal(people_cli: Cli) -> None:
+    """No --password-file on a terminal: asked twice, not echoed; two different answers
+    refuse (exit 2, nothing created); the same twice creates the user."""
+    code, shown = _on_a_terminal(["user", "add", "erin"], [GOOD, GOOD + " but not"])
+    assert code == 2, shown
+    assert "the two passwords differ; nothing was changed" in shown
+    assert GOOD not in shown
+    code, shown = _on_a_terminal(["user", "add", "erin"], [GOOD, GOOD])
+    assert code == 0, shown
+    assert "New password: " in shown
+    assert "Again: " in shown
+    assert "user erin created" in shown
+    assert GOOD not in shown
+    assert [u["login"] for u in people_cli.json_lines("user", "list")] == ["erin"]
