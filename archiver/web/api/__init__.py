@@ -4,6 +4,17 @@ for :func:`archiver.web.app.create_app`. Every route is added through
 
 from __future__ import annotations
 
-from archiver.web.api import artifacts, auth, captures, health, jobs
+from archiver.web.api import (
+    admin,
+    artifacts,
+    auth,
+    captures,
+    exports,
+    health,
+    jobs,
+    ledger,
+    watches,
+)
 
-ROUTERS = (health.router, auth.router, captures.router, artifacts.router, jobs.router)
+ROUTERS = (health.router, auth.router, captures.router, artifacts.router, jobs.router,
+           watches.router, exports.router, ledger.router, admin.router)
