@@ -10,15 +10,17 @@ reading path on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from api_fixtures import Api, Person
+from api_fixtures import Api, Person, start_api
 
 from archiver.watch.daemon import JobRunner
 from archiver.watch.jobs import JobLimits, JobQueue
@@ -92,8 +94,13 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/nothing-{uuid.uuid4().hex[:6]}"
 
 
+NOISE = random.Random(11).randbytes(3 * 1024 * 1024 + 100)
+"""Bytes no compression shrinks: their capture's WARC spans several download pieces."""
+
+
 class Post(ThreadingHTTPServer):
-    """A post on 127.0.0.1 that answers 200 until :meth:`take_down`, then 404."""
+    """A post on 127.0.0.1 that answers 200 until :meth:`take_down`, then 404; and
+    ``/noise``: :data:`NOISE`."""
 
     def __init__(self) -> None:
         self.up = True
@@ -103,6 +110,8 @@ class Post(ThreadingHTTPServer):
             def do_GET(self) -> None:
                 body = (b"<html><body><p>the post</p></body></html>" if outer.up
                         else b"<html><body>not found</body></html>")
+                if self.path == "/noise":
+                    body = NOISE
                 self.send_response(200 if outer.up else 404)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
@@ -525,6 +534,40 @@ def test_download_whole_and_by_range(api: Api, people: dict[str, Person],
     assert (unknown.status_code, unknown.content) == (404, NOT_FOUND)
 
 
+@pytest.fixture
+def browser_api(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                capsys: pytest.CaptureFixture[str]) -> Iterator[Api]:
+    """The API over an archive whose captures use the browser (DOM, screenshot, PDF)."""
+    yield from start_api(database_url, tmp_path / "archive", monkeypatch, capsys, {
+        "ARCHIVER_BROWSER__ENABLED": "true", "ARCHIVER_CAPTURE__TIMEOUT_SECONDS": "120"})
+
+
+@sqlite_only
+def test_html_and_pdf_artifacts_are_attachments_in_a_sandbox(
+        browser_api: Api, fixture_site: Any) -> None:
+    """The browser's DOM snapshot (HTML) and PDF are sent as attachments with their
+    recorded types, the screenshot inline; every artifact answer forbids sniffing and
+    runs in a CSP sandbox."""
+    api = browser_api
+    http = api.user("bob", cases={"Case 7": "investigator"}).client()
+    (capture_id,) = captured(api, http, fixture_site.url("/page.html"))
+    artifacts = {a["name"]: a for a in http.get(f"/api/captures/{capture_id}").json()[
+        "artifacts"]}
+    expected = {
+        "dom.html": ("text/html; charset=utf-8", 'attachment; filename="dom.html"'),
+        "page.pdf": ("application/pdf", 'attachment; filename="page.pdf"'),
+        "screenshot.png": ("image/png", 'inline; filename="screenshot.png"'),
+    }
+    for name, (media_type, disposition) in expected.items():
+        answer = http.get(artifacts[name]["download"])
+        assert answer.status_code == 200, name
+        assert answer.content == api.cli.blob_path(artifacts[name]["sha256"]).read_bytes()
+        assert answer.headers["content-type"] == media_type
+        assert answer.headers["content-disposition"] == disposition
+        assert answer.headers["content-security-policy"] == "sandbox"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+
+
 def test_headers_of_active_content() -> None:
     """HTML, SVG, XML, script, PDF and unknown types are attachments; a media type that
     is not one is sent as application/octet-stream; a file name is rebuilt safely."""
@@ -588,6 +631,39 @@ def test_an_altered_blob_cuts_the_download_and_fails_verification(
     assert " is altered: " in bad["detail"]
     # one download was recorded: it began before the alteration showed
     assert len(entries(api, "access.downloaded", f"capture:{capture_id}")) == 1
+
+
+@sqlite_only
+def test_an_altered_large_blob_is_cut_before_its_last_piece(
+        api: Api, people: dict[str, Person], post: Post) -> None:
+    """A WARC of several 1 MiB pieces whose last byte was altered: the client receives
+    the pieces before the last, then the connection is cut; a range of it is still
+    served (a part cannot be judged: verification is the judge)."""
+    http = people["bob"].client()
+    (capture_id,) = captured(api, http, post.url.replace("/post/1", "/noise"))
+    warc = next(a for a in http.get(f"/api/captures/{capture_id}").json()["artifacts"]
+                if a["name"] == "capture.warc.gz")
+    assert warc["size"] > 3 * 1024 * 1024
+    blob = api.cli.blob_path(warc["sha256"])
+    original = blob.read_bytes()
+    blob.chmod(0o600)
+    blob.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
+    assert http.get(warc["download"], headers={"Range": "bytes=0-99"}).content == original[:100]
+
+    received = bytearray()
+
+    def read_all() -> None:
+        with http.stream("GET", warc["download"]) as answer:
+            assert answer.headers["content-length"] == str(warc["size"])
+            for piece in answer.iter_raw():
+                received.extend(piece)
+
+    with pytest.raises(httpx.RemoteProtocolError,
+                       match="peer closed connection without sending complete message body"):
+        read_all()
+    whole_pieces = (warc["size"] - 1) // (1024 * 1024) * 1024 * 1024
+    assert len(received) == whole_pieces
+    assert bytes(received) == original[:whole_pieces]
 
 
 # -- similar media, takedowns, status -------------------------------------------------------
