@@ -90,6 +90,15 @@ def test_other_cases_get_404_like_nothing(api: Api) -> None:
     into = other.post("/api/watches", json={"url": "https://example.org/x", "case": "Case 7",
                                             "kind": "feed"})
     assert (into.status_code, into.json()) == (404, NOT_FOUND)
+    # the URL is watched once in the archive: another case is told so, not which watch
+    same = other.post("/api/watches", json={"url": "https://example.org/feed.xml",
+                                            "case": "Case 8", "kind": "feed"})
+    assert same.status_code == 409
+    assert same.json()["error"]["message"] == "https://example.org/feed.xml is already watched"
+    again = bob.client().post("/api/watches", json={"url": "https://example.org/feed.xml",
+                                                    "case": "Case 7", "kind": "feed"})
+    assert again.json()["error"]["message"] == (
+        f"https://example.org/feed.xml is already watched (watch {wid})")
     viewer = vic.client()
     assert viewer.get(f"/api/watches/{wid}").status_code == 200
     assert [w["id"] for w in viewer.get("/api/watches", params={"case": "Case 7"}

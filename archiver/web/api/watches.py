@@ -18,7 +18,8 @@ a watch is the archive's configuration, not evidence.
 
 Known limit: a URL is watched once in the whole archive (``watches.url_sha256`` is
 unique among live watches), so adding a URL that a watch of another case already follows
-is refused as "already watched".
+is refused as "already watched" (without naming that watch: only a watch the person may
+see is named); that a URL is watched somewhere is all it tells.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from archiver.watch.watches import (
     WatchSpec,
     WatchView,
     read_watchlist,
+    url_sha256,
     watch_view,
 )
 from archiver.web.errors import ApiError, bad_request, not_found
@@ -170,6 +172,20 @@ def _visible(shown: list[Branch]) -> Any:
     return sa.or_(*parts) if parts else sa.false()
 
 
+def _skip_reason(request: Request, gate: Gate, spec: WatchSpec, reason: str) -> str:
+    """Why ``spec`` was not added (its URL is watched already), naming the watch only
+    when the person may see it: a watch of another case is not theirs to know of."""
+    w = models.watches
+    with _archive(request).engine.connect() as conn:
+        row = conn.execute(sa.select(w.c.case_name, w.c.created_by).where(
+            w.c.url_sha256 == url_sha256(spec.url), w.c.status != REMOVED)).first()
+        case_id = None if row is None else case_id_for(conn, row.case_name)
+    if row is not None and gate.allows(case_id, submitted_by=row.created_by,
+                                       action=Action.WATCH_VIEW):
+        return reason
+    return f"{spec.url} is already watched"
+
+
 def _every(value: str | float | None) -> float | None:
     if value is None:
         return None
@@ -239,11 +255,14 @@ def add_watch(request: Request, gate: GateDep, body: WatchBody) -> WatchOut:
                      pattern=body.pattern)
     watchlist = _watchlist(request, gate)
     try:
-        return watch_out(watchlist.add(spec))
+        report = watchlist.add_many([spec], spread=False)
     except ConfigError as exc:  # the interval is below watch.min_every: the client's
         raise bad_request(str(exc)) from None
     finally:
         watchlist.close()
+    if report.skipped:
+        raise ApiError(409, "refused", _skip_reason(request, gate, *report.skipped[0]))
+    return watch_out(report.added[0])
 
 
 def _change(request: Request, gate: Gate, watch_id: int, what: str) -> WatchOut:
@@ -341,6 +360,7 @@ def _import(request: Request, gate: Gate, case: str, text: str, fmt: str) -> Imp
     finally:
         watchlist.close()
     refused += [NotAdded(url=s.url, reason=why) for s, why in report.refused]
-    return ImportOut(added=[watch_out(v) for v in report.added],
-                     skipped=[NotAdded(url=s.url, reason=why) for s, why in report.skipped],
+    skipped = [NotAdded(url=s.url, reason=_skip_reason(request, gate, s, why))
+               for s, why in report.skipped]
+    return ImportOut(added=[watch_out(v) for v in report.added], skipped=skipped,
                      refused=refused)
