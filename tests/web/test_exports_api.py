@@ -274,3 +274,54 @@ def test_the_queue_is_bounded(api: Api) -> None:
     assert (failed.state, failed.error) == (
         "failed", "the server stopped before this export started; ask for it again")
 
+
+
+def test_an_export_of_damaged_evidence_fails_saying_why(
+        api: Api, fixture_site: FixtureSite) -> None:
+    """A capture whose stored file is gone cannot be exported: the export ends failed
+    with the archive's reason, export.failed is on the ledger, there is no bundle."""
+    lena = api.user("lena", cases={"Case 7": "legal"})
+    capture_id = capture(api, fixture_site, "/page.html", "Case 7")
+    artifact = next(a for a in api.archive.get_capture(capture_id).artifacts
+                    if a.name.endswith(".warc.gz"))
+    api.archive.store.stores[0].path_for(artifact.sha256).unlink()  # type: ignore[attr-defined]
+    http = lena.client()
+    export_id = http.post("/api/cases/Case 7/exports", json={}).json()["export_id"]
+    failed = wait_done(http, export_id)
+    assert failed["state"] == "failed"
+    assert failed["error"].startswith(f"cannot read blob {artifact.sha256}: ")
+    assert failed["error"].endswith(f"blob {artifact.sha256} is missing from every store")
+    (entry,) = entries(api, "export.failed")
+    assert entry.payload == {"export_id": export_id, "requested_by": "user:lena",
+                             "error": failed["error"]}
+    assert entries(api, "bundle.exported") == []
+    bundle = http.get(f"/api/exports/{export_id}/bundle")
+    assert bundle.status_code == 409
+    assert bundle.json()["error"] == {
+        "code": "not-ready",
+        "message": f"export {export_id} is failed; its bundle can be downloaded once it "
+                   "is done"}
+
+
+def test_the_exports_table_is_what_migration_0009_makes(database_url: str) -> None:
+    """archiver.models.exports and migration 0009 agree on every column and index."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from archiver import schema
+    from archiver.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        schema.upgrade(engine)
+        with engine.connect() as conn:
+            def exports_only(obj: object, name: str | None, kind: str, *_: object) -> bool:
+                table = name if kind == "table" else getattr(getattr(obj, "table", None),
+                                                             "name", None)
+                return table == "exports"
+
+            context = MigrationContext.configure(conn, opts={"include_object": exports_only})
+            assert compare_metadata(context, models.metadata) == []
+            assert "exports" in sa.inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
