@@ -193,6 +193,7 @@ class ArtifactResponse(Response):
             gone.set()
 
         watcher = asyncio.ensure_future(watch_disconnect())
+        pending: asyncio.Future[bytes] | None = None
         try:
             await send({"type": "http.response.start", "status": self.status_code,
                         "headers": self.raw_headers})
@@ -200,20 +201,27 @@ class ArtifactResponse(Response):
             while True:
                 try:
                     chunk = await pending
-                except _Altered as exc:
+                except (_Altered, OSError) as exc:
                     # The one response that must not end cleanly: returning without the
                     # final message makes the server close the connection mid-body.
-                    event(log, "download.altered", level=logging.ERROR, problem=str(exc),
-                          **self._label)
+                    name = "download.altered" if isinstance(exc, _Altered) \
+                        else "download.unreadable"
+                    event(log, name, level=logging.ERROR, problem=str(exc), **self._label)
                     return
                 if not chunk or gone.is_set():
                     break
+                # the next piece is read (and hashed) while this one is sent
                 pending = loop.run_in_executor(None, self._reader.next_chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if not gone.is_set():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
+            if pending is not None and not pending.done():
+                # never close the file under a read still running in the pool
+                await asyncio.wait([pending])
+            if pending is not None and not pending.cancelled():
+                pending.exception()  # retrieved: a read the exit cut short is no news
             await loop.run_in_executor(None, self._closer.close)
 
 

@@ -15,7 +15,6 @@ and a capture of a case the person is not in get the same 404 body.
 from __future__ import annotations
 
 import json
-import logging
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -43,7 +42,6 @@ from archiver.web.visibility import (
 )
 from chain_of_custody.ledger import entries_table
 
-log = logging.getLogger("archiver.web")
 router = APIRouter(tags=["captures"])
 
 CAPTURE_ID_LENGTH = 36
@@ -51,7 +49,6 @@ MAX_CUSTODY = 500
 """Custody entries shown with a capture (oldest first); the ledger routes give all."""
 MAX_NAME = 200
 MAX_NOTE = 10_000
-STATUSES = ("completed", "failed", "interrupted")
 CaptureId = Annotated[str, Field(max_length=64)]
 
 
