@@ -56,6 +56,7 @@ load_module("encoded_site", FIXTURES / "encoded_site.py")
 load_module("recording_server", FIXTURES / "recording_server.py")
 load_module("fixity_fixtures", FIXTURES / "fixity.py")
 load_module("people_fixtures", FIXTURES / "people.py")
+load_module("daemon_process", FIXTURES / "daemon_process.py")
 api = load_module("api_fixtures", FIXTURES / "api.py").api
 
 

@@ -26,13 +26,9 @@ Post pages (``/posts/rss-N``, ``/posts/atom-N``, ``/@alice/N``,
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import hashlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -47,6 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 import archive_cli
 import pytest
 from archive_cli import Cli, archive_environment
+from daemon_process import Daemon, wait_until  # noqa: F401 - the daemon tests import both from here
 from fixture_site import FixtureSite
 
 from archiver.settings import Settings
@@ -56,23 +53,9 @@ from archiver.settings import Settings
 sys.modules.setdefault("daemon_fixtures", sys.modules[__name__])
 
 PASSPHRASE = archive_cli.PASSPHRASE
-ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("rss", "atom", "ap", "bsky", "tg", "links", "video")
 REMOVAL_TEXT = "This post was removed by the platform"
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 30.0,
-               interval: float = 0.1, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what} (last: {value!r})")
-        time.sleep(interval)
 
 
 @dataclass
@@ -413,52 +396,6 @@ def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     runner = Cli(home, capsys)
     runner.ok("init")
     return runner
-
-
-class Daemon:
-    """``archiver daemon`` as a real subprocess (its own session), logging JSON to a file."""
-
-    def __init__(self, home: Path, log_path: Path, *extra: str) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "archiver.cli", "daemon", *extra],
-            cwd=ROOT, env=dict(os.environ), stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=self._log, start_new_session=True,
-        )
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        found = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and (name is None or record.get("event") == name):
-                found.append(record)
-        return found
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def terminate(self, *, timeout: float = 40.0) -> int:
-        """SIGTERM (once: a second one would cut the drain short), wait for the exit."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.wait(timeout=timeout)
-
-    def wait(self, *, timeout: float = 40.0) -> int:
-        try:
-            return self.process.wait(timeout=timeout)
-        finally:
-            self._log.close()
-
-    def kill_all(self) -> None:
-        """SIGKILL the daemon and its workers at once (its whole process group)."""
-        with contextlib.suppress(ProcessLookupError):  # already gone
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self._log.close()
 
 
 @pytest.fixture
