@@ -222,7 +222,11 @@ class ExportWorker:
         """Mark failed what dead servers left, then start the worker and lease threads."""
         if self._threads:
             return
-        self.sweep()
+        try:
+            self.sweep()
+        except (ArchiverError, sa.exc.SQLAlchemyError) as exc:
+            # the server still starts; the lease thread sweeps again in a while
+            log.warning("cannot close the exports a stopped server left: %s", exc)
         for number in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"export-worker-{number}",
                                       daemon=True)
