@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from api_fixtures import Api, Person, start_api
+from daemon_process import Daemon, wait_until
 
 from archiver.watch.daemon import JobRunner
 from archiver.watch.jobs import JobLimits, JobQueue
@@ -742,6 +743,37 @@ def test_status_is_counts_only(api: Api, people: dict[str, Person]) -> None:
     assert "reach" not in text
     anonymous = api.anonymous().get("/api/status")
     assert anonymous.status_code == 401
+
+
+# -- the real daemon ---------------------------------------------------------------------
+
+
+@sqlite_only
+def test_the_real_daemon_captures_what_the_api_queued(
+        api: Api, people: dict[str, Person], fixture_site: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end: a URL submitted through the API is captured by ``archiver daemon``
+    (a subprocess with one worker) as the person who submitted it; the job and the
+    capture are then seen through the API."""
+    for name, value in (("ARCHIVER_DAEMON__WORKERS", "1"),
+                        ("ARCHIVER_DAEMON__IDLE_POLL_SECONDS", "0.1"),
+                        ("ARCHIVER_DAEMON__PER_HOST_RATE", "0")):
+        monkeypatch.setenv(name, value)
+    http = people["bob"].client()
+    (job,) = submit(http, fixture_site.url("/gzip.txt"), case="Case 7")["jobs"]
+    daemon = Daemon(api.cli.home, tmp_path / "daemon.log")
+    try:
+        done = wait_until(lambda: (j := http.get(f"/api/jobs/{job['job_id']}").json())[
+            "state"] == "done" and j, timeout=60, what="the daemon to capture the URL")
+    finally:
+        assert daemon.terminate() == 0, daemon.log_text()
+    assert done["result"] == "completed"
+    assert done["capture_id"] == job["capture_id"]
+    shown = http.get(f"/api/captures/{job['capture_id']}").json()
+    assert shown["status"] == "completed"
+    assert shown["case"] == "Case 7"
+    assert [(e["action"], e["actor"]) for e in shown["custody"][:2]] == [
+        ("capture.queued", "user:bob"), ("capture.requested", "user:bob")]
 
 
 # -- both databases -------------------------------------------------------------------------
