@@ -358,6 +358,23 @@ def test_list_filters_and_walks_every_capture_once(api: Api, people: dict[str, P
 
 
 @sqlite_only
+def test_a_person_in_very_many_cases_lists_them_all(api: Api, people: dict[str, Person]) -> None:
+    """More cases than a list reads as separate ranges (MAX_BRANCHES): one condition
+    over all of them gives the same captures, newest first."""
+    from archiver.web.api.captures import MAX_BRANCHES
+
+    many = api.user("mona", cases={f"M{n}": "viewer" for n in range(MAX_BRANCHES + 1)})
+    api.people.grant("M0", "carol", "investigator")
+    api.people.grant(f"M{MAX_BRANCHES}", "carol", "investigator")
+    carol = people["carol"].client()
+    made = captured(api, carol, closed_port_url(), case="M0")
+    made += captured(api, carol, closed_port_url(), case=f"M{MAX_BRANCHES}")
+    made += captured(api, carol, closed_port_url(), case="Case 9")  # not mona's
+    listed = walk(many.client(), "/api/captures", limit=1)
+    assert [c["id"] for c in listed] == made[1::-1]
+
+
+@sqlite_only
 def test_jobs_show_list_and_plain_errors(api: Api, people: dict[str, Person]) -> None:
     """A job shows its state, attempts and last error in plain words; another case's job
     is the 404 of no such job; the list filters by state and case."""
