@@ -740,6 +740,27 @@ def test_takedowns_name_the_capture_while_up_and_the_one_gone(
 
 
 @sqlite_only
+def test_the_takedown_of_an_unfiled_capture_is_its_submitters(
+        api: Api, people: dict[str, Person], post: Post) -> None:
+    """The revisit of an unfiled capture is the service's own unfiled capture; the
+    person who submitted the capture still sees its takedown, and no one else does."""
+    (while_up,) = captured(api, people["carol"].client(), post.url, case=None)
+    post.take_down()
+    archive = api.archive
+    queue = JobQueue(archive.engine, ledger=archive.ledger, clock=archive.clock)
+    api.clock.advance(hours=2)
+    assert Revisits(archive, queue, settings=archive.settings).submit_due() == 1
+    assert run_jobs(api) == 1
+    (gone,) = entries(api, "target.gone")
+    carol, bob = people["carol"].client(), people["bob"].client()
+    (item,) = walk(carol, "/api/takedowns", case="unfiled")
+    assert item["seq"] == gone.seq
+    assert item["revisit_of"] == while_up
+    assert item["case"] is None
+    assert walk(bob, "/api/takedowns") == []
+
+
+@sqlite_only
 def test_status_is_counts_only(api: Api, people: dict[str, Person]) -> None:
     """Queue depth by state and processes alive; no URL, case or error of anyone's
     capture; anonymous callers are refused."""

@@ -51,7 +51,6 @@ MAX_NAME = 200
 MAX_BRANCHES = 100
 """Cases a list of captures reads as separate index ranges, at most."""
 MAX_NOTE = 10_000
-CaptureId = Annotated[str, Field(max_length=64)]
 
 
 # -- shapes -------------------------------------------------------------------------------

@@ -203,16 +203,22 @@ def list_takedowns(
         raise bad_request("this cursor was not given by this list; start from the first "
                           "page", code="bad-cursor")
     e, c, cases = entries_table.c, models.captures, models.cases
+    r, up = models.revisits, models.captures.alias("while_up")
     with archive.engine.connect() as conn:
         shown = branches(conn, gate.visible(), case)
+        # A takedown is shown with the capture that showed it gone, or with the capture
+        # it was a revisit of (a revisit of an unfiled capture is the service's own, so
+        # the person who submitted the capture sees its takedown through the latter).
         query = (
             sa.select(e.seq, e.time, e.payload, c.c.id.label("capture_id"),
                       cases.c.name.label("case_name"))
             .select_from(entries_table)
             .join(c, c.c.id == sa.func.substr(e.subject, len("capture:") + 1))
             .outerjoin(cases, cases.c.id == c.c.case_id)
+            .outerjoin(r, r.c.gone_seq == e.seq)
+            .outerjoin(up, up.c.id == r.c.capture_id)
             .where(e.action == "target.gone", e.subject.startswith("capture:"),
-                   captures_visible(shown))
+                   sa.or_(captures_visible(shown), captures_visible(shown, up)))
         )
         if after is not None:
             query = query.where(e.seq < after[0])
