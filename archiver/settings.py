@@ -364,6 +364,36 @@ class AuthSettings(_Section):
     """A web session ends this long after its login, however busy."""
 
 
+class WebSettings(_Section):
+    """How ``archiver serve`` serves the HTTP API (its options override these)."""
+
+    host: str = "127.0.0.1"
+    """The address to listen on. Anything but loopback needs TLS files or behind_proxy."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    behind_proxy: bool = False
+    """A reverse proxy terminates TLS in front of the server: X-Forwarded-For and
+    X-Forwarded-Proto are honoured from trusted_proxies only."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or networks of the reverse proxies (default with behind_proxy: loopback)."""
+    tls_cert: Path | None = None
+    """PEM certificate chain; with tls_key, the server speaks HTTPS itself."""
+    tls_key: Path | None = None
+    insecure_http: bool = False
+    """Plain HTTP, on loopback only (session cookies then lack Secure): for a laptop."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for address in value:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {address!r}") from None
+        return value
+
+
 def _default_operator() -> str:
     return f"os:{getpass.getuser()}@{socket.gethostname()}"
 
@@ -395,6 +425,7 @@ class Settings(BaseSettings):
     revisit: RevisitSettings = RevisitSettings()
     audit: AuditSettings = AuditSettings()
     auth: AuthSettings = AuthSettings()
+    web: WebSettings = WebSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -58,6 +58,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("case", "people", "cases and who has which role on them: add, list, grant, revoke, "
                        "members"),
     ("token", "people", "API tokens: create (printed once), list, revoke"),
+    ("serve", "serve", "serve the HTTP API (127.0.0.1 unless TLS or --behind-proxy)"),
 )
 _MODULES = {name: module for name, module, _help in COMMANDS}
 
