@@ -108,10 +108,22 @@ watches = sa.Table(
     sa.Column("last_new_posts", sa.Integer, nullable=True),
     sa.Column("posts_seen", sa.Integer, nullable=False),
 )
-sa.Index(
-    "ux_watches_live_url", watches.c.url_sha256, unique=True,
-    sqlite_where=watches.c.status != "removed", postgresql_where=watches.c.status != "removed",
-)
+# A URL is watched once per case (migration 0010): that a watch of another case follows
+# it is none of this case's business. Unfiled: once per person (``user:<login>``), and
+# once for the operator and the service together, as ``archiver.watch.jobs`` groups
+# unfiled jobs. NULL never equals NULL in a unique index, hence three partial indexes;
+# ``substr`` rather than LIKE, which ignores case on SQLite only.
+_LIVE_WATCH = "status != 'removed'"
+_BY_PERSON = "substr(created_by, 1, 5) = 'user:'"
+_CASE_WATCH = sa.text(f"{_LIVE_WATCH} AND case_name IS NOT NULL")
+_PERSON_WATCH = sa.text(f"{_LIVE_WATCH} AND case_name IS NULL AND {_BY_PERSON}")
+_OPERATOR_WATCH = sa.text(f"{_LIVE_WATCH} AND case_name IS NULL AND NOT ({_BY_PERSON})")
+sa.Index("ux_watches_live_case_url", watches.c.case_name, watches.c.url_sha256, unique=True,
+         sqlite_where=_CASE_WATCH, postgresql_where=_CASE_WATCH)
+sa.Index("ux_watches_live_person_url", watches.c.created_by, watches.c.url_sha256,
+         unique=True, sqlite_where=_PERSON_WATCH, postgresql_where=_PERSON_WATCH)
+sa.Index("ux_watches_live_operator_url", watches.c.url_sha256, unique=True,
+         sqlite_where=_OPERATOR_WATCH, postgresql_where=_OPERATOR_WATCH)
 
 watch_posts = sa.Table(
     "watch_posts",

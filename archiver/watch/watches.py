@@ -42,6 +42,7 @@ from archiver.errors import ArchiverError, BadInput, ConfigError, FetchRefused, 
 from archiver.recorder.guard import check_url
 from archiver.urls import check_text, submitted_url
 from archiver.urls import check_url as checked_url
+from archiver.watch.jobs import PERSON_PREFIX
 from archiver.watch.sources import GuardedFetcher, detect
 from archiver.watch.sources.base import KINDS, SourceError
 from archiver.watch.sources.bluesky import actor_of
@@ -136,6 +137,32 @@ def url_sha256(url: str) -> str:
     return hashlib.sha256(url.encode("utf-8")).hexdigest()
 
 
+def watch_scope(case: str | None, created_by: str) -> tuple[str, str]:
+    """Among whose watches a URL may be watched once: a case's (any creator), an unfiled
+    person's own (``user:<login>``), or the operator's and the service's unfiled ones
+    together (the unique indexes of migration 0010; unfiled jobs are grouped alike by
+    :func:`archiver.watch.jobs.JobQueue.submit`).
+
+    Threat model: a URL watched once in the whole archive told a member of one case that
+    someone, somewhere, watches it; now only a watch of the same scope refuses it."""
+    if case is not None:
+        return ("case", case)
+    if created_by.startswith(PERSON_PREFIX):
+        return ("person", created_by)
+    return ("operator", "")
+
+
+def same_scope(case: str | None, created_by: str) -> list[sa.ColumnElement[bool]]:
+    """The watches of :func:`watch_scope` ``(case, created_by)``, as SQL conditions."""
+    w = models.watches.c
+    if case is not None:
+        return [w.case_name == case]
+    if created_by.startswith(PERSON_PREFIX):
+        return [w.case_name.is_(None), w.created_by == created_by]
+    by_person = sa.func.substr(w.created_by, 1, len(PERSON_PREFIX)) == PERSON_PREFIX
+    return [w.case_name.is_(None), sa.not_(by_person)]
+
+
 class Watchlist:
     """Watchlist operations on an open archive, as ``actor`` (default: the operator).
 
@@ -171,8 +198,9 @@ class Watchlist:
 
     def add_many(self, specs: Sequence[WatchSpec], *, spread: bool = True,
                  report_refused: bool = False) -> ImportReport:
-        """Add every spec in one transaction (all or none); a URL already watched is
-        skipped, not an error. Kinds are detected before the transaction begins.
+        """Add every spec in one transaction (all or none); a URL already watched in the
+        same scope (:func:`watch_scope`: the same case, or unfiled by the same person)
+        is skipped, not an error. Kinds are detected before the transaction begins.
 
         A spec that cannot be watched (bad URL, kind, interval, pattern; ``auto`` that
         recognises nothing) raises, unless ``report_refused``: then it lands in
@@ -192,13 +220,14 @@ class Watchlist:
         w = models.watches
         with self.archive.engine.begin() as conn:
             live = {
-                row.url_sha256: row.id
+                (row.url_sha256, watch_scope(row.case_name, row.created_by)): row.id
                 for row in conn.execute(
-                    sa.select(w.c.id, w.c.url_sha256).where(w.c.status != REMOVED)
+                    sa.select(w.c.id, w.c.url_sha256, w.c.case_name, w.c.created_by)
+                    .where(w.c.status != REMOVED)
                 )
             }
             for index, (spec, kind, source_url, every) in enumerate(resolved):
-                key = url_sha256(spec.url)
+                key = (url_sha256(spec.url), watch_scope(spec.case, self.actor))
                 if key in live:
                     skipped.append((spec, f"{spec.url} is already watched (watch {live[key]})"))
                     continue

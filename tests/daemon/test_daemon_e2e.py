@@ -104,6 +104,35 @@ def test_daemon_captures_every_new_post_once_and_records_every_takedown(
     assert not any((cli.home / "work").iterdir())
 
 
+def test_two_cases_watching_one_feed_each_get_every_post(
+    cli: Cli, watched_site: WatchedSite, start_daemon: Callable[..., Daemon]
+) -> None:
+    """Case A and Case B watch the same feed: the daemon polls both watches and captures
+    each post once for each case, filed under that case and made by that case's watch."""
+    site = watched_site
+    url = site.url("/feeds/rss.xml")
+    watch_of = {case: cli.json_lines("watch", "add", url, "--every", "1s", "--case", case)[0]
+                ["id"] for case in ("Case A", "Case B")}
+    posts = site.publish("rss", 2)
+    daemon = start_daemon()
+
+    def filed() -> Counter[tuple[str, str]]:
+        return Counter((c["url"], c["case"]) for c in _captures(cli)
+                       if c["requested_via"] == "watch" and c["status"] == "completed")
+
+    wanted = {(post, case) for post in posts for case in watch_of}
+    wait_until(lambda: wanted <= set(filed()), timeout=60,
+               what="each post captured for each case")
+    assert daemon.terminate() == 0
+    assert filed() == Counter(wanted)
+    with cli.archive() as archive:
+        requested = [e for e in archive.ledger.entries(actions=["capture.requested"])
+                     if e.payload.get("via") == "watch"]
+    assert sorted((e.payload["url"], e.payload["case"], e.payload["source"])
+                  for e in requested) == sorted(
+        (post, case, f"watch:{watch_of[case]}") for post, case in wanted)
+
+
 def test_status_reports_queue_processes_and_polls(
     cli: Cli, watched_site: WatchedSite, start_daemon: Callable[..., Daemon]
 ) -> None:

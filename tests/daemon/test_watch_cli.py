@@ -20,7 +20,8 @@ def _events(cli: Cli, subject: str) -> list[tuple[str, dict[str, object]]]:
 
 def test_watch_add_records_the_watch_on_the_ledger(cli: Cli, watched_site: WatchedSite) -> None:
     """watch add detects the kind, stores the watch and appends watch.added (signed into a
-    checkpoint); adding the same URL again is refused naming the existing watch."""
+    checkpoint); adding the same URL to the same case again is refused naming the existing
+    watch."""
     url = watched_site.url("/feeds/rss.xml")
     (view,) = cli.json_lines("watch", "add", url, "--every", "15m", "--case", "Case 9")
     assert (view["kind"], view["every"], view["case"], view["status"]) == (
@@ -30,10 +31,33 @@ def test_watch_add_records_the_watch_on_the_ledger(cli: Cli, watched_site: Watch
     assert payload == {"watch_id": view["id"], "url": url, "kind": "feed", "source_url": url,
                        "every_seconds": 900.0, "case": "Case 9", "pattern": None}
     assert cli.json_lines("ledger", "verify")[0]["unsigned_entries"] == 0
-    code, _, err = cli("watch", "add", url)
+    code, _, err = cli("watch", "add", url, "--case", "Case 9")
     assert code == 1
     assert err == f"archiver: error: {url} is already watched (watch {view['id']})\n"
     assert cli.ok("watch", "list").split()[:4] == ["1", "active", "feed", "15m"]
+
+
+def test_a_url_is_watched_once_per_case(cli: Cli, watched_site: WatchedSite) -> None:
+    """Two cases and the operator (unfiled) watch the same feed: all three are added; the
+    same URL again in one of them is refused naming that one's watch; each watch's poll
+    queues every post for its own case (a post queued for another case does not count)."""
+    url = watched_site.url("/feeds/rss.xml")
+    posts = watched_site.publish("rss", 2)
+    views = {case: cli.json_lines("watch", "add", url, *(("--case", case) if case else ()))[0]
+             for case in ("Case A", "Case B", None)}
+    assert {v["case"] for v in views.values()} == {"Case A", "Case B", None}
+    for case, view in views.items():
+        code, _, err = cli("watch", "add", url, *(("--case", case) if case else ()))
+        assert (code, err) == (
+            1, f"archiver: error: {url} is already watched (watch {view['id']})\n")
+    for view in views.values():
+        report = cli.json_lines("watch", "poll", str(view["id"]))[0]
+        assert (report["new_posts"], report["queued"]) == (2, 2)
+    jobs = cli.json_lines("jobs")
+    assert sorted((j["url"], j["case"] or "", j["source"]) for j in jobs) == sorted(
+        (post, case or "", f"watch:{view['id']}") for post in posts
+        for case, view in views.items())
+    assert len({j["capture_id"] for j in jobs}) == 6
 
 
 def test_pause_resume_remove_are_ledger_events(cli: Cli, watched_site: WatchedSite) -> None:

@@ -90,15 +90,6 @@ def test_other_cases_get_404_like_nothing(api: Api) -> None:
     into = other.post("/api/watches", json={"url": "https://example.org/x", "case": "Case 7",
                                             "kind": "feed"})
     assert (into.status_code, into.json()) == (404, NOT_FOUND)
-    # the URL is watched once in the archive: another case is told so, not which watch
-    same = other.post("/api/watches", json={"url": "https://example.org/feed.xml",
-                                            "case": "Case 8", "kind": "feed"})
-    assert same.status_code == 409
-    assert same.json()["error"]["message"] == "https://example.org/feed.xml is already watched"
-    again = bob.client().post("/api/watches", json={"url": "https://example.org/feed.xml",
-                                                    "case": "Case 7", "kind": "feed"})
-    assert again.json()["error"]["message"] == (
-        f"https://example.org/feed.xml is already watched (watch {wid})")
     viewer = vic.client()
     assert viewer.get(f"/api/watches/{wid}").status_code == 200
     assert [w["id"] for w in viewer.get("/api/watches", params={"case": "Case 7"}
@@ -106,6 +97,38 @@ def test_other_cases_get_404_like_nothing(api: Api) -> None:
     refused = viewer.post(f"/api/watches/{wid}/pause")
     assert refused.status_code == 403
     assert len(watch_entries(api)) == 1
+
+
+def test_two_cases_watch_the_same_url_each_unaware_of_the_other(api: Api) -> None:
+    """Two people of two cases add the same URL: both succeed (nothing tells either that
+    the other watches it), each sees only their own case's watch; the same URL again in
+    the same case is refused naming the watch there. Unfiled, the same per person."""
+    bob = api.user("bob", cases={"Case 7": "investigator"})
+    carol = api.user("carol", cases={"Case 8": "investigator"})
+    url = "https://example.org/feed.xml"
+    mine = add(bob.client(), url, case="Case 7")
+    theirs = add(carol.client(), url, case="Case 8")
+    assert mine["id"] != theirs["id"]
+    assert (mine["case"], theirs["case"]) == ("Case 7", "Case 8")
+    assert [w["id"] for w in bob.client().get("/api/watches").json()["items"]] == [mine["id"]]
+    assert [w["id"] for w in carol.client().get("/api/watches").json()["items"]] == [
+        theirs["id"]]
+    again = carol.client().post("/api/watches", json={"url": url, "case": "Case 8",
+                                                      "kind": "feed"})
+    assert again.status_code == 409
+    assert again.json()["error"] == {
+        "code": "refused", "message": f"{url} is already watched (watch {theirs['id']})"}
+    bob_unfiled = add(bob.client(), url, case=None)
+    carol_unfiled = add(carol.client(), url, case=None)
+    assert bob_unfiled["id"] != carol_unfiled["id"]
+    twice = bob.client().post("/api/watches", json={"url": url, "case": None, "kind": "feed"})
+    assert twice.status_code == 409
+    assert twice.json()["error"]["message"] == (
+        f"{url} is already watched (watch {bob_unfiled['id']})")
+    added = [e for e in watch_entries(api) if e.action == "watch.added"]
+    assert [(e.actor, e.payload["case"]) for e in added] == [
+        ("user:bob", "Case 7"), ("user:carol", "Case 8"), ("user:bob", None),
+        ("user:carol", None)]
 
 
 def test_an_unfiled_watch_is_its_creators(api: Api) -> None:

@@ -16,10 +16,10 @@ same 404. Every change is a ``watch.*`` ledger entry naming the person and the c
 (token or session, client address) they acted through. Reading a watch is not recorded:
 a watch is the archive's configuration, not evidence.
 
-Known limit: a URL is watched once in the whole archive (``watches.url_sha256`` is
-unique among live watches), so adding a URL that a watch of another case already follows
-is refused as "already watched" (without naming that watch: only a watch the person may
-see is named); that a URL is watched somewhere is all it tells.
+A URL is watched once per case (unfiled: once per person), so a case adds a URL that
+another case watches as if no one did: the answer never tells that a watch of a case the
+person is not in exists (:func:`archiver.watch.watches.watch_scope`). Each watch polls
+and files what it finds into its own case.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from archiver.watch.watches import (
     WatchSpec,
     WatchView,
     read_watchlist,
+    same_scope,
     url_sha256,
     watch_view,
 )
@@ -173,12 +174,13 @@ def _visible(shown: list[Branch]) -> Any:
 
 
 def _skip_reason(request: Request, gate: Gate, spec: WatchSpec, reason: str) -> str:
-    """Why ``spec`` was not added (its URL is watched already), naming the watch only
-    when the person may see it: a watch of another case is not theirs to know of."""
+    """Why ``spec`` was not added (its URL is watched already in the same case, or
+    unfiled by the same person), naming the watch only when the person may see it."""
     w = models.watches
     with _archive(request).engine.connect() as conn:
         row = conn.execute(sa.select(w.c.case_name, w.c.created_by).where(
-            w.c.url_sha256 == url_sha256(spec.url), w.c.status != REMOVED)).first()
+            w.c.url_sha256 == url_sha256(spec.url), w.c.status != REMOVED,
+            *same_scope(spec.case, gate.actor))).first()
         case_id = None if row is None else case_id_for(conn, row.case_name)
     if row is not None and gate.allows(case_id, submitted_by=row.created_by,
                                        action=Action.WATCH_VIEW):
@@ -248,8 +250,8 @@ def show_watch(request: Request, gate: GateDep, watch_id: int) -> WatchOut:
        response_model=WatchOut)
 def add_watch(request: Request, gate: GateDep, body: WatchBody) -> WatchOut:
     """Add a watch, polled first at once. 404: the case does not exist or is not the
-    person's; 400: a bad URL, interval or pattern; 409: the URL is watched already, or
-    ``auto`` could not recognise it."""
+    person's; 400: a bad URL, interval or pattern; 409: the URL is watched already in
+    that case (unfiled: by the same person), or ``auto`` could not recognise it."""
     case = _case_of_new(request, gate, body.case)
     spec = WatchSpec(url=body.url, kind=body.kind, every=_every(body.every), case=case,
                      pattern=body.pattern)

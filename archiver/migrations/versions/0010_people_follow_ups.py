@@ -1,0 +1,41 @@
+"""Follow-ups of people and the API: watches per case.
+
+``watches``: a URL is watched once per case, no longer once in the whole archive (which
+told a member of one case that another case watched a URL). Unfiled watches: once per
+person (``user:<login>``), and once for the operator and the service together. Three
+partial unique indexes replace ``ux_watches_live_url``.
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-11-27
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+_LIVE = "status != 'removed'"
+_BY_PERSON = "substr(created_by, 1, 5) = 'user:'"
+_WATCH_INDEXES = (
+    ("ux_watches_live_case_url", ["case_name", "url_sha256"],
+     f"{_LIVE} AND case_name IS NOT NULL"),
+    ("ux_watches_live_person_url", ["created_by", "url_sha256"],
+     f"{_LIVE} AND case_name IS NULL AND {_BY_PERSON}"),
+    ("ux_watches_live_operator_url", ["url_sha256"],
+     f"{_LIVE} AND case_name IS NULL AND NOT ({_BY_PERSON})"),
+)
+
+
+def upgrade() -> None:
+    op.drop_index("ux_watches_live_url", "watches")
+    for name, columns, where in _WATCH_INDEXES:
+        op.create_index(name, "watches", columns, unique=True,
+                        sqlite_where=sa.text(where), postgresql_where=sa.text(where))
+
+
+def downgrade() -> None:
+    raise NotImplementedError("archive schema migrations are never reversed")
