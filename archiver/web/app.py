@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from archiver.web import errors
@@ -112,8 +113,10 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise errors.ApiError(413, "too-large",
-                                          f"the request body is larger than {self.limit} bytes")
+                    # Starlette's HTTPException, not ApiError: FastAPI re-raises it from
+                    # its body parsing (any other exception there becomes a 400).
+                    raise HTTPException(413, f"the request body is larger than {self.limit} "
+                                             "bytes")
             return message
 
         await self.app(scope, counted, send)
