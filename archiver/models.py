@@ -334,8 +334,9 @@ exports = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=True),
     sa.Column("size", sa.BigInteger, nullable=True),
     sa.Column("file_name", sa.String(200), nullable=True),
-    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),  # a sentence of ours, never a server path
     sa.Column("ledger_seq", sa.BigInteger, nullable=True),
+    sa.Column("reason", sa.String(32), nullable=True),  # why it failed (migration 0010)
 )
 sa.Index("ix_exports_case_created", exports.c.case_id, exports.c.created, exports.c.id)
 sa.Index("ix_exports_state", exports.c.state)

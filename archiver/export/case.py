@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -108,6 +109,15 @@ for job in json.load(open(sys.argv[1])):
         failed[job["target"]] = lines[-1] if lines else "failed"
 print(json.dumps(failed))
 """
+
+
+class DamagedEvidence(ArchiverError):
+    """A capture's stored evidence (or its record) does not match its signed manifest or
+    ledger entry: the capture cannot be exported until an auditor verifies it."""
+
+    def __init__(self, message: str, *, capture_id: str) -> None:
+        super().__init__(message)
+        self.capture_id = capture_id
 
 
 @dataclass(frozen=True)
@@ -332,14 +342,15 @@ def _entries(archive: Archive, case: str, captures: Sequence[Capture]) -> list[L
     return [found[seq] for seq in sorted(found)]
 
 
-def _read_small(archive: Archive, sha256: str, what: str) -> bytes:
+def _read_small(archive: Archive, sha256: str, what: str, capture_id: str) -> bytes:
     try:
         with archive.store.open(sha256) as stream:
             data: bytes = stream.read(MAX_SMALL_BLOB)
     except StorageError as exc:
         raise ArchiverError(f"cannot read {what}: {exc}") from exc
     if hashlib.sha256(data).hexdigest() != sha256:
-        raise ArchiverError(f"the stored {what} does not match its sha256")
+        raise DamagedEvidence(f"the stored {what} does not match its sha256",
+                              capture_id=capture_id)
     return data
 
 
@@ -349,32 +360,34 @@ def _checked_manifest(
     """The capture's signed manifest (and its bytes and signature), checked against the
     ledger and the key history: what the bundle's files must match."""
     hint = f"capture {capture.id} cannot be exported; run 'archiver verify {capture.id}'"
+    damaged = partial(DamagedEvidence, capture_id=capture.id)
     if capture.ledger_seq is None or capture.manifest_sha256 is None:
-        raise ArchiverError(f"{hint}: it has no ledger entry")
+        raise damaged(f"{hint}: it has no ledger entry")
     try:
         entry = archive.ledger.entry(capture.ledger_seq)
     except CustodyError as exc:
-        raise ArchiverError(f"{hint}: {exc}") from exc
+        raise damaged(f"{hint}: {exc}") from exc
     payload = entry.payload
     if (entry.action != "capture.completed" or entry.subject != f"capture:{capture.id}"
             or payload.get("manifest_sha256") != capture.manifest_sha256):
-        raise ArchiverError(f"{hint}: its ledger entry does not record its manifest")
+        raise damaged(f"{hint}: its ledger entry does not record its manifest")
     signature_sha = payload.get("signature_sha256")
     if not isinstance(signature_sha, str):
         signature_sha = capture.artifact(MANIFEST_SIGNATURE_FILE).sha256
-    canonical = _read_small(archive, capture.manifest_sha256, f"manifest of {capture.id}")
-    signature = _read_small(archive, signature_sha, f"signature of {capture.id}")
+    canonical = _read_small(archive, capture.manifest_sha256, f"manifest of {capture.id}",
+                            capture.id)
+    signature = _read_small(archive, signature_sha, f"signature of {capture.id}", capture.id)
     try:
         manifest = verify_manifest(canonical, signature, keys)
     except VerificationError as exc:
-        raise ArchiverError(f"{hint}: {exc}") from exc
+        raise damaged(f"{hint}: {exc}") from exc
     if manifest.capture_id != capture.id:
-        raise ArchiverError(f"{hint}: its manifest is of another capture")
+        raise damaged(f"{hint}: its manifest is of another capture")
     for artifact in manifest.artifacts:
         try:
             check_file_name(artifact.name)
         except ValueError as exc:
-            raise ArchiverError(f"{hint}: {exc}") from exc
+            raise damaged(f"{hint}: {exc}") from exc
     return SignedManifest(manifest, canonical, signature)
 
 
@@ -489,10 +502,11 @@ def _stage_blob(archive: Archive, sha256: str, target: Path) -> None:
         raise ArchiverError(f"cannot read blob {sha256}: {exc}") from exc
 
 
-def _damaged(path: str) -> ArchiverError:
+def _damaged(path: str) -> DamagedEvidence:
     capture_id = path.split("/")[2]
-    return ArchiverError(f"{path} does not match its capture's signed manifest; the stored "
-                         f"copy may be damaged: run 'archiver verify {capture_id}'")
+    return DamagedEvidence(f"{path} does not match its capture's signed manifest; the "
+                           f"stored copy may be damaged: run 'archiver verify {capture_id}'",
+                           capture_id=capture_id)
 
 
 def _check_staged(item: _File) -> None:
@@ -760,4 +774,4 @@ def _bag_info(archive: Archive, plan: _Plan) -> list[tuple[str, str]]:
 
 
 
-__all__ = ["ExportReport", "export_case"]
+__all__ = ["DamagedEvidence", "ExportReport", "export_case"]

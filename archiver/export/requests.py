@@ -13,7 +13,9 @@ The flow of one request:
    into the blob store (one store or several: every API server of the archive can serve
    it), then its file is removed;
 3. the row becomes ``done`` (digest, size, the ``bundle.exported`` seq), or ``failed``
-   with the error a person can act on, and ``export.failed`` on the ledger.
+   with a stable reason and a plain sentence (:func:`public_failure`), and
+   ``export.failed`` on the ledger with the same two; the full error goes to the
+   server's log only.
 
 Threat model, next to the code that defends against it:
 
@@ -27,6 +29,9 @@ Threat model, next to the code that defends against it:
   not queued without end.
 - *A bundle that changed in the store* is detected on download: the bytes are hashed as
   they stream and compared with the recorded digest (see the API's download route).
+- *Server paths in error messages*: an export's error (a blob store's name, a work
+  directory) is read by the person who asked and by the ledger's readers; they get a
+  reason code and a sentence written here, never the text of the exception.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from archiver.capture.leases import ProcessIdentity, process_running
 from archiver.capture.values import SERVICE_ACTOR
 from archiver.clock import rfc3339
 from archiver.errors import ArchiverError, NotFoundError
+from chain_of_custody.errors import CustodyError
 from storage.errors import StorageError
 
 log = logging.getLogger("archiver.export.requests")
@@ -64,6 +70,17 @@ DEFAULT_WORKERS = 1
 DEFAULT_QUEUE_SIZE = 4
 DEFAULT_LEASE_SECONDS = 120.0
 MAX_ERROR = 2000
+
+# export failure reasons (``exports.reason``, ``export.failed`` payload ``reason``)
+NOT_FOUND: Final = "not-found"
+EVIDENCE_DAMAGED: Final = "evidence-damaged"
+STORE_UNREADABLE: Final = "store-unreadable"
+LEDGER_FAILED: Final = "ledger-failed"
+WRITE_FAILED: Final = "write-failed"
+EXPORT_FAILED: Final = "export-failed"
+NOT_STORED: Final = "bundle-not-stored"
+SERVER_STOPPED: Final = "server-stopped"
+INTERNAL_ERROR: Final = "internal-error"
 
 
 class ExportQueueFull(ArchiverError):
@@ -101,7 +118,10 @@ class ExportView:
     sha256: str | None
     size: int | None
     file_name: str | None
+    reason: str | None
+    """Why it failed: one of the reason codes of this module."""
     error: str | None
+    """Why it failed, as a sentence for the person who asked (never a server path)."""
     ledger_seq: int | None
 
     def as_json(self) -> dict[str, Any]:
@@ -111,7 +131,7 @@ class ExportView:
             "requested_by": self.requested_by, "created": self.created,
             "state": self.state, "started": self.started, "finished": self.finished,
             "sha256": self.sha256, "size": self.size, "file_name": self.file_name,
-            "error": self.error, "ledger_seq": self.ledger_seq,
+            "reason": self.reason, "error": self.error, "ledger_seq": self.ledger_seq,
         }
 
 
@@ -124,7 +144,8 @@ def export_view(row: Any) -> ExportView:
         requested_by=row.requested_by, created=row.created, state=row.state,
         started=row.started, finished=row.finished, sha256=row.sha256,
         size=None if row.size is None else int(row.size), file_name=row.file_name,
-        error=row.error, ledger_seq=None if row.ledger_seq is None else int(row.ledger_seq),
+        reason=row.reason, error=row.error,
+        ledger_seq=None if row.ledger_seq is None else int(row.ledger_seq),
     )
 
 
@@ -132,6 +153,32 @@ def select_exports() -> sa.Select[Any]:
     """``exports`` rows with their case's name, for :func:`export_view`."""
     e, c = models.exports, models.cases
     return sa.select(e, c.c.name.label("case_name")).join(c, c.c.id == e.c.case_id)
+
+
+def public_failure(exc: Exception) -> tuple[str, str]:
+    """The reason code and the sentence an export that raised ``exc`` (from
+    :func:`~archiver.export.case.export_case`) is shown with. Written here, not taken
+    from ``exc``, whose text may name the blob store's or the work directory's paths."""
+    from archiver.export.case import DamagedEvidence
+
+    cause = exc.__cause__
+    if isinstance(exc, NotFoundError):
+        return NOT_FOUND, ("a capture asked for is no longer in the case, or the case has "
+                           "nothing to export")
+    if isinstance(exc, DamagedEvidence):
+        return EVIDENCE_DAMAGED, (f"the stored evidence of capture {exc.capture_id} does "
+                                  "not match its signed record; an auditor should verify "
+                                  "that capture")
+    if isinstance(cause, StorageError):
+        return STORE_UNREADABLE, ("a stored copy of the case's evidence could not be read; "
+                                  "an auditor should verify the case's captures")
+    if isinstance(cause, CustodyError):
+        return LEDGER_FAILED, ("the bundle could not be recorded on the ledger, so it was "
+                               "not kept; ask for the export again later")
+    if isinstance(cause, OSError):
+        return WRITE_FAILED, ("the server could not write the bundle; ask for the export "
+                              "again later")
+    return EXPORT_FAILED, "the bundle could not be made; the server's log says why"
 
 
 def _worker_name(identity: ProcessIdentity) -> str:
@@ -252,8 +299,9 @@ class ExportWorker:
             except queue.Empty:
                 break
             if export_id is not None:
-                self._fail(export_id, "the server stopped before this export started; "
-                                      "ask for it again", states=(QUEUED,), held_by=self.name)
+                self._fail(export_id, SERVER_STOPPED, "the server stopped before this "
+                           "export started; ask for it again", states=(QUEUED,),
+                           held_by=self.name)
 
     # -- asking ---------------------------------------------------------------------------
 
@@ -358,8 +406,8 @@ class ExportWorker:
             if why is None:
                 continue
             verb = "running" if row.state == RUNNING else "waiting"
-            if self._fail(row.id, f"the server {verb} this export stopped before it "
-                                  f"finished ({why}); ask for the export again",
+            if self._fail(row.id, SERVER_STOPPED, f"the server {verb} this export stopped "
+                          f"before it finished ({why}); ask for the export again",
                           states=(row.state,), held_by=row.worker):
                 closed.append(row.id)
         return closed
@@ -392,9 +440,9 @@ class ExportWorker:
             except Exception as exc:  # the job loop: record it, carry on
                 log.exception("export %s failed unexpectedly", export_id)
                 try:
-                    self._fail(export_id, f"the export failed on an unexpected error "
-                                          f"({type(exc).__name__}); the server's log has "
-                                          "the details", states=(QUEUED, RUNNING),
+                    self._fail(export_id, INTERNAL_ERROR, f"the export failed on an "
+                               f"unexpected error ({type(exc).__name__}); the server's log "
+                               "has the details", states=(QUEUED, RUNNING),
                                held_by=self.name)
                 except (ArchiverError, sa.exc.SQLAlchemyError):
                     # the lease runs out, and a sweep records the failure later
@@ -438,15 +486,21 @@ class ExportWorker:
                                      actor=view.requested_by, context=context,
                                      progress=tracker)
             except ArchiverError as exc:
-                self._fail(export_id, str(exc), states=(RUNNING,), held_by=self.name)
+                reason, sentence = public_failure(exc)
+                # the whole text, paths and all, for the operator; the person gets the
+                # sentence
+                log.warning("export %s failed (%s): %s", export_id, reason, exc)
+                self._fail(export_id, reason, sentence, states=(RUNNING,), held_by=self.name)
                 return
             try:
                 self.archive.store.put_file(out, sha256=report.digest.sha256,
                                             size=report.digest.size,
                                             sha512=report.digest.sha512)
             except StorageError as exc:
-                self._fail(export_id, f"the bundle was written and recorded (ledger entry "
-                                      f"{report.ledger_seq}) but could not be stored: {exc}",
+                log.warning("export %s failed (%s): %s", export_id, NOT_STORED, exc)
+                self._fail(export_id, NOT_STORED, f"the bundle was written and recorded "
+                           f"(ledger entry {report.ledger_seq}) but could not be put into "
+                           "the blob store; ask for the export again later",
                            states=(RUNNING,), held_by=self.name)
                 return
         finally:
@@ -459,11 +513,13 @@ class ExportWorker:
                 file_name=f"{report.bag_name}.zip", ledger_seq=report.ledger_seq,
                 lease_until=None))
 
-    def _fail(self, export_id: str, error: str, *, states: Sequence[str],
+    def _fail(self, export_id: str, reason: str, error: str, *, states: Sequence[str],
               held_by: str | None) -> bool:
         """Mark an export failed (if it is still in one of ``states`` and held by
         ``held_by``: a check that two servers sweeping at once record it once) and record
-        ``export.failed``. Returns whether it did."""
+        ``export.failed`` {reason, error}. ``error`` is shown to the person who asked and
+        to the ledger's readers: a sentence of ours, never an exception's text. Returns
+        whether it did."""
         e = models.exports
         error = error[:MAX_ERROR]
         self.archive.ledger.signing_key()
@@ -472,14 +528,14 @@ class ExportWorker:
             changed = conn.execute(
                 sa.update(e).where(e.c.id == export_id, e.c.state.in_(list(states)), holder)
                 .values(state=FAILED, finished=rfc3339(self.archive.clock()),
-                        error=error, lease_until=None))
+                        reason=reason, error=error, lease_until=None))
             if changed.rowcount != 1:
                 return False
             row = conn.execute(select_exports().where(e.c.id == export_id)).one()
             self.archive.ledger.append(
                 actor=SERVICE_ACTOR, action="export.failed", subject=f"case:{row.case_name}",
                 payload={"export_id": export_id, "requested_by": row.requested_by,
-                         "error": error},
+                         "reason": reason, "error": error},
                 connection=conn)
         return True
 
@@ -495,5 +551,6 @@ __all__ = [
     "ExportView",
     "ExportWorker",
     "export_view",
+    "public_failure",
     "select_exports",
 ]

@@ -6,6 +6,8 @@ real port (tests/fixtures/api.py), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import subprocess
 import time
 from pathlib import Path
@@ -277,9 +279,11 @@ def test_the_queue_is_bounded(api: Api) -> None:
 
 
 def test_an_export_of_damaged_evidence_fails_saying_why(
-        api: Api, fixture_site: FixtureSite) -> None:
+        api: Api, fixture_site: FixtureSite, caplog: pytest.LogCaptureFixture) -> None:
     """A capture whose stored file is gone cannot be exported: the export ends failed
-    with the archive's reason, export.failed is on the ledger, there is no bundle."""
+    with a reason code and a sentence that names no path of the server (the store's
+    error, paths and all, is in the server's log only), export.failed is on the ledger
+    with the same two, there is no bundle."""
     lena = api.user("lena", cases={"Case 7": "legal"})
     capture_id = capture(api, fixture_site, "/page.html", "Case 7")
     artifact = next(a for a in api.archive.get_capture(capture_id).artifacts
@@ -287,13 +291,23 @@ def test_an_export_of_damaged_evidence_fails_saying_why(
     api.archive.store.stores[0].path_for(artifact.sha256).unlink()  # type: ignore[attr-defined]
     http = lena.client()
     export_id = http.post("/api/cases/Case 7/exports", json={}).json()["export_id"]
-    failed = wait_done(http, export_id)
-    assert failed["state"] == "failed"
-    assert failed["error"].startswith(f"cannot read blob {artifact.sha256}: ")
-    assert failed["error"].endswith(f"blob {artifact.sha256} is missing from every store")
+    with caplog.at_level(logging.WARNING, logger="archiver.export.requests"):
+        failed = wait_done(http, export_id)
+    assert (failed["state"], failed["reason"], failed["error"]) == (
+        "failed", "store-unreadable", "a stored copy of the case's evidence could not be "
+        "read; an auditor should verify the case's captures")
     (entry,) = entries(api, "export.failed")
     assert entry.payload == {"export_id": export_id, "requested_by": "user:lena",
-                             "error": failed["error"]}
+                             "reason": "store-unreadable", "error": failed["error"]}
+    store_root = str(api.archive.store.stores[0].root)  # type: ignore[attr-defined]
+    (logged,) = [r.getMessage() for r in caplog.records if export_id in r.getMessage()]
+    assert logged.startswith(f"export {export_id} failed (store-unreadable): cannot read "
+                             f"blob {artifact.sha256}: ")
+    assert store_root in logged  # the operator's log has the whole story …
+    listed = http.get("/api/cases/Case 7/exports").json()["items"]
+    for shown in (failed, *listed, entry.payload):  # … the person and the ledger none of it
+        assert store_root not in json.dumps(shown)
+        assert str(api.archive.settings.home) not in json.dumps(shown)
     assert entries(api, "bundle.exported") == []
     bundle = http.get(f"/api/exports/{export_id}/bundle")
     assert bundle.status_code == 409

@@ -5,6 +5,10 @@ told a member of one case that another case watched a URL). Unfiled watches: onc
 person (``user:<login>``), and once for the operator and the service together. Three
 partial unique indexes replace ``ux_watches_live_url``.
 
+``exports.reason``: why an export failed, as a stable code; ``exports.error`` becomes a
+sentence written by the archive, no longer the exception's text, which could name the
+server's paths (the full text goes to the server's log).
+
 Revision ID: 0010
 Revises: 0009
 Create Date: 2026-11-27
@@ -35,6 +39,7 @@ def upgrade() -> None:
     for name, columns, where in _WATCH_INDEXES:
         op.create_index(name, "watches", columns, unique=True,
                         sqlite_where=sa.text(where), postgresql_where=sa.text(where))
+    op.add_column("exports", sa.Column("reason", sa.String(32), nullable=True))
 
 
 def downgrade() -> None:

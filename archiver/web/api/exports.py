@@ -84,7 +84,7 @@ class ProgressOut(BaseModel):
 
 class ExportOut(BaseModel):
     """An export. ``state``: queued, running, done (the bundle can be downloaded) or
-    failed (``error`` says why)."""
+    failed (``reason`` and ``error`` say why)."""
 
     export_id: str
     case: str
@@ -97,7 +97,10 @@ class ExportOut(BaseModel):
     sha256: str | None = Field(description="SHA-256 of the bundle ZIP")
     size: int | None
     file_name: str | None
-    error: str | None
+    reason: str | None = Field(description=(
+        "why it failed: not-found, evidence-damaged, store-unreadable, ledger-failed, "
+        "write-failed, export-failed, bundle-not-stored, server-stopped, internal-error"))
+    error: str | None = Field(description="why it failed, in a sentence")
     ledger_seq: int | None = Field(description="the bundle.exported ledger entry")
     progress: ProgressOut | None = Field(
         default=None, description="how far a running export is (when this server runs it)")
