@@ -313,6 +313,18 @@ login_failures = sa.Table(
 )
 sa.Index("ix_login_failures_login_at", login_failures.c.login, login_failures.c.at)
 sa.Index("ix_login_failures_client_at", login_failures.c.client, login_failures.c.at)
+
+# Attempts refused by the per-client rate limit, unchecked (migration 0010): at most one
+# ``auth.failed`` (reason ``rate-limited``) per client address per minute is appended,
+# at ``recorded_at``; ``unrecorded`` counts the refusals since then, which the next such
+# entry reports in its ``count``.
+rate_limited_clients = sa.Table(
+    "rate_limited_clients",
+    metadata,
+    sa.Column("client", sa.String(64), primary_key=True),
+    sa.Column("recorded_at", sa.Text, nullable=False),
+    sa.Column("unrecorded", sa.Integer, nullable=False),
+)
 sa.Index("ix_captures_case_requested", captures.c.case_id, captures.c.requested_at, captures.c.id)
 
 # -- exports asked for through the API (migration 0009), written by ``archiver.export.requests``

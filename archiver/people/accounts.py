@@ -22,6 +22,7 @@ import hmac
 import json
 import re
 import secrets
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -68,6 +69,10 @@ NEVER: Final = "never"
 TOKEN_PREFIX: Final = "ea_"  # noqa: S105 - a prefix, not a secret
 TOTP_STEP_SECONDS: Final = 30
 FAILURE_MEMORY = timedelta(days=1)  # login_failures rows older than this are pruned
+_RATE_LIMITED_EVERY = timedelta(minutes=1)  # one auth.failed rate-limited per address
+# pg_advisory_xact_lock(int4, int4) namespace: the first 4 bytes (signed) of
+# SHA-256("evidence-archiver/rate-limited-client").
+_PG_RATE_LIMIT_LOCK = -2101216915
 # login_failures.login of a refused token (no login name has parentheses)
 _TOKEN_CLIENT_LOGIN = "(token)"  # noqa: S105 - a marker, not a secret
 _LOGIN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -166,6 +171,11 @@ class TokenView:
                 "created": self.created, "created_by": self.created_by,
                 "expires": self.expires, "revoked": self.revoked,
                 "last_used": self.last_used}
+
+
+def _pg_key(text: str) -> int:
+    value = zlib.crc32(text.encode("utf-8"))
+    return value - (1 << 32) if value >= (1 << 31) else value
 
 
 def token_hash(secret: str) -> str:
@@ -646,10 +656,63 @@ class People:
             self._record(conn, "auth.failed", subject, payload, context=context)
         raise error
 
+    def _refuse_limited(self, error: LoginRefused | TokenRefused, *, subject: str,
+                        login: str | None, client: str) -> NoReturn:
+        """Refuse an attempt the client's rate limit stopped unchecked, then raise
+        ``error``. At most one ``auth.failed`` {login, reason ``rate-limited``, count,
+        context} per client address per minute: ``count`` is this attempt and those
+        refused unchecked from the address since its previous such entry.
+
+        Threat model: an attempt refused unchecked says nothing about any account, and
+        one entry per attempt let anyone spraying from many addresses fill the signed,
+        append-only ledger; a count a minute per address keeps the evidence of the
+        attack at a bounded cost. (Refusals after an address's last entry are counted in
+        ``rate_limited_clients`` until its next one.)"""
+        now = self._now()
+        now_s = rfc3339(now)
+        key = client[:64]
+        r = models.rate_limited_clients
+        self._ready()
+        with self.archive.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # two refusals at once must not both find the minute free (SQLite
+                # serialises writing transactions already)
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
+                    _PG_RATE_LIMIT_LOCK, _pg_key(key))))
+            row = conn.execute(sa.select(r).where(r.c.client == key)).first()
+            if row is not None and row.recorded_at > rfc3339(now - _RATE_LIMITED_EVERY):
+                conn.execute(sa.update(r).where(r.c.client == key)
+                             .values(unrecorded=r.c.unrecorded + 1))
+            else:
+                self._record_limited(conn, error, row, subject=subject, login=login,
+                                     client=client, now_s=now_s)
+        raise error
+
+    def _record_limited(self, conn: sa.Connection, error: LoginRefused | TokenRefused,
+                        row: Any, *, subject: str, login: str | None, client: str,
+                        now_s: str) -> None:
+        """Append the address's ``auth.failed`` rate-limited entry of this minute
+        (``row``: its ``rate_limited_clients`` row, if any)."""
+        r = models.rate_limited_clients
+        key = client[:64]
+        count = 1 + (row.unrecorded if row is not None else 0)
+        if row is None:
+            conn.execute(sa.insert(r).values(client=key, recorded_at=now_s, unrecorded=0))
+        else:
+            conn.execute(sa.update(r).where(r.c.client == key)
+                         .values(recorded_at=now_s, unrecorded=0))
+        context = dict(self.context or {})
+        context["client"] = client
+        self._record(conn, "auth.failed", subject,
+                     {"login": login, "reason": error.reason, "count": count},
+                     context=context)
+
     def _client_limited(self, conn: sa.Connection, client: str, now: datetime) -> bool:
         f = models.login_failures
         # Pruning as we go keeps the table small: rows older than a day count for nothing.
         conn.execute(sa.delete(f).where(f.c.at < rfc3339(now - FAILURE_MEMORY)))
+        r = models.rate_limited_clients
+        conn.execute(sa.delete(r).where(r.c.recorded_at < rfc3339(now - FAILURE_MEMORY)))
         recent = conn.execute(sa.select(sa.func.count()).where(
             f.c.client == client[:64], f.c.at > rfc3339(now - timedelta(minutes=1)))
         ).scalar_one()
@@ -673,7 +736,9 @@ class People:
         {login, reason, context}: ``unknown-user``, ``wrong-password``, ``disabled``,
         ``locked``, ``rate-limited``, ``mfa-required`` (enrolled, no code given: the
         message asks for the code), ``wrong-totp``. An unknown login is checked against
-        a stand-in hash, so that it takes as long as a wrong password.
+        a stand-in hash, so that it takes as long as a wrong password. Refusals by the
+        rate limit, unchecked, are recorded at most once a minute per client address,
+        with a count (:meth:`_refuse_limited`).
         """
         now = self._now()
         u = models.users
@@ -684,7 +749,8 @@ class People:
             row = None if limited else conn.execute(
                 sa.select(u).where(u.c.login == login)).first()
         if limited:
-            refuse(LoginRefused("rate-limited", RATE_LIMITED_MESSAGE))
+            self._refuse_limited(LoginRefused("rate-limited", RATE_LIMITED_MESSAGE),
+                                 subject=f"user:{shown}", login=shown, client=client)
         if row is None:
             passwords.verify_password(passwords.dummy_hash(), password)
             refuse(LoginRefused("unknown-user"), failure=shown)
@@ -728,7 +794,8 @@ class People:
 
         Raises :class:`LoginRefused` (recorded as ``auth.failed``): ``wrong-totp``
         (counted towards the login's lockout and the client's rate limit), ``locked``,
-        ``disabled``, ``rate-limited``; :class:`UnknownUser`.
+        ``disabled``, ``rate-limited`` (recorded at most once a minute per address,
+        with a count); :class:`UnknownUser`.
         """
         now = self._now()
         with self.archive.engine.begin() as conn:
@@ -737,7 +804,8 @@ class People:
         refuse = partial(self._refuse, subject=f"user:{row.login}", login=row.login,
                          client=client)
         if limited:
-            refuse(LoginRefused("rate-limited", RATE_LIMITED_MESSAGE))
+            self._refuse_limited(LoginRefused("rate-limited", RATE_LIMITED_MESSAGE),
+                                 subject=f"user:{row.login}", login=row.login, client=client)
         if row.disabled:
             refuse(LoginRefused("disabled", "this account is disabled"))
         if row.locked_until is not None and row.locked_until > rfc3339(now):
@@ -863,7 +931,8 @@ class People:
 
         Raises :class:`TokenRefused` (recorded as ``auth.failed``): ``token-unknown``,
         ``token-expired``, ``token-revoked``, ``disabled`` (its owner), ``rate-limited``
-        (too many refused attempts from ``client``). Records the time of use.
+        (too many refused attempts from ``client``; recorded at most once a minute per
+        address, with a count). Records the time of use.
         """
         now = self._now()
         t, u = models.api_tokens, models.users
@@ -874,8 +943,8 @@ class People:
                 .join(u, u.c.id == t.c.user_id)
                 .where(t.c.sha256 == token_hash(secret))).first()
         if limited:
-            self._refuse(TokenRefused("rate-limited", RATE_LIMITED_MESSAGE),
-                         subject="token:unknown", login=None, client=client)
+            self._refuse_limited(TokenRefused("rate-limited", RATE_LIMITED_MESSAGE),
+                                 subject="token:unknown", login=None, client=client)
         if row is None:
             self._refuse(TokenRefused("token-unknown"), subject="token:unknown", login=None,
                          client=client, failure=_TOKEN_CLIENT_LOGIN)

@@ -144,6 +144,52 @@ def test_client_rate_limit_refuses_without_checking(archive: Archive, people: Pe
     people.login("bob", GOOD, client=CLIENT)
 
 
+def test_refusals_by_the_rate_limit_are_counted_not_each_recorded(
+        archive: Archive, people: People, clock: FakeClock) -> None:
+    """Every attempt that was checked is an auth.failed entry; of 50 attempts refused
+    unchecked by the rate limit, only the first of the minute is (count 1); another
+    address gets its own; a minute later, the address's next rate-limited entry counts
+    the 49 refused meanwhile and itself."""
+    for i in range(20):
+        refused(people, f"user{i}", "wrong guess here", "unknown-user")
+    assert archive.ledger.size() == 20 + 1  # 1: the key's registration
+    for _ in range(50):
+        refused(people, "bob", GOOD, "rate-limited")
+    (entry,) = last(archive)
+    assert archive.ledger.size() == 21 + 1
+    assert (entry.action, entry.subject, entry.payload) == (
+        "auth.failed", "user:bob",
+        {"login": "bob", "reason": "rate-limited", "count": 1,
+         "context": {"client": CLIENT}})
+    for i in range(20):
+        refused(people, f"user{i}", "wrong guess here", "unknown-user", client="198.51.100.9")
+    refused(people, "carol", GOOD, "rate-limited", client="198.51.100.9")
+    assert last(archive)[0].payload["context"] == {"client": "198.51.100.9"}
+    assert archive.ledger.size() == 22 + 21
+    clock.advance(seconds=61)
+    for i in range(20):  # checked again, each recorded, until the limit is reached again
+        refused(people, f"user{i}", "wrong guess here", "unknown-user")
+    refused(people, "bob", GOOD, "rate-limited")
+    assert last(archive)[0].payload == {"login": "bob", "reason": "rate-limited",
+                                        "count": 50, "context": {"client": CLIENT}}
+    assert archive.ledger.size() == 43 + 21
+
+
+def test_bad_tokens_past_the_rate_limit_are_counted_not_each_recorded(
+        archive: Archive, people: People) -> None:
+    """Unknown tokens: each checked one recorded (token-unknown); past the rate limit,
+    50 more make one rate-limited entry."""
+    start = archive.ledger.size()
+    for i in range(70):
+        with pytest.raises(TokenRefused) as caught:
+            people.resolve_token(f"ea_not-a-token-{i}", client=CLIENT)
+        assert caught.value.reason == ("token-unknown" if i < 20 else "rate-limited")
+    failed = last(archive, archive.ledger.size() - start)
+    assert [e.payload["reason"] for e in failed] == ["token-unknown"] * 20 + ["rate-limited"]
+    assert failed[-1].payload == {"login": None, "reason": "rate-limited", "count": 1,
+                                  "context": {"client": CLIENT}}
+
+
 def test_old_failures_are_pruned(archive: Archive, people: People, clock: FakeClock) -> None:
     refused(people, "nobody", "wrong guess here", "unknown-user")
     clock.advance(days=1, seconds=1)

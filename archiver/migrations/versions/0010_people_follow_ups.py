@@ -9,6 +9,11 @@ partial unique indexes replace ``ux_watches_live_url``.
 sentence written by the archive, no longer the exception's text, which could name the
 server's paths (the full text goes to the server's log).
 
+``rate_limited_clients``: an address past its rate limit gets at most one ``auth.failed``
+(reason ``rate-limited``, with a count) a minute on the ledger, not one per attempt
+(which let anyone spraying from many addresses fill the ledger); the table remembers when
+the last was appended and how many refusals came since (bookkeeping).
+
 Revision ID: 0010
 Revises: 0009
 Create Date: 2026-11-27
@@ -40,6 +45,12 @@ def upgrade() -> None:
         op.create_index(name, "watches", columns, unique=True,
                         sqlite_where=sa.text(where), postgresql_where=sa.text(where))
     op.add_column("exports", sa.Column("reason", sa.String(32), nullable=True))
+    op.create_table(
+        "rate_limited_clients",
+        sa.Column("client", sa.String(64), primary_key=True),
+        sa.Column("recorded_at", sa.Text, nullable=False),
+        sa.Column("unrecorded", sa.Integer, nullable=False),
+    )
 
 
 def downgrade() -> None:
