@@ -239,7 +239,10 @@ def test_the_issues_walk_with_curl(server: tuple[Serve, Daemon], tmp_path: Path,
         state = curl("GET", f"/api/jobs/{job['job_id']}", *bob).json()["state"]
         return state if state in ("done", "failed") else None
 
-    assert wait_until(job_state, timeout=90, what="the daemon's capture") == "done"
+    try:
+        assert wait_until(job_state, timeout=90, what="the daemon's capture") == "done"
+    finally:
+        print("daemon log (tail):", daemon.log_text()[-5000:])  # shown when it fails
 
     # bob lists it, reads it, downloads an artifact whose SHA-256 is the listed one
     listed = curl("GET", f"/api/captures?case={quote('Case 1')}", *bob)

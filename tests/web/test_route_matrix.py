@@ -308,7 +308,8 @@ def _build_world(api: Api, site: Any, base: Path) -> World:
                    in ("done", "failed"), timeout=90, what="the daemon's capture")
     finally:
         code = daemon.terminate()
-    assert code == 0, daemon.log_text()[-3000:]
+        print("daemon log (tail):", daemon.log_text()[-5000:])  # shown when set-up fails
+    assert code == 0
     capture = api.archive.get_capture(job["capture_id"])
     assert capture.status == "completed", capture
     assert capture.case == CASE_A
