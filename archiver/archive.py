@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from archiver import models, schema
 from archiver.capture.values import ArtifactView, Capture, CaptureRequest
 from archiver.clock import Clock, IdFactory, new_capture_id, rfc3339, utc_now
-from archiver.db import make_engine
+from archiver.db import make_engine, reading
 from archiver.errors import ArchiverError, ConfigError, NotFoundError, NotInitialisedError
 from archiver.recorder.addresses import AddressPolicy, non_global_reason
 from archiver.settings import LocalStoreSettings, Settings
@@ -274,6 +274,9 @@ class Archive:
         # allowed; tests inject a narrower policy, everything else keeps the default.
         self.address_policy = address_policy
         self.engine = engine
+        # For code that only reads (the HTTP API's lists and pages): on SQLite its
+        # transactions take no write lock (see archiver.db).
+        self.reader = reading(engine)
         self.store = store
         self._fetchers = None if fetchers is None else tuple(fetchers)
         self.clock = clock
