@@ -96,10 +96,14 @@ def cmd_init(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_capture(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from archiver.cases import check_case_name
     from archiver.urls import submitted_url
 
-    # Every URL is checked before anything is fetched or recorded (BadInput: exit 2).
+    # Every URL (and the case) is checked before anything is fetched or recorded
+    # (BadInput: exit 2).
     args.urls = [submitted_url(url) for url in args.urls]
+    if args.case is not None:
+        check_case_name(args.case)
     if args.queue:
         from archiver.cli.watch import queue_captures
 

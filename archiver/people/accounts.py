@@ -33,6 +33,8 @@ import sqlalchemy as sa
 
 from archiver import models
 from archiver.archive import Archive
+from archiver.cases import UNFILED as UNFILED  # the pseudo-case's name (case_id 0)
+from archiver.cases import ReservedCaseName, check_case_name
 from archiver.clock import rfc3339
 from archiver.errors import BadInput
 from archiver.people import passwords
@@ -59,9 +61,6 @@ from archiver.people.errors import (
 )
 from archiver.people.webkey import decrypt_totp_secret, encrypt_totp_secret, web_secret
 from archiver.urls import check_text, printable
-
-UNFILED: Final = "unfiled"
-"""The name of the pseudo-case of captures with no case (``case_id`` 0)."""
 
 NEVER: Final = "never"
 """``expires_in`` of a token that never expires (asked for explicitly)."""
@@ -410,14 +409,16 @@ class People:
     # -- cases and memberships ------------------------------------------------------------
 
     def add_case(self, name: str) -> CaseView:
-        """Create a case. Raises :class:`InvalidName` (``unfiled`` is reserved),
+        """Create a case. Raises :class:`InvalidName` (``unfiled``, in any letter case,
+        is reserved: :func:`archiver.cases.check_case_name`),
         :class:`NameTaken`; ledger ``case.created``."""
         check_text(name, "the case name", max_length=_MAX_CASE_NAME)
         if not name.strip() or name != name.strip():
             raise InvalidName("a case name must not be empty or start or end with spaces")
-        if name == UNFILED:
-            raise InvalidName(f"{UNFILED!r} is the name of the pseudo-case of captures with "
-                              "no case; choose another name")
+        try:
+            check_case_name(name)
+        except ReservedCaseName as exc:
+            raise InvalidName(str(exc)) from None
         self._ready()
         c = models.cases
         stamp = rfc3339(self._now())

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 
 from archiver import models
 from archiver.archive import Archive
+from archiver.cases import check_case_name
 from archiver.clock import Clock, rfc3339
 from archiver.durations import format_duration, parse_duration
 from archiver.errors import ArchiverError, BadInput, ConfigError, FetchRefused, NotFoundError
@@ -247,6 +248,8 @@ class Watchlist:
         for what, text in (("the case", spec.case), ("the pattern", spec.pattern)):
             if text is not None:
                 check_text(text, f"{what} of the watch of {spec.url}")
+        if spec.case is not None:
+            check_case_name(spec.case)  # its posts would make a case of that name
         every = spec.every if spec.every is not None else self.settings.watch.default_every
         minimum = self.settings.watch.min_every
         if every < minimum:

@@ -22,12 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from archiver import models
+from archiver.cases import UNFILED as UNFILED  # how the API names captures of no case
 from archiver.models import UNFILED_CASE_ID
 from archiver.web.errors import not_found
 from archiver.web.gate import CaseFilter
-
-UNFILED = "unfiled"
-"""How the API names the pseudo-case of captures filed under no case."""
 
 NO_CASE = -1
 """A case id no one holds a role on: a case name that does not exist is judged as a

@@ -93,8 +93,10 @@ def test_duplicate_login_and_case(people: People) -> None:
     people.add_case("Case 7")
     with pytest.raises(NameTaken, match=r"^a case 'Case 7' already exists$"):
         people.add_case("Case 7")
-    with pytest.raises(InvalidName, match=r"'unfiled' is the name of the pseudo-case"):
-        people.add_case("unfiled")
+    for name in ("unfiled", "Unfiled"):
+        with pytest.raises(InvalidName, match=rf"^'{name}' cannot be the name of a case: "
+                                              r"'unfiled' \(in any letter case\) names"):
+            people.add_case(name)
 
 
 def test_grant_revoke_members(archive: Archive, people: People) -> None:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from archiver import models
 from archiver.archive import Archive
 from archiver.capture.values import Capture
+from archiver.cases import check_case_name
 from archiver.clock import rfc3339
 from archiver.errors import BadInput
 from archiver.people.access import Action
@@ -238,6 +239,7 @@ def submit(body: SubmitBody, gate: GateDep, request: Request) -> Submission:
     try:
         if case is not None:
             check_text(case, "the case", max_length=MAX_NAME)
+            check_case_name(case)  # "Unfiled": neither the pseudo-case nor a case
         if body.note is not None:
             check_text(body.note, "the note", max_length=MAX_NOTE)
     except BadInput as exc:

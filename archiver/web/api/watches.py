@@ -33,8 +33,9 @@ from starlette.concurrency import run_in_threadpool
 
 from archiver import models
 from archiver.archive import Archive
+from archiver.cases import ReservedCaseName, check_case_name
 from archiver.durations import parse_duration
-from archiver.errors import ConfigError
+from archiver.errors import BadInput, ConfigError
 from archiver.people.access import Action
 from archiver.urls import MAX_URL_LENGTH, printable
 from archiver.watch.watches import (
@@ -197,12 +198,22 @@ def _every(value: str | float | None) -> float | None:
         raise bad_request(f"every: {exc}") from None
 
 
+def _not_unfiled(case: str) -> None:
+    """400 for ``Unfiled`` and the like: no case has that name, nor may have; said
+    before the gate, since it tells nothing about any case."""
+    try:
+        check_case_name(case)
+    except BadInput as exc:
+        raise bad_request(str(exc), code="bad-input") from None
+
+
 def _case_of_new(request: Request, gate: Gate, case: str | None) -> str | None:
     """The case name a new watch is filed under (None: unfiled), once the gate allowed
     ``watch.manage`` on it; 404 for a case that does not exist or is not the person's."""
     if case is None or case == UNFILED:
         gate.require(None, submitted_by=gate.actor)
         return None
+    _not_unfiled(case)
     with _archive(request).engine.connect() as conn:
         case_id = case_id_for(conn, case)
     gate.require(case_id)
@@ -348,6 +359,12 @@ def _import(request: Request, gate: Gate, case: str, text: str, fmt: str) -> Imp
             named = spec.case if spec.case not in (None, UNFILED) else None
             if spec.case is None:
                 named = default_case
+            try:
+                if named is not None:
+                    check_case_name(named)
+            except ReservedCaseName as exc:
+                refused.append(NotAdded(url=spec.url, reason=str(exc)))
+                continue
             case_id = case_id_for(conn, named)
             if not gate.allows(case_id, submitted_by=gate.actor if case_id is None else None):
                 # the same words for a case that does not exist and one that is not theirs
