@@ -14,6 +14,11 @@ server's paths (the full text goes to the server's log).
 (which let anyone spraying from many addresses fill the ledger); the table remembers when
 the last was appended and how many refusals came since (bookkeeping).
 
+``ix_ledger_entries_actor_seq``: one person's activity (``archiver ledger list --actor``,
+``GET /api/users/{login}/activity``, ``GET /api/ledger/entries?actor=``) read in seq
+order without scanning the whole ledger. The ledger's tables are append-only (triggers
+refuse UPDATE and DELETE); an index changes none of their rows.
+
 Revision ID: 0010
 Revises: 0009
 Create Date: 2026-11-27
@@ -45,6 +50,7 @@ def upgrade() -> None:
         op.create_index(name, "watches", columns, unique=True,
                         sqlite_where=sa.text(where), postgresql_where=sa.text(where))
     op.add_column("exports", sa.Column("reason", sa.String(32), nullable=True))
+    op.create_index("ix_ledger_entries_actor_seq", "ledger_entries", ["actor", "seq"])
     op.create_table(
         "rate_limited_clients",
         sa.Column("client", sa.String(64), primary_key=True),
