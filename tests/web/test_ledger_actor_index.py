@@ -19,8 +19,9 @@ INDEX = "ix_ledger_entries_actor_seq"
 
 
 @contextmanager
-def statements(engine: sa.Engine) -> Iterator[list[tuple[str, Any]]]:
-    """The SELECTs on ledger_entries filtered by actor sent while the block runs."""
+def statements(*engines: sa.Engine) -> Iterator[list[tuple[str, Any]]]:
+    """The SELECTs on ledger_entries filtered by actor sent on ``engines`` (the
+    archive's, and its reading one) while the block runs."""
     seen: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -28,11 +29,13 @@ def statements(engine: sa.Engine) -> Iterator[list[tuple[str, Any]]]:
                 and "ledger_entries.actor" in statement.split("WHERE", 1)[-1]:
             seen.append((statement, parameters))
 
-    sa.event.listen(engine, "before_cursor_execute", record)
+    for engine in engines:
+        sa.event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
+        for engine in engines:
+            sa.event.remove(engine, "before_cursor_execute", record)
 
 
 def plan(engine: sa.Engine, statement: str, parameters: Any) -> str:
@@ -54,7 +57,7 @@ def test_a_persons_activity_is_read_through_the_actor_index(api: Api) -> None:
     olga = api.user("olga", "auditor", cases={})
     bob.client().get("/api/me")  # bob's sign-in: an entry of his
     reader = olga.client()
-    with statements(engine) as seen:
+    with statements(engine, api.archive.reader) as seen:
         mine = reader.get("/api/users/bob/activity")
         listed = reader.get("/api/ledger/entries", params={"actor": "bob",
                                                             "action": "auth.*"})
