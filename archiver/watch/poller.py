@@ -8,9 +8,10 @@ all of it or none: never a post marked seen without its job.
 
 On a watch's first poll only the newest ``watch.backfill`` posts are captured; the rest
 are marked seen, so they are not mistaken for new posts later. A post another watch or
-an investigator already captured (or queued) is not captured again
-(:meth:`archiver.watch.jobs.JobQueue.submit`); a page watched for changes is, whenever its
-content changes.
+an investigator already captured (or queued) for the same case is not captured again
+(:meth:`archiver.watch.jobs.JobQueue.submit`), while a watch of another case following
+the same URL captures it into its own case (each watch keeps its own seen set); a page
+watched for changes is captured again whenever its content changes.
 """
 
 from __future__ import annotations
