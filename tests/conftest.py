@@ -58,6 +58,11 @@ load_module("fixity_fixtures", FIXTURES / "fixity.py")
 load_module("people_fixtures", FIXTURES / "people.py")
 load_module("daemon_process", FIXTURES / "daemon_process.py")
 api = load_module("api_fixtures", FIXTURES / "api.py").api
+_browser_fixtures = load_module("browser_fixtures", FIXTURES / "browser.py")
+chromium_session = _browser_fixtures.chromium_session
+chromium = _browser_fixtures.chromium
+# keeps a failed browser test's screenshots (a hook: pytest finds it by this name here)
+pytest_runtest_makereport = _browser_fixtures.pytest_runtest_makereport
 
 
 def _postgres_unreachable_reason() -> str | None:
