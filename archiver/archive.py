@@ -533,10 +533,14 @@ class Archive:
         return [_capture_view(row, by_capture.get(row.id, [])) for row in rows]
 
     def record_view(self, capture: Capture, *, actor: str | None = None,
-                    context: Mapping[str, str] | None = None) -> None:
+                    context: Mapping[str, str] | None = None,
+                    mode: str | None = None) -> None:
         """Record that a person looked at a capture (``access.viewed``); ``context``:
-        how they reached it (token or session id, client address), when not the CLI."""
+        how they reached it (token or session id, client address), when not the CLI;
+        ``mode``: how it was shown, when not as details (``replay``: replayed)."""
         payload: dict[str, Any] = {"manifest_sha256": capture.manifest_sha256}
+        if mode is not None:
+            payload["mode"] = mode
         if context:
             payload["context"] = dict(context)
         self.ledger.append(

@@ -380,6 +380,18 @@ class WebSettings(_Section):
     tls_key: Path | None = None
     insecure_http: bool = False
     """Plain HTTP, on loopback only (session cookies then lack Secure): for a laptop."""
+    replay_port: int | None = Field(default=None, ge=0, le=65535)
+    """The port of the replay origin (archived pages replayed; default: port + 1)."""
+    app_origin: str | None = None
+    """The origin browsers use for the app, e.g. https://archive.example.org (needed off
+    loopback: only it may frame the replay origin; default: the address served on)."""
+    replay_origin: str | None = None
+    """The origin browsers use for the replay port, e.g. https://replay.example.org
+    behind a proxy; another host name than the app's (default on loopback: localhost
+    for 127.0.0.1 and back, with replay_port)."""
+    assets_dir: Path | None = None
+    """The node_modules directory of the browser code the app serves (ReplayWeb.page,
+    htmx; default: the one beside the project's pyproject.toml)."""
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -20,7 +20,7 @@ import signal
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
@@ -45,6 +45,9 @@ def add_arguments(command: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("--trusted-proxy", action="append", metavar="ADDR",
                    help="address or network of the reverse proxy (repeatable; default "
                         "with --behind-proxy: web.trusted_proxies, else loopback)")
+    p.add_argument("--replay-port", type=_port,
+                   help="port of the replay origin, where archived pages are replayed "
+                        "(default: web.replay_port, else port + 1; 0: any free)")
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain (HTTPS)")
     p.add_argument("--tls-key", type=Path, help="PEM private key (HTTPS)")
     p.add_argument("--json", action="store_true",
@@ -152,25 +155,73 @@ def cmd_serve(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     from archiver.archive import Archive
     from archiver.people.webkey import web_secret
     from archiver.web.app import WebOptions, create_app
+    from archiver.web.assets import default_assets_dir
+    from archiver.web.replay import create_replay_app
 
     archive = Archive.open(settings)
     try:
         archive.ledger.signing_key()  # a wrong passphrase fails now, not at first login
-        options = WebOptions(secure_cookies=not chosen.insecure_http,
-                             trusted_proxies=chosen.trusted_proxies,
-                             hsts=not chosen.insecure_http)
-        app = create_app(archive, secret=web_secret(settings), options=options)
         listener = _listen(chosen)
         url = chosen.url(listener.getsockname()[1])
+        wanted_replay = args.replay_port if args.replay_port is not None else \
+            settings.web.replay_port
+        if wanted_replay is None:
+            wanted_replay = chosen.port + 1 if chosen.port else 0
+        replay_listener = _listen(replace(chosen, port=wanted_replay))
+        app_origin, replay_origin = origins(
+            settings.web, chosen, url, replay_listener.getsockname()[1])
+        secret = web_secret(settings)
+        assets = settings.web.assets_dir or default_assets_dir()
+        options = WebOptions(secure_cookies=not chosen.insecure_http,
+                             trusted_proxies=chosen.trusted_proxies,
+                             hsts=not chosen.insecure_http, replay_origin=replay_origin,
+                             assets_dir=assets)
+        app = create_app(archive, secret=secret, options=options)
+        replay_app = create_replay_app(archive, secret=secret, app_origin=app_origin,
+                                       assets_dir=assets, hsts=not chosen.insecure_http)
         if args.json:
-            emit_json(out, {"url": url})
+            emit_json(out, {"url": url, "replay_origin": replay_origin})
         else:
-            print(f"serving the API on {url} (SIGTERM or Ctrl-C stops it)", file=out)
+            print(f"serving the API on {url}, replays on {replay_origin} (SIGTERM or "
+                  "Ctrl-C stops it)", file=out)
             out.flush()
-        _run(app, chosen, listener)
+        _run([(app, listener), (replay_app, replay_listener)], chosen)
     finally:
         archive.close()
     return EXIT_OK
+
+
+def origins(web: WebSettings, chosen: ServePlan, url: str, replay_port: int) -> tuple[str, str]:
+    """The app's origin and the replay origin browsers use. Raises :class:`BadInput`
+    when they cannot be known (off loopback: set both) or share a host name (cookies
+    are kept per host name, whatever the port: the replay origin would get the app's)."""
+    from urllib.parse import urlsplit
+
+    from archiver.errors import ArchiverError, BadInput
+    from archiver.web.replay import check_replay_origin, default_replay_origin
+
+    try:
+        if web.app_origin is not None:
+            app_origin = check_replay_origin(web.app_origin)
+        elif is_loopback(chosen.host):
+            app_origin = url.rstrip("/")
+        else:
+            raise BadInput(f"set web.app_origin (e.g. https://archive.example.org): the "
+                           f"origin browsers use for the app served on {shown(chosen.host)}")
+        if web.replay_origin is not None:
+            replay_origin = check_replay_origin(web.replay_origin)
+        else:
+            replay_origin = default_replay_origin(chosen.host, replay_port, chosen.scheme)
+    except BadInput:
+        raise
+    except ArchiverError as exc:
+        raise BadInput(str(exc).replace("web.app_origin must", "web.app_origin and "
+                                        "web.replay_origin must")) from None
+    if urlsplit(app_origin).hostname == urlsplit(replay_origin).hostname:
+        raise BadInput(
+            f"web.replay_origin ({replay_origin}) must use another host name than the app "
+            f"({app_origin}): browsers send a host's cookies to every port of it")
+    return app_origin, replay_origin
 
 
 def _listen(chosen: ServePlan) -> socket.socket:
@@ -190,34 +241,43 @@ def _listen(chosen: ServePlan) -> socket.socket:
     return listener
 
 
-def _run(app: Any, chosen: ServePlan, listener: socket.socket) -> None:
+def _run(apps: Sequence[tuple[Any, socket.socket]], chosen: ServePlan) -> None:
+    """Serve each app on its listener in one event loop until SIGTERM or SIGINT."""
+    import asyncio
+
     import uvicorn
 
     class Server(uvicorn.Server):
         @contextmanager
         def capture_signals(self) -> Iterator[None]:
-            # Our handlers only ask the server to stop (finishing requests in flight);
-            # uvicorn's own would re-raise the signal afterwards, and the process would
-            # end killed rather than exit 0.
-            def stop(_signum: int, _frame: FrameType | None) -> None:
-                if self.should_exit:
-                    self.force_exit = True
-                self.should_exit = True
+            # The signals are handled once for every server, below.
+            yield
 
-            previous = {sig: signal.signal(sig, stop)
-                        for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    config = uvicorn.Config(
+    servers = [Server(uvicorn.Config(
         app, log_level="warning", access_log=False, server_header=False,
         # the app reads X-Forwarded-* itself, from the trusted proxies only
         proxy_headers=False, forwarded_allow_ips=None,
         ssl_certfile=None if chosen.tls_cert is None else str(chosen.tls_cert),
         ssl_keyfile=None if chosen.tls_key is None else str(chosen.tls_key),
         timeout_graceful_shutdown=30,
-    )
-    Server(config).run(sockets=[listener])
+    )) for app, _listener in apps]
+
+    # Our handlers only ask the servers to stop (finishing requests in flight); uvicorn's
+    # own would re-raise the signal afterwards, and the process would end killed rather
+    # than exit 0. A second signal stops them without waiting.
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        for server in servers:
+            if server.should_exit:
+                server.force_exit = True
+            server.should_exit = True
+
+    async def serve_all() -> None:
+        await asyncio.gather(*(server.serve(sockets=[listener])
+                               for server, (_app, listener) in zip(servers, apps, strict=True)))
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        asyncio.run(serve_all())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

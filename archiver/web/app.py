@@ -14,6 +14,7 @@ import hmac
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -32,12 +33,19 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 1024 * 1024
 """The largest request body the API reads (a watchlist import is the largest: 1 MiB)."""
 
+def content_security_policy(replay_origin: str | None) -> bytes:
+    """The app's CSP: no inline script, nothing from elsewhere, except the frames of the
+    replay origin (archived pages are replayed there, never here)."""
+    frames = f"frame-src {replay_origin}; " if replay_origin else ""
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "media-src 'self'; connect-src 'self'; font-src 'self'; form-action 'self'; "
+        f"{frames}base-uri 'none'; frame-ancestors 'none'"
+    ).encode("ascii")
+
+
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
-    # No inline script, nothing from elsewhere; the API's own docs page is the only HTML.
-    (b"content-security-policy",
-     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-     b"connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; "
-     b"frame-ancestors 'none'"),
+    (b"content-security-policy", content_security_policy(None)),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
@@ -57,15 +65,20 @@ class WebOptions:
     hsts: bool = False  # sent when served over TLS (directly or behind a proxy)
     export_workers: int = 1  # exports this server runs at once (each reads a whole case)
     export_queue: int = 4  # exports that may wait; beyond, POST .../exports answers 429
+    replay_origin: str | None = None  # where captures are replayed (archiver.web.replay)
+    assets_dir: Path | None = None  # node_modules of the vendored browser code (/assets/)
 
 
 class SecurityHeaders:
     """Adds :data:`SECURITY_HEADERS` to every response, unless the route set its own
-    value (a download sets its own cache and disposition headers)."""
+    value (a download sets its own cache and disposition headers); the CSP allows
+    frames of ``replay_origin`` when there is one."""
 
-    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+    def __init__(self, app: ASGIApp, *, hsts: bool, replay_origin: str | None = None) -> None:
         self.app = app
-        self.headers = SECURITY_HEADERS + (
+        csp = (b"content-security-policy", content_security_policy(replay_origin))
+        self.headers = tuple(csp if name == csp[0] else (name, value)
+                             for name, value in SECURITY_HEADERS) + (
             ((b"strict-transport-security", b"max-age=31536000"),) if hsts else ()
         )
 
@@ -157,7 +170,10 @@ def create_app(
     (session cookie with CSRF, or bearer token) unless a test gives another."""
     from archiver import __version__
     from archiver.export.requests import ExportWorker
+    from archiver.web import assets
     from archiver.web.api import ROUTERS
+    from archiver.web import pages
+    from archiver.web.replay import ReplayTokens
 
     app = FastAPI(
         title="Evidence Archiver API",
@@ -178,13 +194,18 @@ def create_app(
     app.state.options = options
     app.state.secret = secret
     app.state.cursors = Cursors(derive_key(secret, "cursor"))
+    app.state.replay_tokens = ReplayTokens(secret)
     errors.install(app)
-    for router in ROUTERS:
+    pages.install(app)  # the errors of page paths as HTML pages (after errors.install)
+    for router in (*ROUTERS, assets.router):
         # Added as they are rather than with include_router (which recent FastAPI
         # versions resolve lazily, out of sight of app.routes): the route table a test
         # enumerates is then exactly what the app serves.
         app.router.routes.extend(router.routes)
+    for router in pages.ROUTERS:
+        app.router.routes.extend(router.routes)
     app.add_middleware(CheckedMiddleware)
     app.add_middleware(BodyLimit)
-    app.add_middleware(SecurityHeaders, hsts=options.hsts)
+    app.add_middleware(SecurityHeaders, hsts=options.hsts,
+                       replay_origin=options.replay_origin)
     return app

@@ -587,6 +587,8 @@ ROWS: tuple[Row, ...] = (
     # public
     Row("GET", "/healthz", EVERYONE, PUBLIC_RULE, get(lambda i: "/healthz")),
     Row("GET", "/api/openapi.json", EVERYONE, PUBLIC_RULE, get(lambda i: "/api/openapi.json")),
+    Row("GET", "/assets/{name:path}", EVERYONE, PUBLIC_RULE,
+        get(lambda i: "/assets/htmx.min.js")),
     Row("POST", "/api/auth/login", EVERYONE, PUBLIC_RULE, login,
         statuses={ANON: 401, DIS_S: 401, DIS_T: 401}, ledger="auth.login"),
     # about oneself
