@@ -1,0 +1,326 @@
+"""The web pages over the real server (tests/fixtures/api.py): each page's status for a
+person allowed to see it, the sign-in redirect for nobody signed in, the 404 page of
+another case's capture (the same as a random id's), escaping of what was captured, the
+CSRF check of page actions, the second factor and its enrolment, and paging at 100."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from html import unescape
+from typing import Any
+from urllib.parse import parse_qs, quote, urlparse
+
+import httpx
+import pyotp
+import pytest
+import sqlalchemy as sa
+from api_fixtures import Api, Person
+
+from archiver import models
+from archiver.watch.daemon import JobRunner
+from archiver.watch.jobs import JobLimits, JobQueue
+from archiver.watch.revisit import Revisits
+from archiver.web.auth import CSRF_HEADER, SESSION_COOKIE
+from chain_of_custody.ledger import entries_table
+
+CASE = "Case 7"
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+FETCH = {"X-Requested-With": "fetch"}
+
+
+def run_jobs(api: Api) -> int:
+    """Run every queued job now, as a daemon worker would."""
+    archive = api.archive
+    queue = JobQueue(archive.engine, ledger=archive.ledger,
+                     limits=JobLimits(per_host_rate=0, retry_base_seconds=3600),
+                     clock=archive.clock)
+    runner = JobRunner(archive, queue, Revisits(archive, queue, settings=archive.settings))
+    ran = 0
+    while (job := queue.claim("test-worker")) is not None:
+        runner.run(job, "test-worker")
+        ran += 1
+    return ran
+
+
+def page_login(api: Api, person: Person, *, totp: bool = True) -> httpx.Client:
+    """Signed in through the sign-in page (and the second-factor page); the CSRF token
+    taken from the page's meta tag, as app.js does."""
+    http = api.anonymous()
+    answer = http.post("/login", data={"login": person.login, "password": person.password,
+                                       "next": "/cases"})
+    assert answer.status_code == 303, answer.text
+    if answer.headers["location"].startswith("/mfa"):
+        csrf = meta_csrf(http.get("/mfa").text)
+        if totp:
+            done = http.post("/mfa", data={"code": person.code(), "next": "/cases"},
+                             headers={CSRF_HEADER: csrf, **FETCH})
+            assert done.status_code == 200 and done.headers["x-redirect"] == "/cases", done.text
+    else:
+        assert answer.headers["location"] == "/cases"
+    http.headers[CSRF_HEADER] = meta_csrf(http.get("/me").text) if totp or \
+        person.totp is None else ""
+    return http
+
+
+def meta_csrf(html: str) -> str:
+    found = re.search(r'<meta name="csrf-token" content="([^"]*)">', html)
+    assert found is not None, html[:500]
+    return found.group(1)
+
+
+def captured(api: Api, http: httpx.Client, url: str, *, case: str | None = CASE,
+             note: str | None = None) -> str:
+    answer = http.post("/api/captures", json={"urls": [url], "case": case, "note": note})
+    assert answer.status_code == 202, answer.text
+    (job,) = answer.json()["jobs"]
+    run_jobs(api)
+    return str(job["capture_id"])
+
+
+def entries(api: Api, action: str, subject: str) -> list[Any]:
+    e = entries_table.c
+    with api.archive.engine.connect() as conn:
+        return list(conn.execute(sa.select(e.actor, e.payload).where(
+            e.action == action, e.subject == subject).order_by(e.seq)).all())
+
+
+@pytest.fixture
+def bob(api: Api) -> Person:
+    return api.user("bob", cases={CASE: "investigator"})
+
+
+# -- signing in ---------------------------------------------------------------------------
+
+
+def test_anonymous_pages_redirect_to_sign_in_with_the_path_as_next(api: Api) -> None:
+    """Nobody signed in: a page is a 303 to /login?next=<the path>; an API path keeps its
+    JSON 401; an unknown page path is the HTML 404 page."""
+    http = api.anonymous()
+    for path in ("/", "/cases", f"/cases/{quote(CASE)}", "/submit", "/me", "/me/tokens",
+                 f"/captures/{uuid.uuid4()}", "/mfa"):
+        answer = http.get(path)
+        assert answer.status_code == 303, (path, answer.text)
+        assert answer.headers["location"] == "/login?next=" + quote(path, safe=""), path
+    api_answer = http.get("/api/captures")
+    assert api_answer.status_code == 401
+    assert api_answer.json()["error"]["code"] == "unauthenticated"
+    missing = http.get("/no/such/page")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("text/html")
+    assert 'data-error="not-found"' in missing.text
+
+
+def test_sign_in_page_refuses_wrong_password_and_signs_in(api: Api, bob: Person) -> None:
+    """The form: a wrong password is the one refusal (401, said on the page, nothing
+    else told); the right one sets the session cookie and goes to ``next`` (a foreign
+    ``next`` is not followed)."""
+    http = api.anonymous()
+    form = http.get("/login", params={"next": "/cases"})
+    assert form.status_code == 200
+    assert '<label for="password">' in form.text
+    assert 'name="next" value="/cases"' in form.text
+    wrong = http.post("/login", data={"login": "bob", "password": "not-it-at-all-1",
+                                      "next": "/cases"})
+    assert wrong.status_code == 401
+    assert "wrong login name or password" in wrong.text
+    assert SESSION_COOKIE not in http.cookies
+    right = http.post("/login", data={"login": "bob", "password": bob.password,
+                                      "next": "//evil.example/"})
+    assert right.status_code == 303
+    assert right.headers["location"] == "/"
+    assert SESSION_COOKIE in http.cookies
+    cases = http.get("/cases")
+    assert cases.status_code == 200
+    assert f'href="/cases/{quote(CASE, safe="")}"' in cases.text
+
+
+def test_second_factor_page(api: Api) -> None:
+    """A person with TOTP gives the code on the second page; before it, every other page
+    sends them back to /mfa; a wrong code is refused in words."""
+    carol = api.user("carol", cases={CASE: "viewer"}, mfa=True)
+    http = api.anonymous()
+    answer = http.post("/login", data={"login": "carol", "password": carol.password,
+                                       "next": "/me"})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/mfa?next=%2Fme"
+    assert http.get("/cases").headers["location"] == "/mfa"
+    page = http.get("/mfa", params={"next": "/me"})
+    assert page.status_code == 200 and 'autocomplete="one-time-code"' in page.text
+    csrf = meta_csrf(page.text)
+    wrong = http.post("/mfa", data={"code": "000000", "next": "/me"},
+                      headers={CSRF_HEADER: csrf, **FETCH})
+    assert wrong.status_code == 401
+    assert 'data-error="login-failed"' in wrong.text
+    right = http.post("/mfa", data={"code": carol.code(), "next": "/me"},
+                      headers={CSRF_HEADER: csrf, **FETCH})
+    assert right.status_code == 200, right.text
+    assert right.headers["x-redirect"] == "/me"
+    assert http.get("/me").status_code == 200
+
+
+def test_an_admin_must_enrol_totp_with_the_qr_code_first(api: Api) -> None:
+    """An admin without a second factor is held on /mfa; the QR code is an SVG image
+    drawn by the server (a data: URI, no other site); the first code enrols."""
+    api.user("root", "admin", cases={})
+    http = api.anonymous()
+    answer = http.post("/login", data={"login": "root", "password": "root-correct-horse-9",
+                                       "next": "/cases"})
+    assert answer.headers["location"] == "/mfa?next=%2Fcases"
+    assert http.get("/cases").headers["location"] == "/mfa"
+    page = http.get("/mfa")
+    assert "Set up a second factor" in page.text
+    csrf = meta_csrf(page.text)
+    begun = http.post("/mfa/enrol", headers={CSRF_HEADER: csrf, **FETCH})
+    assert begun.status_code == 200, begun.text
+    assert 'src="data:image/svg+xml' in begun.text
+    secret = re.search(r'<code class="secret">([A-Z2-7]+)</code>', begun.text)
+    assert secret is not None
+    totp = pyotp.TOTP(secret.group(1))
+    done = http.post("/mfa/confirm", data={"code": totp.now(), "next": "/cases"},
+                     headers={CSRF_HEADER: csrf, **FETCH})
+    assert done.status_code == 200, done.text
+    assert done.headers["x-redirect"] == "/cases"
+    assert http.get("/cases").status_code == 200
+
+
+def test_sign_out(api: Api, bob: Person) -> None:
+    http = page_login(api, bob)
+    answer = http.post("/logout", headers=FETCH)
+    assert answer.status_code == 200 and answer.headers["x-redirect"] == "/login"
+    assert http.get("/cases").status_code == 303
+
+
+# -- a capture ----------------------------------------------------------------------------
+
+
+def test_capture_page_shows_it_and_records_the_view(api: Api, bob: Person,
+                                                    fixture_site: Any) -> None:
+    """The capture page: 200 for a member, its artifacts with size, SHA-256 and download
+    link, the custody timeline with the person, and access.viewed on the ledger."""
+    http = page_login(api, bob)
+    capture_id = captured(api, http, fixture_site.url("/gzip.txt"))
+    capture = api.archive.get_capture(capture_id)
+    before = len(entries(api, "access.viewed", f"capture:{capture_id}"))
+    page = http.get(f"/captures/{capture_id}")
+    assert page.status_code == 200, page.text
+    for artifact in capture.artifacts:
+        assert artifact.sha256 in page.text
+        assert f'href="/api/captures/{capture_id}/artifacts/{artifact.name}" download' \
+            in page.text
+    assert "capture.completed" in page.text and "user:bob" in page.text
+    viewed = [e for e in entries(api, "access.viewed", f"capture:{capture_id}")
+              if "mode" not in json.loads(e.payload)]  # (a replay frame records its own)
+    assert len(viewed) == before + 1 and viewed[-1].actor == "user:bob"
+    assert "<script>" not in page.text.split("</head>")[1]  # no inline script
+    verified = http.post(f"/captures/{capture_id}/verify", headers=FETCH)
+    assert verified.status_code == 200, verified.text
+    assert "Every check passed." in verified.text
+
+
+def test_another_cases_capture_is_the_404_page_of_a_random_id(
+        api: Api, bob: Person, fixture_site: Any) -> None:
+    dave = api.user("dave", cases={"Case 9": "investigator"})
+    capture_id = captured(api, page_login(api, bob), fixture_site.url("/gzip.txt"))
+    http = page_login(api, dave)
+    theirs = http.get(f"/captures/{capture_id}")
+    nothing = http.get(f"/captures/{uuid.uuid4()}")
+    assert theirs.status_code == nothing.status_code == 404
+    assert theirs.content == nothing.content
+    assert 'data-error="not-found"' in theirs.text
+    assert entries(api, "access.viewed", f"capture:{capture_id}") == []
+    case_page = http.get(f"/cases/{quote(CASE)}")
+    no_case = http.get(f"/cases/Case%20{uuid.uuid4().hex[:8]}")
+    assert (case_page.status_code, case_page.content) == (404, no_case.content)
+
+
+def test_hostile_url_and_note_are_escaped(api: Api, bob: Person, fixture_site: Any) -> None:
+    """What a capture carries (its URL, the note) is shown as text, never as markup."""
+    http = page_login(api, bob)
+    url = fixture_site.url("/gzip.txt") + "?q=" + quote(HOSTILE)
+    capture_id = captured(api, http, url, note=HOSTILE)
+    for path in (f"/captures/{capture_id}", f"/cases/{quote(CASE)}"):
+        page = http.get(path)
+        assert page.status_code == 200
+        assert "<script>alert" not in page.text and "<img src=x" not in page.text, path
+    page = http.get(f"/captures/{capture_id}")
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page.text
+
+
+def test_page_actions_need_the_csrf_header(api: Api, bob: Person, fixture_site: Any) -> None:
+    """A page action with the session cookie but without X-CSRF-Token is refused (403
+    csrf) and does nothing."""
+    http = page_login(api, bob)
+    capture_id = captured(api, http, fixture_site.url("/gzip.txt"))
+    bare = api.anonymous()
+    bare.cookies.set(SESSION_COOKIE, http.cookies[SESSION_COOKIE])
+    jobs_before = _count(api, models.jobs)
+    for path, data in ((f"/captures/{capture_id}/verify", None),
+                       ("/submit", {"urls": fixture_site.url("/page.html"), "case": CASE}),
+                       ("/logout", None)):
+        answer = bare.post(path, data=data, headers=FETCH)
+        assert answer.status_code == 403, (path, answer.text)
+        assert 'data-error="csrf"' in answer.text, path
+    assert _count(api, models.jobs) == jobs_before
+    assert http.get("/cases").status_code == 200  # still signed in
+
+
+def _count(api: Api, table: sa.Table) -> int:
+    with api.archive.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+# -- submit -------------------------------------------------------------------------------
+
+
+def test_submit_shows_each_job_until_it_ends(api: Api, bob: Person, fixture_site: Any) -> None:
+    """Two URLs and a bad one: the fragment lists both jobs queued (and polls), the bad
+    URL refused in words; once the jobs ran, the polled fragment says completed and
+    stops polling."""
+    http = page_login(api, bob)
+    form = http.get("/submit", params={"case": CASE})
+    assert form.status_code == 200
+    assert f'<option value="{CASE}" selected>' in form.text
+    urls = [fixture_site.url("/gzip.txt"), fixture_site.url("/page.html"), "javascript:x"]
+    answer = http.post("/submit", data={"urls": "\n".join(urls), "case": CASE},
+                       headers=FETCH)
+    assert answer.status_code == 200, answer.text
+    assert answer.text.count('data-state="queued"') == 2
+    poll = re.search(r'data-poll="([^"]+)"', answer.text)
+    assert poll is not None
+    assert "javascript:x" in answer.text
+    run_jobs(api)
+    after = http.get(unescape(poll.group(1)), headers=FETCH)
+    assert after.status_code == 200, after.text
+    assert after.text.count('data-state="done"') == 2
+    assert "data-poll" not in after.text
+    assert after.text.count('href="/captures/') == 2
+    # another case's member cannot follow these jobs
+    dave = page_login(api, api.user("dave", cases={"Case 9": "investigator"}))
+    assert dave.get(unescape(poll.group(1)), headers=FETCH).status_code == 404
+
+
+# -- paging -------------------------------------------------------------------------------
+
+
+def test_case_page_shows_100_captures_then_a_next_page(api: Api, bob: Person) -> None:
+    http = page_login(api, bob)
+    case_id = api.case(CASE)
+    rows = [{"id": str(uuid.UUID(int=i + 1)), "url": f"https://example.org/{i}",
+             "case_id": case_id, "requested_by": "user:bob", "requested_via": "api",
+             "requested_at": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}Z",
+             "status": "completed"} for i in range(101)]
+    with api.archive.engine.begin() as conn:
+        conn.execute(sa.insert(models.captures), rows)
+    first = http.get(f"/cases/{quote(CASE)}")
+    assert first.status_code == 200
+    assert first.text.count('href="/captures/') == 100
+    found = re.search(r'href="([^"]+)" rel="next"', first.text)
+    assert found is not None
+    second = http.get(unescape(found.group(1)))
+    assert second.status_code == 200
+    assert second.text.count('href="/captures/') == 1
+    assert 'rel="next"' not in second.text
+    assert "https://example.org/0<" in second.text
+    assert parse_qs(urlparse(unescape(found.group(1))).query)["cursor"]
