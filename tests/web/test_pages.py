@@ -47,7 +47,7 @@ def run_jobs(api: Api) -> int:
 def page_login(api: Api, person: Person, *, totp: bool = True) -> httpx.Client:
     """Signed in through the sign-in page (and the second-factor page); the CSRF token
     taken from the page's meta tag, as app.js does."""
-    http = api.anonymous()
+    http: httpx.Client = api.anonymous()
     answer = http.post("/login", data={"login": person.login, "password": person.password,
                                        "next": "/cases"})
     assert answer.status_code == 303, answer.text
@@ -56,7 +56,8 @@ def page_login(api: Api, person: Person, *, totp: bool = True) -> httpx.Client:
         if totp:
             done = http.post("/mfa", data={"code": person.code(), "next": "/cases"},
                              headers={CSRF_HEADER: csrf, **FETCH})
-            assert done.status_code == 200 and done.headers["x-redirect"] == "/cases", done.text
+            assert done.status_code == 200, done.text
+            assert done.headers["x-redirect"] == "/cases"
     else:
         assert answer.headers["location"] == "/cases"
     http.headers[CSRF_HEADER] = meta_csrf(http.get("/me").text) if totp or \
@@ -147,7 +148,8 @@ def test_second_factor_page(api: Api) -> None:
     assert answer.headers["location"] == "/mfa?next=%2Fme"
     assert http.get("/cases").headers["location"] == "/mfa"
     page = http.get("/mfa", params={"next": "/me"})
-    assert page.status_code == 200 and 'autocomplete="one-time-code"' in page.text
+    assert page.status_code == 200
+    assert 'autocomplete="one-time-code"' in page.text
     csrf = meta_csrf(page.text)
     wrong = http.post("/mfa", data={"code": "000000", "next": "/me"},
                       headers={CSRF_HEADER: csrf, **FETCH})
@@ -188,7 +190,8 @@ def test_an_admin_must_enrol_totp_with_the_qr_code_first(api: Api) -> None:
 def test_sign_out(api: Api, bob: Person) -> None:
     http = page_login(api, bob)
     answer = http.post("/logout", headers=FETCH)
-    assert answer.status_code == 200 and answer.headers["x-redirect"] == "/login"
+    assert answer.status_code == 200
+    assert answer.headers["x-redirect"] == "/login"
     assert http.get("/cases").status_code == 303
 
 
@@ -209,10 +212,12 @@ def test_capture_page_shows_it_and_records_the_view(api: Api, bob: Person,
         assert artifact.sha256 in page.text
         assert f'href="/api/captures/{capture_id}/artifacts/{artifact.name}" download' \
             in page.text
-    assert "capture.completed" in page.text and "user:bob" in page.text
+    assert "capture.completed" in page.text
+    assert "user:bob" in page.text
     viewed = [e for e in entries(api, "access.viewed", f"capture:{capture_id}")
               if "mode" not in json.loads(e.payload)]  # (a replay frame records its own)
-    assert len(viewed) == before + 1 and viewed[-1].actor == "user:bob"
+    assert len(viewed) == before + 1
+    assert viewed[-1].actor == "user:bob"
     assert "<script>" not in page.text.split("</head>")[1]  # no inline script
     verified = http.post(f"/captures/{capture_id}/verify", headers=FETCH)
     assert verified.status_code == 200, verified.text
@@ -243,7 +248,8 @@ def test_hostile_url_and_note_are_escaped(api: Api, bob: Person, fixture_site: A
     for path in (f"/captures/{capture_id}", f"/cases/{quote(CASE)}"):
         page = http.get(path)
         assert page.status_code == 200
-        assert "<script>alert" not in page.text and "<img src=x" not in page.text, path
+        assert "<script>alert" not in page.text, path
+        assert "<img src=x" not in page.text, path
     page = http.get(f"/captures/{capture_id}")
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page.text
 
