@@ -68,6 +68,7 @@ NEVER: Final = "never"
 TOKEN_PREFIX: Final = "ea_"  # noqa: S105 - a prefix, not a secret
 TOTP_STEP_SECONDS: Final = 30
 FAILURE_MEMORY = timedelta(days=1)  # login_failures rows older than this are pruned
+LAST_USED_EVERY = timedelta(minutes=1)  # a token's last_used is written at most this often
 _RATE_LIMITED_EVERY = timedelta(minutes=1)  # one auth.failed rate-limited per address
 # pg_advisory_xact_lock(int4, int4) namespace: the first 4 bytes (signed) of
 # SHA-256("evidence-archiver/rate-limited-client").
@@ -317,18 +318,18 @@ class People:
 
     def list_users(self) -> list[UserView]:
         """Every person, by login name."""
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             rows = conn.execute(sa.select(models.users).order_by(models.users.c.login)).all()
         return [self._view(row) for row in rows]
 
     def get_user(self, login: str) -> UserView:
         """Raises :class:`UnknownUser`."""
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             return self._view(self._user_row(conn, login))
 
     def get_user_by_id(self, user_id: int) -> UserView:
         """Raises :class:`UnknownUser`."""
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             return self._view(self._user_row_by_id(conn, user_id))
 
     def _set_disabled(self, login: str, disabled: bool) -> UserView:
@@ -356,7 +357,7 @@ class People:
         """Set a new password (an admin's act); ends the person's sessions and lifts a
         lockout. Raises :class:`UnknownUser`, :class:`WeakPassword`; ledger
         ``user.password_reset`` (never the password)."""
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             self._user_row(conn, login)
         passwords.check_password(password, login=login,
                                  min_length=self.auth.min_password_length)
@@ -367,7 +368,7 @@ class People:
         :class:`LoginRefused` (reason ``wrong-password``) or :class:`WeakPassword`;
         ends their sessions (the web app opens a fresh one); ledger
         ``user.password_reset`` with ``"by": "self"``."""
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             row = self._user_row_by_id(conn, user_id)
         if not passwords.verify_password(row.password_hash, old):
             raise LoginRefused("wrong-password", "the current password is wrong")
@@ -441,7 +442,7 @@ class People:
         c, m = models.cases, models.case_members
         count = (sa.select(sa.func.count()).where(m.c.case_id == c.c.id)
                  .scalar_subquery())
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             rows = conn.execute(sa.select(c.c.id, c.c.name, c.c.created,
                                           count.label("members")).order_by(c.c.name)).all()
         return [CaseView(r.id, r.name, r.created, int(r.members)) for r in rows]
@@ -450,7 +451,7 @@ class People:
         """A case by name; ``unfiled`` is the pseudo-case (id 0). Raises
         :class:`UnknownCase`."""
         m = models.case_members
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             case_id = self._case_id(conn, name)
             created = None if case_id == models.UNFILED_CASE_ID else conn.execute(
                 sa.select(models.cases.c.created).where(models.cases.c.id == case_id)
@@ -510,7 +511,7 @@ class People:
         """The people with a role on a case (``unfiled``: the pseudo-case), by login.
         Raises :class:`UnknownCase`."""
         m, u = models.case_members, models.users
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             case_id = self._case_id(conn, case_name)
             rows = conn.execute(
                 sa.select(m.c.role, m.c.granted, m.c.granted_by, u.c.login,
@@ -523,7 +524,7 @@ class People:
     def case_roles(self, user_id: int) -> dict[int, CaseRole]:
         """A person's roles by case id (0: unfiled)."""
         m = models.case_members
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             rows = conn.execute(sa.select(m.c.case_id, m.c.role)
                                 .where(m.c.user_id == user_id)).all()
         return {int(r.case_id): CaseRole(r.role) for r in rows}
@@ -594,7 +595,7 @@ class People:
                            t.c.created_by, t.c.expires, t.c.revoked, t.c.last_used,
                            u.c.login)
                  .join(u, u.c.id == t.c.user_id).order_by(t.c.created.desc(), t.c.id))
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             if login is not None:
                 user = self._user_row(conn, login)
                 query = query.where(t.c.user_id == user.id)
@@ -651,6 +652,7 @@ class People:
             payload["token_id"] = token_id
         self._ready()
         with self.archive.engine.begin() as conn:
+            self._prune(conn, now)
             if failure is not None:
                 conn.execute(sa.insert(models.login_failures).values(
                     login=failure[:64], client=client[:64], at=rfc3339(now)))
@@ -709,15 +711,21 @@ class People:
                      context=context)
 
     def _client_limited(self, conn: sa.Connection, client: str, now: datetime) -> bool:
+        """Has ``client`` failed too often in the last minute? Reads only (it runs
+        before every token check: a write here would serialise every API request)."""
         f = models.login_failures
-        # Pruning as we go keeps the table small: rows older than a day count for nothing.
-        conn.execute(sa.delete(f).where(f.c.at < rfc3339(now - FAILURE_MEMORY)))
-        r = models.rate_limited_clients
-        conn.execute(sa.delete(r).where(r.c.recorded_at < rfc3339(now - FAILURE_MEMORY)))
         recent = conn.execute(sa.select(sa.func.count()).where(
             f.c.client == client[:64], f.c.at > rfc3339(now - timedelta(minutes=1)))
         ).scalar_one()
         return int(recent) >= self.auth.client_failures_per_minute
+
+    @staticmethod
+    def _prune(conn: sa.Connection, now: datetime) -> None:
+        """Forget failures older than a day (they count for nothing): done where a
+        failure is written, which keeps the table small without a write per request."""
+        f, r = models.login_failures, models.rate_limited_clients
+        conn.execute(sa.delete(f).where(f.c.at < rfc3339(now - FAILURE_MEMORY)))
+        conn.execute(sa.delete(r).where(r.c.recorded_at < rfc3339(now - FAILURE_MEMORY)))
 
     def login(self, login: str, password: str, *, client: str,
               totp: str | None = None, defer_totp: bool = False) -> UserView:
@@ -864,7 +872,7 @@ class People:
         """Whether ``code`` is the enrolled person's current TOTP code (or the one of the
         step either side). Each step's code is good once: a code seen before is refused."""
         u = models.users
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             row = self._user_row_by_id(conn, user_id)
         if row.totp_enrolled is None:
             return False
@@ -903,7 +911,7 @@ class People:
         :class:`MfaCodeRejected`, or :class:`BadInput` when no enrolment was begun;
         ledger ``auth.mfa_enrolled``."""
         u = models.users
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             row = self._user_row_by_id(conn, user_id)
         if row.totp_enrolled is not None:
             raise BadInput("a second factor is enrolled already")
@@ -937,7 +945,7 @@ class People:
         """
         now = self._now()
         t, u = models.api_tokens, models.users
-        with self.archive.engine.begin() as conn:
+        with self.archive.reader.connect() as conn:
             limited = self._client_limited(conn, client, now)
             row = None if limited else conn.execute(
                 sa.select(t, u.c.login, u.c.disabled)
@@ -960,8 +968,12 @@ class People:
         if reason is not None:
             self._refuse(TokenRefused(reason), subject=f"token:{row.id}", login=row.login,
                          client=client, token_id=row.id)
-        with self.archive.engine.begin() as conn:
-            conn.execute(sa.update(t).where(t.c.id == row.id).values(last_used=rfc3339(now)))
+        if row.last_used is None or row.last_used <= rfc3339(now - LAST_USED_EVERY):
+            # the time of use, to the minute: a busy token writes once a minute, not on
+            # every request
+            with self.archive.engine.begin() as conn:
+                conn.execute(sa.update(t).where(t.c.id == row.id)
+                             .values(last_used=rfc3339(now)))
         case_ids = None if row.case_ids is None else frozenset(json.loads(row.case_ids))
         grant = TokenGrant(row.id, Scope(row.scope), case_ids)
         return self.principal(row.user_id, client=client, token=grant)
@@ -970,7 +982,7 @@ class People:
                   client: str | None = None, token: TokenGrant | None = None) -> Principal:
         """The :class:`Principal` of a person for one request, with their case roles.
         Raises :class:`UnknownUser`, or :class:`AccountDisabled`."""
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             row = self._user_row_by_id(conn, user_id)
         if row.disabled:
             raise AccountDisabled(row.login)

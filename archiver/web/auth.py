@@ -224,7 +224,7 @@ class Sessions:
         w, u = models.web_sessions, models.users
         hashed = session_hash(cookie)
         now = self.archive.clock()
-        with self.archive.engine.connect() as conn:
+        with self.archive.reader.connect() as conn:
             row = conn.execute(
                 sa.select(w.c.user_id, w.c.csrf, w.c.created, w.c.last_seen, w.c.mfa_passed,
                           u.c.archive_role, u.c.totp_enrolled)

@@ -345,7 +345,7 @@ def _case_rows(request: Request, ids: list[int]) -> dict[int, tuple[str, str | N
     wanted = [i for i in ids if i != models.UNFILED_CASE_ID]
     if wanted:
         c = models.cases
-        with _archive(request).engine.connect() as conn:
+        with _archive(request).reader.connect() as conn:
             for row in conn.execute(sa.select(c.c.id, c.c.name, c.c.created)
                                     .where(c.c.id.in_(wanted))):
                 found[int(row.id)] = (str(row.name), str(row.created))

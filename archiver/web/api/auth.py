@@ -273,7 +273,7 @@ def _case_names(archive: Archive, ids: list[int]) -> dict[int, str]:
     wanted = [i for i in ids if i != models.UNFILED_CASE_ID]
     if wanted:
         c = models.cases
-        with archive.engine.connect() as conn:
+        with archive.reader.connect() as conn:
             for row in conn.execute(sa.select(c.c.id, c.c.name).where(c.c.id.in_(wanted))):
                 names[int(row.id)] = str(row.name)
     return names
@@ -366,7 +366,7 @@ def my_tokens(request: Request, gate: GateDep, limit: Limit = 50,
         created, last_id = str(after[0]), str(after[1])
         query = query.where(sa.or_(t.c.created > created,
                                    sa.and_(t.c.created == created, t.c.id > last_id)))
-    with archive.engine.connect() as conn:
+    with archive.reader.connect() as conn:
         rows = conn.execute(query).all()
     views = {v.id: v for v in people_for(request, gate.person).list_tokens(gate.person.login)}
     now = archive.clock()

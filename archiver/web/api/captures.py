@@ -186,7 +186,7 @@ def checked_capture(request: Request, gate: Gate, capture_id: str,
     if len(capture_id) != CAPTURE_ID_LENGTH:
         raise not_found()
     c = models.captures
-    with archive.engine.connect() as conn:
+    with archive.reader.connect() as conn:
         row = conn.execute(
             sa.select(c.c.case_id, c.c.requested_by).where(c.c.id == capture_id)
         ).first()
@@ -244,7 +244,7 @@ def submit(body: SubmitBody, gate: GateDep, request: Request) -> Submission:
             check_text(body.note, "the note", max_length=MAX_NOTE)
     except BadInput as exc:
         raise bad_request(str(exc), code="bad-input") from exc
-    with archive.engine.connect() as conn:
+    with archive.reader.connect() as conn:
         case_id = case_id_for(conn, case)
     gate.require(case_id, submitted_by=gate.actor)
     queue = JobQueue(archive.engine, ledger=archive.ledger,
@@ -297,7 +297,7 @@ def list_captures(
                           "page", code="bad-cursor")
     start, end = _moment(since, "since"), _moment(until, "until")
     c = models.captures
-    with archive.engine.connect() as conn:
+    with archive.reader.connect() as conn:
         shown = branches(conn, gate.visible(), case)
         if not shown:
             return CapturePage(items=[], next=None)
@@ -351,7 +351,7 @@ def show_capture(capture_id: str, gate: GateDep, request: Request) -> CaptureDet
     capture = checked_capture(request, gate, capture_id)
     archive.record_view(capture, actor=gate.actor, context=gate.context())
     e = entries_table.c
-    with archive.engine.connect() as conn:
+    with archive.reader.connect() as conn:
         entries = conn.execute(
             sa.select(e.seq, e.time, e.actor, e.action, e.payload)
             .where(e.subject == f"capture:{capture.id}")
@@ -425,7 +425,7 @@ def similar(
     visible: set[str] = set()
     if ids:
         c = models.captures
-        with archive.engine.connect() as conn:
+        with archive.reader.connect() as conn:
             shown = branches(conn, gate.visible())
             for start in range(0, len(ids), 500):
                 visible.update(conn.execute(

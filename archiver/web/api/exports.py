@@ -140,7 +140,7 @@ def _case(request: Request, gate: Gate, name: str) -> int:
     if name == UNFILED:
         raise bad_request("the unfiled captures are not a case; file them under a case to "
                           "export them", code="bad-input")
-    with _archive(request).engine.connect() as conn:
+    with _archive(request).reader.connect() as conn:
         case_id = case_id_for(conn, name)
     gate.require(case_id)
     assert case_id is not None
@@ -151,7 +151,7 @@ def _export(request: Request, gate: Gate, export_id: str) -> ExportView:
     """Export ``export_id`` once the gate allowed the route's action on its case."""
     if len(export_id) > 32:
         raise not_found()
-    with _archive(request).engine.connect() as conn:
+    with _archive(request).reader.connect() as conn:
         row = conn.execute(select_exports()
                            .where(models.exports.c.id == export_id)).first()
     if row is None:
@@ -175,7 +175,7 @@ def request_export(request: Request, gate: GateDep, name: str,
     case_id = _case(request, gate, name)
     wanted = None if body is None or not body.capture_ids else body.capture_ids
     c = models.captures.c
-    with _archive(request).engine.connect() as conn:
+    with _archive(request).reader.connect() as conn:
         if wanted is None:
             if conn.execute(sa.select(c.id).where(c.case_id == case_id).limit(1)).first() \
                     is None:
@@ -210,7 +210,7 @@ def list_exports(request: Request, gate: GateDep, name: str, cursor: Cursor = No
         created, export_id = str(after[0]), str(after[1])
         query = query.where(sa.or_(e.created < created,
                                    sa.and_(e.created == created, e.id < export_id)))
-    with _archive(request).engine.connect() as conn:
+    with _archive(request).reader.connect() as conn:
         rows = conn.execute(query.order_by(e.created.desc(), e.id.desc())
                             .limit(limit + 1)).all()
     page = cursors.page(EXPORTS_LIST, rows, limit, lambda r: [r.created, r.id],

@@ -17,7 +17,7 @@ router = APIRouter(tags=["health"])
 def healthz(request: Request) -> JSONResponse:
     """``{"ok": true}`` when the database answers, 503 ``{"ok": false}`` when it does not."""
     try:
-        with request.app.state.archive.engine.connect() as conn:
+        with request.app.state.archive.reader.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.SQLAlchemyError:
         return JSONResponse({"ok": False}, status_code=503)

@@ -146,7 +146,7 @@ def show_job(job_id: int, gate: GateDep, request: Request) -> JobOut:
     j = models.jobs
     if not 0 < job_id <= MAX_JOB_ID:
         raise not_found()
-    with archive.engine.connect() as conn:
+    with archive.reader.connect() as conn:
         row = conn.execute(sa.select(j).where(j.c.id == job_id)).first()
         if row is None:
             raise not_found()
@@ -173,7 +173,7 @@ def list_jobs(
         raise bad_request("this cursor was not given by this list; start from the first "
                           "page", code="bad-cursor")
     j = models.jobs
-    with archive.engine.connect() as conn:
+    with archive.reader.connect() as conn:
         shown = branches(conn, gate.visible(), case)
         query = sa.select(j).where(jobs_visible(shown))
         if state is not None:
@@ -204,7 +204,7 @@ def list_takedowns(
                           "page", code="bad-cursor")
     e, c, cases = entries_table.c, models.captures, models.cases
     r, up = models.revisits, models.captures.alias("while_up")
-    with archive.engine.connect() as conn:
+    with archive.reader.connect() as conn:
         shown = branches(conn, gate.visible(), case)
         # A takedown is shown with the capture that showed it gone, or with the capture
         # it was a revisit of (a revisit of an unfiled capture is the service's own, so
@@ -270,7 +270,7 @@ def status(request: Request) -> StatusOut:
     processes = ProcessRegistry(archive.engine, clock=archive.clock).live(
         stale_after=2 * settings.daemon.lease_seconds)
     w = models.watches
-    with archive.engine.connect() as conn:
+    with archive.reader.connect() as conn:
         last_poll = conn.execute(sa.select(sa.func.max(w.c.last_poll_at))).scalar_one()
         watch_states = {s: int(n) for s, n in conn.execute(
             sa.select(w.c.status, sa.func.count()).group_by(w.c.status))}

@@ -179,7 +179,7 @@ def entries_page(request: Request, *, actor: str | None = None, action: str | No
     if after is not None:
         start = max(start, int(after[0]))
     query = query.where(e.seq > start)
-    with _archive(request).engine.connect() as conn:
+    with _archive(request).reader.connect() as conn:
         rows = conn.execute(query.order_by(e.seq).limit(limit + 1)).all()
     page = cursors.page(ENTRIES_LIST, rows, limit, lambda r: [r.seq], _entry_out)
     return EntryPage(items=page.items, next=page.next)
@@ -262,7 +262,7 @@ def list_entries(
        response_model=EntryOut)
 def show_entry(request: Request, gate: GateDep, seq: int) -> EntryOut:
     """Ledger entry ``seq``."""
-    with _archive(request).engine.connect() as conn:
+    with _archive(request).reader.connect() as conn:
         row = conn.execute(sa.select(entries_table)
                            .where(entries_table.c.seq == seq)).first()
     if row is None:

@@ -148,7 +148,7 @@ def _find(request: Request, gate: Gate, watch_id: int, action: Action | None = N
           ) -> WatchView:
     """The watch, once the gate allowed ``action`` on its case; the same 404 for an
     unknown watch and a watch of a case the person is not in."""
-    with _archive(request).engine.connect() as conn:
+    with _archive(request).reader.connect() as conn:
         row = conn.execute(sa.select(models.watches)
                            .where(models.watches.c.id == watch_id)).first()
         if row is None:
@@ -178,7 +178,7 @@ def _skip_reason(request: Request, gate: Gate, spec: WatchSpec, reason: str) -> 
     """Why ``spec`` was not added (its URL is watched already in the same case, or
     unfiled by the same person), naming the watch only when the person may see it."""
     w = models.watches
-    with _archive(request).engine.connect() as conn:
+    with _archive(request).reader.connect() as conn:
         row = conn.execute(sa.select(w.c.case_name, w.c.created_by).where(
             w.c.url_sha256 == url_sha256(spec.url), w.c.status != REMOVED,
             *same_scope(spec.case, gate.actor))).first()
@@ -214,7 +214,7 @@ def _case_of_new(request: Request, gate: Gate, case: str | None) -> str | None:
         gate.require(None, submitted_by=gate.actor)
         return None
     _not_unfiled(case)
-    with _archive(request).engine.connect() as conn:
+    with _archive(request).reader.connect() as conn:
         case_id = case_id_for(conn, case)
     gate.require(case_id)
     return case
@@ -237,7 +237,7 @@ def list_watches(
     cursors = request.app.state.cursors
     after = cursors.decode(WATCHES_LIST, cursor)
     w = models.watches
-    with _archive(request).engine.connect() as conn:
+    with _archive(request).reader.connect() as conn:
         shown = branches(conn, seen, case)
         query = sa.select(w).where(_visible(shown))
         query = query.where(w.c.status == status) if status is not None \
@@ -354,7 +354,7 @@ def _import(request: Request, gate: Gate, case: str, text: str, fmt: str) -> Imp
         raise bad_request(str(exc)) from None
     allowed: list[WatchSpec] = []
     refused: list[NotAdded] = []
-    with _archive(request).engine.connect() as conn:
+    with _archive(request).reader.connect() as conn:
         for spec in specs:
             named = spec.case if spec.case not in (None, UNFILED) else None
             if spec.case is None:
