@@ -330,3 +330,124 @@ def test_case_page_shows_100_captures_then_a_next_page(api: Api, bob: Person) ->
     assert 'rel="next"' not in second.text
     assert "https://example.org/0<" in second.text
     assert parse_qs(urlparse(unescape(found.group(1))).query)["cursor"]
+
+
+# -- watches, takedowns, exports ----------------------------------------------------------
+
+
+def test_watches_add_pause_import_and_another_case_cannot_touch_them(
+        api: Api, bob: Person, fixture_site: Any) -> None:
+    http = page_login(api, bob)
+    page = http.get("/watches", params={"case": CASE})
+    assert page.status_code == 200
+    assert '<label for="watch-url">' in page.text
+    added = http.post("/watches", headers=FETCH, data={
+        "url": fixture_site.url("/feeds/a.xml"), "case": CASE, "kind": "feed", "every": "1h"})
+    assert added.status_code == 200, added.text
+    listed = http.get("/watches", params={"case": CASE}).text
+    found = re.search(r'<tr id="watch-(\d+)" data-status="active">', listed)
+    assert found is not None, listed
+    watch_id = found.group(1)
+    paused = http.post(f"/watches/{watch_id}/pause", headers=FETCH)
+    assert paused.status_code == 200, paused.text
+    assert f'<tr id="watch-{watch_id}" data-status="paused">' in paused.text
+    csv = f"url,kind,every,case,pattern\n{fixture_site.url('/feeds/b.xml')},feed,,,\n" \
+          f"{fixture_site.url('/feeds/a.xml')},feed,,,\nnot a url,feed,,,\n"
+    imported = http.post("/watches/import", headers=FETCH, data={"case": CASE},
+                         files={"watchlist": ("list.csv", csv.encode(), "text/csv")})
+    assert imported.status_code == 200, imported.text
+    assert "1 added, 1 watched already, 1 refused." in imported.text
+    bad = http.post("/watches", headers=FETCH, data={"url": "ftp://x", "case": CASE})
+    assert bad.status_code == 400
+    assert 'role="alert"' in bad.text
+    dave = page_login(api, api.user("dave", cases={"Case 9": "investigator"}))
+    refused = dave.post(f"/watches/{watch_id}/resume", headers=FETCH)
+    assert refused.status_code == 404
+    assert 'data-error="not-found"' in refused.text
+    assert dave.get("/watches", params={"case": CASE}).status_code == 404
+    assert dave.get("/takedowns").status_code == 200
+    assert http.get("/takedowns", params={"case": CASE}).status_code == 200
+
+
+def test_export_page_starts_follows_and_offers_the_bundle(
+        api: Api, bob: Person, fixture_site: Any) -> None:
+    from daemon_process import wait_until
+
+    capture_id = captured(api, page_login(api, bob), fixture_site.url("/gzip.txt"))
+    lena = page_login(api, api.user("lena", cases={CASE: "legal"}))
+    page = lena.get(f"/cases/{quote(CASE)}/exports")
+    assert page.status_code == 200, page.text
+    assert f'value="{capture_id}"' in page.text
+    started = lena.post(f"/cases/{quote(CASE)}/exports", headers=FETCH,
+                        data={"captures": [capture_id]})
+    assert started.status_code == 200, started.text
+    found = re.search(r'data-poll="(/exports/[^"]+)"', started.text) or \
+        re.search(r'id="export-([^"]+)"', started.text)
+    assert found is not None, started.text
+    export_id = re.search(r'id="export-([^"]+)"', started.text)
+    assert export_id is not None
+    state_url = f"/exports/{export_id.group(1)}"
+    wait_until(lambda: 'data-state="done"' in lena.get(state_url, headers=FETCH).text,
+               timeout=60, what="the export")
+    done = lena.get(state_url, headers=FETCH).text
+    assert "data-poll" not in done
+    assert f'href="/api/exports/{export_id.group(1)}/bundle" download' in done
+    seq = re.search(r"bundle.exported, entry (\d+)", done)
+    assert seq is not None
+    e = entries_table.c
+    with api.archive.engine.connect() as conn:
+        action = conn.execute(sa.select(e.action).where(e.seq == int(seq.group(1)))).scalar()
+    assert action == "bundle.exported"
+    # an investigator may not export: the page is refused (403 page)
+    assert page_login(api, bob).get(f"/cases/{quote(CASE)}/exports").status_code == 403
+
+
+# -- admin and auditor --------------------------------------------------------------------
+
+
+def test_admin_pages_list_people_roles_tokens_and_disable(api: Api, bob: Person) -> None:
+    root = api.user("root", "admin", cases={}, mfa=True)
+    http = page_login(api, root)
+    people = http.get("/admin")
+    assert people.status_code == 200
+    assert 'href="/admin/users/bob"' in people.text
+    bob.token("read")
+    person = http.get("/admin/users/bob")
+    assert person.status_code == 200
+    assert f'href="/admin/cases/{quote(CASE, safe="")}"' in person.text
+    assert "investigator" in person.text
+    assert "<code>tok_" in person.text
+    assert http.get("/admin/tokens").status_code == 200
+    members = http.get(f"/admin/cases/{quote(CASE)}")
+    assert members.status_code == 200
+    assert 'href="/admin/users/bob"' in members.text
+    bob_http = page_login(api, bob)
+    disabled = http.post("/admin/users/bob/disable", headers=FETCH)
+    assert disabled.status_code == 200, disabled.text
+    assert disabled.headers["x-redirect"] == "/admin/users/bob"
+    assert 'data-disabled="yes"' in http.get("/admin/users/bob").text
+    assert bob_http.get("/cases").status_code == 303  # their session ended
+    # nobody else reaches the admin pages; the admin sees no evidence
+    assert page_login(api, api.user("vic", cases={CASE: "viewer"})).get(
+        "/admin").status_code == 403
+    assert http.get(f"/cases/{quote(CASE)}").status_code == 404
+
+
+def test_auditor_pages_verify_the_ledger_and_show_activity_without_content(
+        api: Api, bob: Person, fixture_site: Any) -> None:
+    capture_id = captured(api, page_login(api, bob), fixture_site.url("/gzip.txt"))
+    api.archive.checkpoint()
+    http = page_login(api, api.user("audrey", "auditor", cases={}))
+    page = http.get("/audit")
+    assert page.status_code == 200
+    assert "Entries covered" in page.text
+    verified = http.post("/audit/verify", headers=FETCH)
+    assert verified.status_code == 200, verified.text
+    assert 'data-ok="yes"' in verified.text
+    found = http.get("/audit/people", params={"login": "bob"})
+    assert found.headers["location"] == "/audit/people/bob"
+    acts = http.get("/audit/people/bob")
+    assert acts.status_code == 200
+    assert "capture.queued" in acts.text
+    assert fixture_site.url("/gzip.txt") not in acts.text  # no payload, no URL
+    assert http.get(f"/captures/{capture_id}").status_code == 403

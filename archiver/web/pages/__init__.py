@@ -8,9 +8,10 @@ action of what it shows, like the API's.
 
 from __future__ import annotations
 
-from archiver.web.pages import auth, captures, static
+from archiver.web.pages import admin, auth, captures, exports, static, watches
 from archiver.web.pages.render import install
 
-ROUTERS = (static.router, auth.router, captures.router)
+ROUTERS = (static.router, auth.router, captures.router, watches.router, exports.router,
+           admin.router)
 
 __all__ = ["ROUTERS", "install"]
