@@ -64,6 +64,8 @@ ANONYMOUS_ACTOR: Final = "anonymous"
 MFA_PENDING_PATHS: Final = frozenset({
     "/api/auth/mfa", "/api/auth/logout", "/api/me", "/api/me/mfa/begin",
     "/api/me/mfa/confirm",
+    # the pages of the same steps (archiver.web.pages.auth)
+    "/mfa", "/mfa/enrol", "/mfa/confirm", "/logout",
 })
 """The only routes a session may call before its person passed (or enrolled) TOTP."""
 
