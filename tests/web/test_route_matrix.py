@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -545,6 +546,138 @@ def export_case(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response
     return p.http.post(f"/api/cases/{quote(ids.case)}/exports")
 
 
+# -- the pages' requests ------------------------------------------------------------------
+
+PAGE_SIGNED_OUT: Mapping[str, int] = {ANON: 303, DIS_S: 303, DIS_T: 303, EXPIRED: 303}
+"""A page (GET) for nobody signed in, or for refused credentials: 303 to /login."""
+
+SUBMIT_PAGE_RULE: Mapping[str, int] = {**SIGNED_OUT, INV_READ: 403, LEGAL_READ: 403,
+                                       LEGAL_EXPORT: 403}
+"""The submit form: every session (the unfiled pseudo-case is everyone's own), a token
+only with the submit scope."""
+
+
+def page(rule: Mapping[str, int]) -> Mapping[str, int]:
+    """The rule of a page GET: as ``rule``, but signed out is a 303 to the sign-in page."""
+    return {**rule, **PAGE_SIGNED_OUT}
+
+
+def refusal_code(answer: httpx.Response) -> str | None:
+    """The error code of a refusal: the JSON's, the HTML page's ``data-error``, or
+    ``sign-in`` for the redirect to the sign-in page."""
+    if answer.status_code == 303:
+        where = answer.headers.get("location", "")
+        return "sign-in" if where.startswith("/login?next=") else where
+    if answer.headers.get("content-type", "").startswith("text/html"):
+        found = re.search(r'data-error="([^"]+)"', answer.text)
+        return None if found is None else found.group(1)
+    code: str | None = answer.json().get("error", {}).get("code")
+    return code
+
+
+def form(path: Callable[[Ids], str], data: Mapping[str, Any] | None = None) -> Send:
+    def send(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+        return p.http.post(path(ids), data=dict(data or {}))
+    return send
+
+
+def logout_at(path: str) -> Send:
+    """Logs out a second session of the person (the persona's own stays signed in)."""
+    def send(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+        if not allowed:
+            return p.http.post(path)
+        assert p.person is not None
+        http = sign_in(w.api, p.person)
+        p.acted_as = session_id(http)
+        return http.post(path)
+    return send
+
+
+def page_csrf(http: httpx.Client) -> str:
+    found = re.search(r'<meta name="csrf-token" content="([^"]*)">', http.get("/me").text)
+    assert found is not None
+    return found.group(1)
+
+
+def page_login(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+    """The sign-in form, posted by a fresh client with the persona's person's password
+    (anonymous: an unknown login); a person with TOTP is sent on to /mfa."""
+    http: httpx.Client = w.api.anonymous()
+    if p.person is None:
+        return http.post("/login", data={"login": "nobody", "password": "x" * 20})
+    return http.post("/login", data={"login": p.person.login, "password": p.person.password})
+
+
+def page_change_password(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+    if p.person is None or not allowed:
+        return p.http.post("/me/password", data={"old": "x" * 20, "new": "y" * 20})
+    new = f"{p.person.login}-another-horse-{w.fresh('p')}"
+    answer = p.http.post("/me/password", data={"old": p.person.password, "new": new})
+    if answer.status_code == 200:
+        old_session = p.session
+        p.person.password = new
+        p.http.headers[CSRF_HEADER] = page_csrf(p.http)
+        p.session = session_id(p.http)
+        p.acted_as = old_session
+    return answer
+
+
+def page_revoke_my_token(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+    token_id = "tok_0000000000"
+    if allowed and p.person is not None:
+        view, _ = w.api.people.create_token(p.person.login, scope=Scope.READ)
+        token_id = view.id
+    return p.http.post(f"/me/tokens/{token_id}/revoke")
+
+
+def page_submit(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+    url = w.site.url(f"/page.html?matrix={w.fresh('s')}")
+    return p.http.post("/submit", data={"urls": url, "case": ids.case})
+
+
+def page_add_watch(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+    return p.http.post("/watches", data={
+        "url": w.site.url(f"/feeds/{w.fresh('n')}.xml"), "case": ids.case, "kind": "feed"})
+
+
+def page_watch_change(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+    watch = fresh_watch(w) if allowed else ids.watch
+    return p.http.post(f"/watches/{watch}/pause")
+
+
+def page_import_watches(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+    url = w.site.url(f"/feeds/{w.fresh('i')}.xml")
+    csv = f"url,kind,every,case,pattern\n{url},feed,,,\n"
+    return p.http.post("/watches/import", data={"case": ids.case},
+                       files={"watchlist": ("list.csv", csv.encode(), "text/csv")})
+
+
+def on_person_page(what: str) -> Send:
+    def send(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+        login_ = fresh_person(w) if allowed else w.victim
+        return p.http.post(f"/admin/users/{login_}/{what}")
+    return send
+
+
+def page_grant(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+    login_ = fresh_person(w) if allowed else w.victim
+    return p.http.post(f"/admin/cases/{quote(ids.case)}/members",
+                       data={"login": login_, "role": "viewer"})
+
+
+def page_revoke(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+    login_ = fresh_person(w, case_role="viewer") if allowed else "viewer"
+    return p.http.post(f"/admin/cases/{quote(ids.case)}/members/{login_}/revoke")
+
+
+def page_revoke_token(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+    token_id = "tok_0000000000"
+    if allowed:
+        view, _ = w.api.people.create_token(w.victim, scope=Scope.READ)
+        token_id = view.id
+    return p.http.post(f"/admin/tokens/{token_id}/revoke")
+
+
 # -- the table ----------------------------------------------------------------------------
 
 
@@ -696,6 +829,82 @@ ROWS: tuple[Row, ...] = (
         ledger="token.created"),
     Row("DELETE", "/api/tokens/{token_id}", frozenset({ADMIN}), ARCHIVE_RULE, revoke_token,
         ledger="token.revoked"),
+    # -- the pages (archiver.web.pages): the same actions; nobody signed in is sent to
+    # the sign-in page (303) from a GET, refusals are HTML pages with the same codes
+    Row("GET", "/static/{name}", EVERYONE, PUBLIC_RULE, get(lambda i: "/static/app.js")),
+    Row("GET", "/login", EVERYONE, PUBLIC_RULE, get(lambda i: "/login")),
+    Row("POST", "/login", EVERYONE, PUBLIC_RULE, page_login, status=303,
+        statuses={ANON: 401, DIS_S: 401, DIS_T: 401}, ledger="auth.login"),
+    Row("GET", "/", SIGNED_IN, page(SELF_RULE), get(lambda i: "/"), status=303),
+    Row("GET", "/me", SIGNED_IN, page(SELF_RULE), get(lambda i: "/me")),
+    Row("GET", "/cases", SIGNED_IN, page(SELF_RULE), get(lambda i: "/cases")),
+    # (every session passed or enrolled its second factor by now: /mfa sends it on, a
+    # code or a second enrolment is refused)
+    Row("GET", "/mfa", SESSIONS, page(SELF_RULE), get(lambda i: "/mfa"), status=303),
+    Row("POST", "/mfa", SESSIONS, SELF_RULE, form(lambda i: "/mfa", {"code": "123456"}),
+        status=409),
+    Row("POST", "/mfa/enrol", SESSIONS, SELF_RULE, form(lambda i: "/mfa/enrol"), status=400),
+    Row("POST", "/mfa/confirm", SESSIONS, SELF_RULE,
+        form(lambda i: "/mfa/confirm", {"code": "123456"}), status=400),
+    Row("POST", "/logout", SESSIONS, SELF_RULE, logout_at("/logout"), ledger="auth.logout"),
+    Row("POST", "/me/password", SESSIONS, SELF_RULE, page_change_password,
+        ledger="user.password_reset"),
+    Row("GET", "/me/tokens", SESSIONS, page(SELF_RULE), get(lambda i: "/me/tokens")),
+    Row("POST", "/me/tokens", SESSIONS, SELF_RULE,
+        form(lambda i: "/me/tokens", {"scope": "read"}), ledger="token.created"),
+    Row("POST", "/me/tokens/{token_id}/revoke", SESSIONS, SELF_RULE, page_revoke_my_token,
+        ledger="token.revoked"),
+    Row("GET", "/cases/{name}", A_READERS, page(CASE_LIST_RULE),
+        get(lambda i: f"/cases/{quote(i.case)}")),
+    Row("GET", "/submit", SESSIONS | {INV_SUBMIT, B_ONLY}, page(SUBMIT_PAGE_RULE),
+        get(lambda i: "/submit")),
+    Row("POST", "/submit", A_SUBMITTERS, CASE_RULE, page_submit, ledger="capture.queued"),
+    Row("GET", "/submit/jobs", A_READERS, page(CASE_RULE),
+        lambda w, p, i, a: p.http.get("/submit/jobs", params={"ids": str(i.job)})),
+    Row("GET", "/captures/{capture_id}", A_READERS, page(CASE_RULE),
+        get(lambda i: f"/captures/{i.capture}"), ledger="access.viewed"),
+    Row("POST", "/captures/{capture_id}/verify", A_READERS | {AUDITOR}, CASE_RULE,
+        form(lambda i: f"/captures/{i.capture}/verify")),
+    Row("GET", "/watches", A_READERS, page(CASE_LIST_RULE),
+        lambda w, p, i, a: p.http.get("/watches", params={"case": i.case})),
+    Row("POST", "/watches", A_SUBMITTERS, CASE_RULE, page_add_watch, ledger="watch.added"),
+    Row("POST", "/watches/{watch_id}/{what}", A_SUBMITTERS, CASE_RULE, page_watch_change,
+        ledger="watch.paused"),
+    Row("POST", "/watches/import", A_SUBMITTERS, CASE_RULE, page_import_watches,
+        ledger="watch.added"),
+    Row("GET", "/takedowns", A_READERS, page(CASE_LIST_RULE),
+        lambda w, p, i, a: p.http.get("/takedowns", params={"case": i.case})),
+    Row("GET", "/cases/{name}/exports", A_EXPORTERS, page(CASE_RULE),
+        get(lambda i: f"/cases/{quote(i.case)}/exports"), denials=_SCOPE_SHORT_FOR_B_ONLY),
+    Row("POST", "/cases/{name}/exports", A_EXPORTERS, CASE_RULE,
+        form(lambda i: f"/cases/{quote(i.case)}/exports"), denials=_SCOPE_SHORT_FOR_B_ONLY,
+        ledger="export.requested"),
+    Row("GET", "/exports/{export_id}", A_EXPORTERS, page(CASE_RULE),
+        get(lambda i: f"/exports/{i.export}"), denials=_SCOPE_SHORT_FOR_B_ONLY),
+    Row("GET", "/admin", frozenset({ADMIN}), page(ARCHIVE_RULE), get(lambda i: "/admin")),
+    Row("GET", "/admin/users/{login}", frozenset({ADMIN}), page(ARCHIVE_RULE),
+        get(lambda i: "/admin/users/inv")),
+    Row("POST", "/admin/users/{login}/{what}", frozenset({ADMIN}), ARCHIVE_RULE,
+        on_person_page("disable"), ledger="user.disabled"),
+    Row("GET", "/admin/cases", frozenset({ADMIN}), page(ARCHIVE_RULE),
+        get(lambda i: "/admin/cases")),
+    Row("GET", "/admin/cases/{name}", frozenset({ADMIN}), page(ARCHIVE_RULE),
+        get(lambda i: f"/admin/cases/{quote(i.case)}")),
+    Row("POST", "/admin/cases/{name}/members", frozenset({ADMIN}), ARCHIVE_RULE, page_grant,
+        ledger="role.granted"),
+    Row("POST", "/admin/cases/{name}/members/{login}/revoke", frozenset({ADMIN}),
+        ARCHIVE_RULE, page_revoke, ledger="role.revoked"),
+    Row("GET", "/admin/tokens", frozenset({ADMIN}), page(ARCHIVE_RULE),
+        get(lambda i: "/admin/tokens")),
+    Row("POST", "/admin/tokens/{token_id}/revoke", frozenset({ADMIN}), ARCHIVE_RULE,
+        page_revoke_token, ledger="token.revoked"),
+    Row("GET", "/audit", frozenset({AUDITOR}), page(ARCHIVE_RULE), get(lambda i: "/audit")),
+    Row("POST", "/audit/verify", frozenset({AUDITOR}), ARCHIVE_RULE,
+        form(lambda i: "/audit/verify"), ledger="ledger.verified"),
+    Row("GET", "/audit/people", frozenset({AUDITOR}), page(ARCHIVE_RULE),
+        lambda w, p, i, a: p.http.get("/audit/people", params={"login": "inv"}), status=303),
+    Row("GET", "/audit/people/{login}", frozenset({AUDITOR}), page(ARCHIVE_RULE),
+        get(lambda i: "/audit/people/inv")),
 )
 
 
@@ -784,7 +993,8 @@ def _check_ledger(w: World, row: Row, p: Persona, before: int, status: int,
         return []
     new = entries_after(w.api, before)
     acts = [e for e in new if e.action == row.ledger]
-    if not (allowed and status == expected and 200 <= status < 300):
+    # (a page's success may be a 303: the sign-in form sends the browser on)
+    if not (allowed and status == expected and (200 <= status < 300 or status == 303)):
         mine = [e for e in acts if p.person is not None and e.actor == p.actor]
         return [f"{row.key} as {p.name}: refused ({status}) yet the ledger gained "
                 f"{[(e.action, e.actor) for e in mine]}"] if mine else []
@@ -829,9 +1039,9 @@ def test_every_route_answers_every_persona_exactly(world: World) -> None:
                                 f"{answer.status_code} {answer.text[:200]}")
                 continue
             if not allowed:
-                code = answer.json().get("error", {}).get("code")
+                code = refusal_code(answer)
                 wanted = {401: REFUSAL_CODES.get(name), 403: "forbidden",
-                          404: "not-found"}[expected]
+                          404: "not-found", 303: "sign-in"}[expected]
                 if code != wanted:
                     problems.append(f"{row.key} as {name}: {expected} with code {code!r}, "
                                     f"not {wanted!r}: {answer.text[:200]}")
