@@ -14,7 +14,6 @@ same queries, the same ledger entries.
 
 from __future__ import annotations
 
-import importlib
 import json
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -173,14 +172,18 @@ def _page_facts(request: Request, capture: Capture) -> dict[str, Any]:
 
 
 def _replay_url(request: Request, gate: Gate, capture: Capture) -> str | None:
-    """The replay frame's address (helper H's :mod:`archiver.web.replay`), if the
-    replay origin is there."""
+    """The replay frame's address (:func:`archiver.web.replay.replay_frame_url`, which
+    records the replay view), or None: no replay origin is configured, or the capture
+    has nothing to replay (no WARC)."""
+    options = getattr(request.app.state, "options", None)
+    if getattr(options, "replay_origin", None) is None:
+        return None  # never a frame of this origin: captured pages do not run here
+    from archiver.web.replay import ReplayRefused, replay_frame_url
+
     try:
-        replay = importlib.import_module("archiver.web.replay")
-    except ImportError:
+        return replay_frame_url(request, gate, capture)
+    except ReplayRefused:
         return None
-    frame = getattr(replay, "replay_frame_url", None)
-    return None if frame is None else str(frame(request, gate, capture))
 
 
 def _inline(artifact: ArtifactView, kinds: tuple[str, ...]) -> bool:
@@ -213,7 +216,7 @@ def capture_page(request: Request, gate: GateDep, capture_id: str) -> HTMLRespon
         media=[(a, downloads[a.name]) for a in media],
         may_verify=gate.allows(case_id, submitted_by=capture.requested_by,
                                action=Action.CAPTURE_VERIFY),
-        replay=_replay_url(request, gate, capture),
+        replay=_replay_url(request, gate, capture) if may_download else None,
         outcomes=sorted(detail.outcomes.items()),
     )
 
