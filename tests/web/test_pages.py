@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import uuid
 from html import unescape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlparse
 
@@ -16,7 +19,7 @@ import httpx
 import pyotp
 import pytest
 import sqlalchemy as sa
-from api_fixtures import Api, Person
+from api_fixtures import Api, Person, start_api
 
 from archiver import models
 from archiver.watch.daemon import JobRunner
@@ -451,3 +454,63 @@ def test_auditor_pages_verify_the_ledger_and_show_activity_without_content(
     assert "capture.queued" in acts.text
     assert fixture_site.url("/gzip.txt") not in acts.text  # no payload, no URL
     assert http.get(f"/captures/{capture_id}").status_code == 403
+
+
+# -- a hostile page, captured by the real browser -----------------------------------------
+
+HOSTILE_PAGE = (
+    b"<!doctype html><html><head><title>&lt;script&gt;alert('title')&lt;/script&gt;"
+    b"</title></head><body><p>&lt;img src=x onerror=alert('text')&gt; visible words</p>"
+    b"</body></html>")
+
+
+class _HostileHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(HOSTILE_PAGE)))
+        self.end_headers()
+        self.wfile.write(HOSTILE_PAGE)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_hostile_title_and_text_captured_by_the_browser_are_shown_as_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The real browser captures a page whose title and visible text are markup: the
+    capture page shows both as text (escaped), and the screenshot inline from the
+    artifact route (a PNG, the only captured thing the app's origin shows)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    running = start_api(f"sqlite:///{tmp_path / 'archive.db'}", tmp_path / "archive",
+                        monkeypatch, capsys, {"ARCHIVER_BROWSER__ENABLED": "true"})
+    api = next(running)
+    try:
+        bob = api.user("bob", cases={CASE: "investigator"})
+        http = page_login(api, bob)
+        url = f"http://127.0.0.1:{server.server_address[1]}/hostile.html"
+        capture_id = captured(api, http, url)
+        page = http.get(f"/captures/{capture_id}")
+        assert page.status_code == 200, page.text
+        body = page.text.split("</head>", 1)[1]
+        assert "<script>alert" not in body
+        assert "<img src=x" not in body
+        assert "<h1>&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;</h1>" in body
+        assert "&lt;img src=x onerror=alert(&#39;text&#39;)&gt; visible words" in body
+        shot = re.search(r'<img class="shot" src="([^"]+)"', body)
+        assert shot is not None, body[:2000]
+        image = http.get(shot.group(1))
+        assert image.status_code == 200
+        assert image.headers["content-type"] == "image/png"
+        assert image.headers["content-disposition"].startswith("inline")
+        dom = next(a for a in api.archive.get_capture(capture_id).artifacts
+                   if a.media_type.startswith("text/html"))
+        assert f'href="/api/captures/{capture_id}/artifacts/{dom.name}" download' in body
+        assert http.get(f"/api/captures/{capture_id}/artifacts/{dom.name}").headers[
+            "content-disposition"].startswith("attachment")
+    finally:
+        running.close()
+        server.shutdown()
+        server.server_close()
