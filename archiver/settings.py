@@ -386,9 +386,9 @@ class WebSettings(_Section):
     """The origin browsers use for the app, e.g. https://archive.example.org (needed off
     loopback: only it may frame the replay origin; default: the address served on)."""
     replay_origin: str | None = None
-    """The origin browsers use for the replay port, e.g. https://replay.example.org
-    behind a proxy; another host name than the app's (default on loopback: localhost
-    for 127.0.0.1 and back, with replay_port)."""
+    """The origin browsers use for the replay port: another origin of the app's site,
+    e.g. https://replay.archive.example.org behind a proxy (default on loopback: the
+    app's host with replay_port)."""
     assets_dir: Path | None = None
     """The node_modules directory of the browser code the app serves (ReplayWeb.page,
     htmx; default: the one beside the project's pyproject.toml)."""

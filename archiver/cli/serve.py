@@ -193,34 +193,29 @@ def cmd_serve(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
 def origins(web: WebSettings, chosen: ServePlan, url: str, replay_port: int) -> tuple[str, str]:
     """The app's origin and the replay origin browsers use. Raises :class:`BadInput`
-    when they cannot be known (off loopback: set both) or share a host name (cookies
-    are kept per host name, whatever the port: the replay origin would get the app's)."""
-    from urllib.parse import urlsplit
-
+    when they cannot be known (off loopback: set both) or are one origin."""
     from archiver.errors import ArchiverError, BadInput
-    from archiver.web.replay import check_replay_origin, default_replay_origin
+    from archiver.web.replay import check_origin, default_replay_origin
 
     try:
         if web.app_origin is not None:
-            app_origin = check_replay_origin(web.app_origin)
+            app_origin = check_origin(web.app_origin, "web.app_origin")
         elif is_loopback(chosen.host):
             app_origin = url.rstrip("/")
         else:
             raise BadInput(f"set web.app_origin (e.g. https://archive.example.org): the "
                            f"origin browsers use for the app served on {shown(chosen.host)}")
         if web.replay_origin is not None:
-            replay_origin = check_replay_origin(web.replay_origin)
+            replay_origin = check_origin(web.replay_origin)
         else:
             replay_origin = default_replay_origin(chosen.host, replay_port, chosen.scheme)
     except BadInput:
         raise
     except ArchiverError as exc:
-        raise BadInput(str(exc).replace("web.app_origin must", "web.app_origin and "
-                                        "web.replay_origin must")) from None
-    if urlsplit(app_origin).hostname == urlsplit(replay_origin).hostname:
-        raise BadInput(
-            f"web.replay_origin ({replay_origin}) must use another host name than the app "
-            f"({app_origin}): browsers send a host's cookies to every port of it")
+        raise BadInput(str(exc)) from None
+    if app_origin == replay_origin:
+        raise BadInput(f"web.replay_origin must be another origin than the app's "
+                       f"({app_origin}): archived pages must never run on the app's origin")
     return app_origin, replay_origin
 
 

@@ -21,6 +21,12 @@ Threat model, next to the code that defends against it:
   disabled, reset or removed from a case end at once (:mod:`archiver.people.accounts`).
 - *A password without its second factor*: a session whose person must pass (or enrol)
   TOTP and has not may call only the routes of :data:`MFA_PENDING_PATHS`.
+- *Script of another origin of this site* (the replay origin, where archived pages
+  run: :mod:`archiver.web.replay`): browsers send a host's cookies to all its ports and
+  SameSite counts another port or subdomain as the same site, so such script's requests
+  to the app carry the session cookie. The cookie counts only for requests the browser
+  marks ``Sec-Fetch-Site: same-origin`` or ``none`` (typed, bookmarked) or does not
+  mark (older browsers, scripts); from anywhere else the request is anonymous.
 - *A forged client address*: ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are honoured
   only when the socket peer is one of the configured trusted proxies, and then the
   client is the rightmost address that is not a trusted proxy.
@@ -331,7 +337,7 @@ def authenticate(request: Request, action: Action) -> Principal | None:
     if authorization is not None:
         return _bearer(request, authorization, client)
     cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie is None:
+    if cookie is None or not _own_origin(request):
         return None
     sessions = Sessions(archive)
     try:
@@ -359,6 +365,17 @@ def authenticate(request: Request, action: Action) -> Principal | None:
         sessions.close(cookie)
         raise ApiError(401, "session-ended", "your session has ended; sign in again",
                        _expired_cookie_header(request)) from None
+
+
+COOKIE_FETCH_SITES: Final = frozenset({"same-origin", "none"})
+"""``Sec-Fetch-Site`` values of requests the session cookie may authenticate."""
+
+
+def _own_origin(request: Request) -> bool:
+    """Whether the browser says the request comes from the app's own pages (or says
+    nothing): not from the replay origin, nor any other site."""
+    site = request.headers.get("sec-fetch-site")
+    return site is None or site.lower() in COOKIE_FETCH_SITES
 
 
 def _bearer(request: Request, authorization: str, client: str) -> Principal:

@@ -6,12 +6,21 @@ Threat model, next to the code that defends against it:
   the app's origin it could read the page the person sees, call the API with their
   session cookie and send the answers anywhere. So replay is served by a second ASGI
   app (:func:`create_replay_app`) on its own origin (``web.replay_origin``: another port
-  and host name), which holds no session: it never reads a cookie (the ``Cookie``
-  header is removed before any route sees it) and never sets one (``Set-Cookie`` is
-  dropped from every answer). Cookies are kept per host name, not per port, and a
-  request from another port of the same host is "same-site", so SameSite=Strict does
-  not stop it: the replay origin must be another *host name* than the app's (on
-  loopback, ``localhost`` for ``127.0.0.1`` and back, see :func:`default_replay_origin`).
+  of the app's host, or a subdomain of the app's site), which holds no session: it
+  never reads a cookie (the ``Cookie`` header is removed before any route sees it) and
+  never sets one (``Set-Cookie`` is dropped from every answer).
+- *Script on the replay origin calling the app.* Cookies are kept per host, whatever
+  the port, and another port or subdomain is the "same site", so SameSite=Strict does
+  not keep the session cookie off such script's requests to the app. The app counts
+  the cookie only on requests its own pages make (``Sec-Fetch-Site: same-origin``; see
+  :mod:`archiver.web.auth`), the cookie is HttpOnly (``document.cookie`` does not show
+  it), and the app answers without CORS headers and with CORP ``same-origin``, so
+  nothing of it can be read from here. (ReplayWeb.page's own rewriting also sends a
+  replayed page's requests to the archive, not to the live web.)
+- *Why not another site altogether*: browsers that block third-party storage
+  (incognito Chromium, Safari, Firefox's strict mode, all headless Chromium) refuse a
+  service worker to a frame of another site, and ReplayWeb.page needs one; another
+  port or a subdomain of the same site is first-party.
 - *A replay URL that leaks.* The only credential is a replay token in the URL path:
   an HMAC (key derived from the web secret for this purpose only) over the capture id,
   the person's id and an expiry a few minutes ahead (:class:`ReplayTokens`). It opens
@@ -144,27 +153,26 @@ class ReplayTokens:
 
 
 def default_replay_origin(host: str, port: int, scheme: str = "http") -> str:
-    """The replay origin when none is set: another host name for the same machine, so
-    the app's cookies (kept per host, whatever the port) are never sent with it.
-    ``127.0.0.1`` and ``::1`` give ``localhost``; ``localhost`` gives ``127.0.0.1``.
-    Raises :class:`ArchiverError` for any other host (set ``web.replay_origin`` to a
-    host name of its own)."""
-    if host in ("127.0.0.1", "::1"):
-        return f"{scheme}://localhost:{port}"
-    if host == "localhost":
-        return f"{scheme}://127.0.0.1:{port}"
+    """The replay origin when none is set: the app's host on another ``port``. Raises
+    :class:`ArchiverError` for a host that is not loopback (behind a proxy or off
+    loopback, set ``web.replay_origin``: browsers do not reach the listening address)."""
+    if host in ("127.0.0.1", "localhost"):
+        return f"{scheme}://{host}:{port}"
+    if host == "::1":
+        return f"{scheme}://[::1]:{port}"
     raise ArchiverError(
-        f"set web.replay_origin (e.g. https://replay.example.org): replayed pages must be "
-        f"served from another host name than the app's ({host}), which has no default")
+        f"set web.replay_origin (e.g. https://replay.archive.example.org): the origin "
+        f"browsers use for the replay port, which has no default off loopback ({host})")
 
 
-def check_replay_origin(origin: str) -> str:
-    """``origin`` as ``scheme://host[:port]`` (no path). Raises :class:`ArchiverError`."""
+def check_origin(origin: str, setting: str = "web.replay_origin") -> str:
+    """``origin`` as ``scheme://host[:port]`` (no path). Raises :class:`ArchiverError`
+    naming the ``setting`` it came from."""
     parts = urlsplit(origin)
     if parts.scheme not in ("http", "https") or not parts.hostname or \
             parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ArchiverError(f"web.replay_origin must be an origin such as "
-                            f"https://replay.example.org, not {origin!r}")
+        raise ArchiverError(f"{setting} must be an origin such as https://host.example.org, "
+                            f"not {origin!r}")
     return f"{parts.scheme}://{parts.netloc}"
 
 
@@ -265,6 +273,10 @@ def _not_found() -> Response:
                              headers={"Cache-Control": "no-store"})
 
 
+async def _refused(_request: Request, _exc: Exception) -> Response:
+    return _not_found()
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayOrigin:
     """What the replay app needs: the archive, the tokens, where ReplayWeb.page is."""
@@ -310,7 +322,8 @@ def create_replay_app(archive: Archive, *, secret: bytes, app_origin: str,
         Route("/r/{token}", _page(origin), methods=["GET"]),
         Route(f"/r/{{token}}/{WARC_PATH}", _warc(origin), methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={
+        404: _refused, 405: _refused})  # an unknown path or method: the one refusal
     app.state.replay = origin
     return NoCookies(app, hsts=hsts)
 
