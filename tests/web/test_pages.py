@@ -514,3 +514,67 @@ def test_a_hostile_title_and_text_captured_by_the_browser_are_shown_as_text(
         running.close()
         server.shutdown()
         server.server_close()
+
+
+def test_custody_timeline_shows_100_then_pages(api: Api, bob: Person,
+                                               fixture_site: Any) -> None:
+    http = page_login(api, bob)
+    capture_id = captured(api, http, fixture_site.url("/gzip.txt"))
+    capture = api.archive.get_capture(capture_id)
+    for _ in range(150):
+        api.archive.record_view(capture, actor="user:bob")
+    rows = re.compile(r"<tr><td>(\d+)</td><td><time")
+    page = http.get(f"/captures/{capture_id}")
+    first = [int(n) for n in rows.findall(page.text)]
+    assert len(first) == 100
+    found = re.search(r'href="([^"]+)" rel="next">More of the custody', page.text)
+    assert found is not None
+    rest_page = http.get(unescape(found.group(1)))
+    assert rest_page.status_code == 200
+    rest = [int(n) for n in rows.findall(rest_page.text)]
+    assert rest[0] > first[-1]
+    assert len(first) + len(rest) == len(entries_for(api, capture_id))
+    assert 'rel="next"' not in rest_page.text
+    dave = page_login(api, api.user("dave", cases={"Case 9": "investigator"}))
+    assert dave.get(f"/captures/{capture_id}/custody").status_code == 404
+
+
+def entries_for(api: Api, capture_id: str) -> list[int]:
+    e = entries_table.c
+    with api.archive.engine.connect() as conn:
+        return list(conn.execute(sa.select(e.seq).where(
+            e.subject == f"capture:{capture_id}")).scalars())
+
+
+def test_account_pages_change_password_and_tokens(api: Api, bob: Person) -> None:
+    """The account page, a new password (the session goes on under a new id), a token
+    made (its secret shown once) and revoked."""
+    http = page_login(api, bob)
+    me = http.get("/me")
+    assert me.status_code == 200
+    assert f'href="/cases/{quote(CASE, safe="")}"' in me.text
+    wrong = http.post("/me/password", headers=FETCH,
+                      data={"old": "not-the-password-1", "new": "bob-a-new-horse-77"})
+    assert wrong.status_code == 403
+    assert 'data-error="wrong-password"' in wrong.text
+    changed = http.post("/me/password", headers=FETCH,
+                        data={"old": bob.password, "new": "bob-a-new-horse-77"})
+    assert changed.status_code == 200, changed.text
+    assert changed.headers["x-redirect"] == "/me?changed=1"
+    assert "Your password was changed" in http.get("/me?changed=1").text
+    http.headers[CSRF_HEADER] = meta_csrf(http.get("/me").text)
+    made = http.post("/me/tokens", headers=FETCH,
+                     data={"scope": "read", "label": HOSTILE, "cases": [CASE]})
+    assert made.status_code == 200, made.text
+    secret = re.search(r'id="token-secret" class="secret" readonly value="([^"]+)"', made.text)
+    assert secret is not None
+    assert api.anonymous(bearer=secret.group(1)).get("/api/me").status_code == 200
+    listed = http.get("/me/tokens")
+    assert secret.group(1) not in listed.text  # shown once only
+    assert "<script>alert" not in listed.text
+    token_id = re.search(r'<tr id="token-(tok_[^"]+)">', listed.text)
+    assert token_id is not None
+    revoked = http.post(f"/me/tokens/{token_id.group(1)}/revoke", headers=FETCH)
+    assert revoked.status_code == 200
+    assert "revoked" in revoked.text
+    assert api.anonymous(bearer=secret.group(1)).get("/api/me").status_code == 401

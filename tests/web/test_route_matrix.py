@@ -863,6 +863,8 @@ ROWS: tuple[Row, ...] = (
         lambda w, p, i, a: p.http.get("/submit/jobs", params={"ids": str(i.job)})),
     Row("GET", "/captures/{capture_id}", A_READERS, page(CASE_RULE),
         get(lambda i: f"/captures/{i.capture}"), ledger="access.viewed"),
+    Row("GET", "/captures/{capture_id}/custody", A_READERS, page(CASE_RULE),
+        get(lambda i: f"/captures/{i.capture}/custody")),
     Row("POST", "/captures/{capture_id}/verify", A_READERS | {AUDITOR}, CASE_RULE,
         form(lambda i: f"/captures/{i.capture}/verify")),
     Row("GET", "/watches", A_READERS, page(CASE_LIST_RULE),

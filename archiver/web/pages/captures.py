@@ -18,6 +18,7 @@ import json
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
@@ -32,6 +33,7 @@ from archiver.web.errors import bad_request, not_found
 from archiver.web.gate import Gate, GateDep, route
 from archiver.web.pages.render import PAGE_SIZE, as_action, render, render_text
 from archiver.web.visibility import UNFILED, branches, case_id_for
+from chain_of_custody.ledger import entries_table
 
 router = APIRouter(include_in_schema=False)
 
@@ -209,8 +211,13 @@ def capture_page(request: Request, gate: GateDep, capture_id: str) -> HTMLRespon
     media = [a for a in capture.artifacts if _inline(a, ("video/", "audio/"))] \
         if may_download else []
     downloads = {a.name: a.download for a in detail.artifacts}
+    custody = detail.custody[:PAGE_SIZE]
+    more = len(detail.custody) > PAGE_SIZE or not detail.custody_complete
     return render(
         request, "capture.html", c=detail, facts=_page_facts(request, capture),
+        custody=custody,
+        custody_next=f"/captures/{detail.id}/custody?after={custody[-1].seq}" if more
+        else None,
         may_download=may_download,
         screenshot=None if screenshot is None else downloads[screenshot.name],
         media=[(a, downloads[a.name]) for a in media],
@@ -219,6 +226,25 @@ def capture_page(request: Request, gate: GateDep, capture_id: str) -> HTMLRespon
         replay=_replay_url(request, gate, capture) if may_download else None,
         outcomes=sorted(detail.outcomes.items()),
     )
+
+
+@route(router, "GET", "/captures/{capture_id}/custody", action=Action.CAPTURE_VIEW,
+       response_class=HTMLResponse)
+def custody_page(request: Request, gate: GateDep, capture_id: str,
+                 after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0) -> HTMLResponse:
+    """The rest of a capture's custody timeline, 100 entries a page after entry
+    ``after`` (seq, person, act and time: nothing of the evidence content)."""
+    capture = api.checked_capture(request, gate, capture_id)
+    e = entries_table.c
+    with api.archive_of(request).engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(e.seq, e.time, e.actor, e.action)
+            .where(e.subject == f"capture:{capture.id}", e.seq > after)
+            .order_by(e.seq).limit(PAGE_SIZE + 1)).all()
+    shown = rows[:PAGE_SIZE]
+    return render(request, "custody.html", capture=capture, custody=shown,
+                  custody_next=f"/captures/{capture.id}/custody?after={shown[-1].seq}"
+                  if len(rows) > PAGE_SIZE else None)
 
 
 @route(router, "POST", "/captures/{capture_id}/verify", action=Action.CAPTURE_VERIFY,
