@@ -170,9 +170,8 @@ def create_app(
     (session cookie with CSRF, or bearer token) unless a test gives another."""
     from archiver import __version__
     from archiver.export.requests import ExportWorker
-    from archiver.web import assets
+    from archiver.web import assets, pages
     from archiver.web.api import ROUTERS
-    from archiver.web import pages
     from archiver.web.replay import ReplayTokens
 
     app = FastAPI(
