@@ -58,7 +58,8 @@ def person_page(request: Request, gate: GateDep, login: str) -> HTMLResponse:
     held = people_for(request, gate.person).case_roles(user.id)
     names = case_names(api_archive(request), sorted(held))
     roles = sorted((names.get(i, f"#{i}"), role.value) for i, role in held.items())
-    return render(request, "admin/person.html", user=user, tokens=tokens.items, roles=roles)
+    return render(request, "admin/person.html", user=user, tokens=tokens.items, roles=roles,
+                  more_tokens=tokens.next is not None)
 
 
 @route(router, "POST", "/admin/users/{login}/{what}", action=Action.USER_MANAGE,
@@ -115,11 +116,15 @@ def revoke(request: Request, gate: GateDep, name: str, login: str) -> Response:
 
 
 @route(router, "GET", "/admin/tokens", action=Action.TOKEN_MANAGE, response_class=HTMLResponse)
-def tokens_page(request: Request, gate: GateDep, cursor: CursorQ = None) -> HTMLResponse:
-    """Every API token (never a secret), newest first (100 a page)."""
-    page = api.list_tokens(request, gate, user=None, cursor=cursor, limit=PAGE_SIZE)
-    return render(request, "admin/tokens.html", tokens=page.items,
-                  next_url=_next("/admin/tokens", page.next))
+def tokens_page(request: Request, gate: GateDep, cursor: CursorQ = None,
+                user: Annotated[str | None, Query(max_length=200)] = None) -> HTMLResponse:
+    """Every API token (never a secret), or one person's, newest first (100 a page)."""
+    page = api.list_tokens(request, gate, user=user, cursor=cursor, limit=PAGE_SIZE)
+    path = "/admin/tokens" if user is None else f"/admin/tokens?{urlencode({'user': user})}"
+    next_url = None if page.next is None else \
+        f"{path}{'&' if user is not None else '?'}{urlencode({'cursor': page.next})}"
+    return render(request, "admin/tokens.html", tokens=page.items, user=user,
+                  next_url=next_url)
 
 
 @route(router, "POST", "/admin/tokens/{token_id}/revoke", action=Action.TOKEN_MANAGE,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Form, Query, Request
@@ -75,7 +75,7 @@ def case_page(request: Request, gate: GateDep, name: str, cursor: CursorQ = None
         case_id = case_id_for(conn, name)
     return render(
         request, "case.html", name=name, captures=page.items,
-        next_url=_next(f"/cases/{name}", page.next,
+        next_url=_next(f"/cases/{quote(name, safe='')}", page.next,
                        **({"status": shown_status} if shown_status else {})),
         may_export=name != UNFILED and gate.allows(case_id, action=Action.EXPORT_DOWNLOAD),
         may_submit=gate.allows(case_id, action=Action.CAPTURE_SUBMIT),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
@@ -34,13 +34,14 @@ FINAL = frozenset({"done", "failed"})
 
 @route(router, "GET", "/cases/{name}/exports", action=Action.EXPORT_DOWNLOAD,
        response_class=HTMLResponse)
-def exports_page(request: Request, gate: GateDep, name: str,
-                 cursor: CursorQ = None) -> HTMLResponse:
-    """A case's exports, newest first (100), and the form that starts one: every capture
-    of the case, or those ticked among the captures listed (100 a page)."""
+def exports_page(request: Request, gate: GateDep, name: str, cursor: CursorQ = None,
+                 exports_cursor: CursorQ = None) -> HTMLResponse:
+    """A case's exports, newest first (100 a page, ``exports_cursor``), and the form that
+    starts one: every capture of the case, or those ticked among the captures listed
+    (100 a page, ``cursor``)."""
     if len(name) > captures_api.MAX_NAME:
         raise not_found()
-    exports = api.list_exports(request, gate, name, cursor=None, limit=PAGE_SIZE)
+    exports = api.list_exports(request, gate, name, cursor=exports_cursor, limit=PAGE_SIZE)
     listing = as_action(gate, Action.CAPTURE_LIST)
     captures = captures_api.list_captures(listing, request, case=name, status=None,
                                           url=None, since=None, until=None, cursor=cursor,
@@ -48,9 +49,12 @@ def exports_page(request: Request, gate: GateDep, name: str,
     checked_by(gate, listing)
     may_start = gate.allows(_case_id(request, name), action=Action.CASE_EXPORT)
     next_url = None if captures.next is None else \
-        f"/cases/{name}/exports?{urlencode({'cursor': captures.next})}"
+        f"/cases/{quote(name, safe='')}/exports?{urlencode({'cursor': captures.next})}"
+    more_exports = None if exports.next is None else \
+        f"/cases/{quote(name, safe='')}/exports?{urlencode({'exports_cursor': exports.next})}"
     return render(request, "exports.html", name=name, exports=exports.items,
-                  captures=captures.items, next_url=next_url, may_start=may_start)
+                  captures=captures.items, next_url=next_url, may_start=may_start,
+                  more_exports=more_exports)
 
 
 def _case_id(request: Request, name: str) -> int | None:
