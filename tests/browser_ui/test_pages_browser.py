@@ -89,3 +89,36 @@ def test_watch_added_and_paused_with_its_buttons(api: Api, chromium: Chromium,
     tab.step("watch-paused")
     wait_until(lambda: page.locator('tr[data-status="paused"]').count() == 1, timeout=5,
                what="the paused row")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_on_a_phone_by_keyboard(api: Api, chromium: Chromium, tmp_path: Path) -> None:
+    """A phone's width: no page is wider than the screen; the keyboard fills the sign-in
+    fields in order and signs in with Enter (a wrong password is said on the page); on
+    a page, the first Tab reaches the skip link, which moves the focus to the content."""
+    bob = api.user("bob", cases={CASE: "investigator"})
+    tab = chromium.tab(tmp_path / "steps", viewport={"width": 390, "height": 844})
+    page = tab.page
+    tab.goto(f"{api.url}/login")
+    assert page.evaluate("document.activeElement.id") == "login"  # (autofocus)
+    page.keyboard.type("bob")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "password"
+    page.keyboard.type("not-his-password-1")
+    tab.expect_status(401, "/login")
+    page.keyboard.press("Enter")
+    page.locator("#login-error").wait_for()
+    tab.step("phone-refused")
+    page.get_by_label("Login name").fill("bob")
+    page.get_by_label("Password").fill(bob.password)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{api.url}/cases")  # next was / (the form's default): the cases
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    for path in ("/cases", "/submit", "/me", "/watches", f"/cases/{CASE.replace(' ', '%20')}"):
+        tab.goto(api.url + path)
+        wide = page.evaluate("document.scrollingElement.scrollWidth")
+        assert wide <= 390, (path, wide)
+        tab.step("phone" + path.replace("/", "-").replace("%20", "_"))
