@@ -92,6 +92,18 @@ REPLAYWEB_FILES = ("ui.js", "sw.js")
 _TOKEN = re.compile(r"([0-9a-f-]{36})\.([1-9][0-9]{0,18})\.([1-9][0-9]{0,11})\.([A-Za-z0-9_-]{43})")
 _DOMAIN = b"evidence-archiver replay-token v1\x00"
 
+RETRY_JS = b"""// ReplayWeb.page's frame was loaded before its service worker took control of
+// /replay/ (a first visit): reload it once the worker is active, once.
+if (!sessionStorage.getItem("replay-retried")) {
+  sessionStorage.setItem("replay-retried", "1");
+  navigator.serviceWorker.ready.then(() => location.reload());
+}
+"""
+
+RETRY_PAGE = (b"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+              b"<title>Loading the replay</title><script src=\"/replay/retry.js\"></script>"
+              b"</head><body><p>Loading the replay\xe2\x80\xa6</p></body></html>\n")
+
 PAGE_CSS = b"""html, body { margin: 0; height: 100%; background: #fff; }
 replay-web-page { display: block; width: 100%; height: 100vh; }
 """
@@ -215,19 +227,20 @@ def _warc_of(capture: Capture) -> ArtifactView | None:
 # -- the replay origin ---------------------------------------------------------------------
 
 
-def page_policy(app_origin: str) -> str:
+def page_policy(app_origin: str, *, framed_by_self: bool = False) -> str:
     """The CSP of the replay page. Looser than the app's where ReplayWeb.page needs it:
     ``style-src 'unsafe-inline'`` (its components set style attributes), ``blob:`` and
     ``data:`` images and media (it hands replayed resources to the page as blobs),
     ``worker-src 'self'`` (its service worker) and ``frame-src 'self'`` (the replayed
     page is an iframe of this origin, served by the service worker, which sets that
     document's own headers). Still no inline script, nothing from elsewhere, no form
-    posts, and only the app may frame it."""
+    posts, and only the app may frame it (and the replay page its own frame)."""
+    ancestors = f"'self' {app_origin}" if framed_by_self else app_origin
     return (
         "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
         "img-src 'self' data: blob:; media-src 'self' data: blob:; font-src 'self' data:; "
         "connect-src 'self'; worker-src 'self'; frame-src 'self'; manifest-src 'self'; "
-        f"form-action 'none'; base-uri 'none'; frame-ancestors {app_origin}"
+        f"form-action 'none'; base-uri 'none'; frame-ancestors {ancestors}"
     )
 
 
@@ -319,6 +332,8 @@ def create_replay_app(archive: Archive, *, secret: bytes, app_origin: str,
         Route("/replay/ui.js", _vendored("ui.js", origin), methods=["GET"]),
         Route("/replay/sw.js", _vendored("sw.js", origin), methods=["GET"]),
         Route("/replay/page.css", _page_css, methods=["GET"]),
+        Route("/replay/retry.js", _retry_js, methods=["GET"]),
+        Route("/replay/", _retry_page(origin), methods=["GET"]),
         Route("/r/{token}", _page(origin), methods=["GET"]),
         Route(f"/r/{{token}}/{WARC_PATH}", _warc(origin), methods=["GET"]),
     ]
@@ -351,6 +366,24 @@ def _vendored(name: str, origin: ReplayOrigin) -> Endpoint:
 
 def _page_css(_request: Request) -> Response:
     return Response(PAGE_CSS, media_type="text/css", headers={"Cache-Control": "no-cache"})
+
+
+def _retry_js(_request: Request) -> Response:
+    return Response(RETRY_JS, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
+def _retry_page(origin: ReplayOrigin) -> Endpoint:
+    """``/replay/``: what the service worker answers once it controls the frame; the
+    server answers it only before (a first visit), with a page that reloads the frame
+    when the worker is active. Nothing of the archive, so no token."""
+
+    def retry(_request: Request) -> Response:
+        return Response(RETRY_PAGE, media_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-store",
+                                 "Content-Security-Policy": page_policy(
+                                     origin.app_origin, framed_by_self=True)})
+
+    return retry
 
 
 def _page(origin: ReplayOrigin) -> Endpoint:

@@ -447,9 +447,10 @@ def test_the_session_cookie_counts_only_on_the_apps_own_requests(replay: Replay)
 
 
 VENDORED = {"/replay/ui.js": "text/javascript", "/replay/sw.js": "text/javascript",
-            "/replay/page.css": "text/css"}
-"""Routes without a token: fixed library files and the page's style, nothing of the
-archive."""
+            "/replay/page.css": "text/css", "/replay/retry.js": "text/javascript",
+            "/replay/": "text/html"}
+"""Routes without a token: fixed library files, the page's style and the page that
+waits for the service worker, nothing of the archive."""
 TOKEN_ROUTES = {"/r/{token}": "text/html; charset=utf-8",
                 f"/r/{{token}}/{WARC_PATH}": "application/warc"}
 
