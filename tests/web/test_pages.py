@@ -177,9 +177,11 @@ def test_an_admin_must_enrol_totp_with_the_qr_code_first(api: Api) -> None:
     page = http.get("/mfa")
     assert "Set up a second factor" in page.text
     csrf = meta_csrf(page.text)
-    begun = http.post("/mfa/enrol", headers={CSRF_HEADER: csrf, **FETCH})
+    begun = http.post("/mfa/enrol", data={"next": "/cases"},
+                      headers={CSRF_HEADER: csrf, **FETCH})
     assert begun.status_code == 200, begun.text
     assert 'src="data:image/svg+xml' in begun.text
+    assert '<input type="hidden" name="next" value="/cases">' in begun.text
     secret = re.search(r'<code class="secret">([A-Z2-7]+)</code>', begun.text)
     assert secret is not None
     totp = pyotp.TOTP(secret.group(1))
@@ -305,6 +307,12 @@ def test_submit_shows_each_job_until_it_ends(api: Api, bob: Person, fixture_site
     assert after.text.count('data-state="done"') == 2
     assert "data-poll" not in after.text
     assert after.text.count('href="/captures/') == 2
+    # once signed out, the polled fragment sends the browser to the sign-in page
+    ended = page_login(api, bob)
+    ended.post("/logout", headers=FETCH)
+    gone = ended.get(unescape(poll.group(1)), headers=FETCH)
+    assert gone.status_code == 401
+    assert gone.headers["x-redirect"] == "/login"
     # another case's member cannot follow these jobs
     dave = page_login(api, api.user("dave", cases={"Case 9": "investigator"}))
     assert dave.get(unescape(poll.group(1)), headers=FETCH).status_code == 404

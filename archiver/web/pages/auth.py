@@ -113,7 +113,8 @@ def mfa(request: Request, gate: GateDep, code: Annotated[str, Form(max_length=16
 
 
 @route(router, "POST", "/mfa/enrol", action=Action.SELF_MANAGE, response_class=HTMLResponse)
-def mfa_enrol(request: Request, gate: GateDep) -> HTMLResponse:
+def mfa_enrol(request: Request, gate: GateDep,
+              next: Annotated[str, Form(max_length=2000)] = "/") -> HTMLResponse:
     """A new secret: its QR code (drawn here, as an SVG image in the page: the secret
     goes to no other site) and the form for its first code."""
     uri = api.mfa_begin(request, gate).otpauth_uri
@@ -121,7 +122,7 @@ def mfa_enrol(request: Request, gate: GateDep) -> HTMLResponse:
     secret = uri.split("secret=", 1)[1].split("&", 1)[0] if "secret=" in uri else ""
     return render(request, "fragments/enrol.html",
                   qr=qr.svg_data_uri(scale=5, dark="#000", light="#fff"),
-                  secret=secret)
+                  secret=secret, next=safe_next(next))
 
 
 @route(router, "POST", "/mfa/confirm", action=Action.SELF_MANAGE, response_class=HTMLResponse)

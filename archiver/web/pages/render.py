@@ -210,14 +210,18 @@ def _error_page(request: Request, status: int, code: str, message: str,
                 headers: Mapping[str, str]) -> Response:
     kept = {k: v for k, v in headers.items()
             if k.lower() in ("set-cookie", "retry-after", "www-authenticate")}
-    if status == 401 and request.method == "GET":
+    fragment = request.headers.get(FRAGMENT_HEADER) == "fetch"
+    if status == 401 and request.method == "GET" and not fragment:
         return login_redirect(request, kept)
-    if code == "mfa-required" and request.method == "GET":
+    if code == "mfa-required" and request.method == "GET" and not fragment:
         return RedirectResponse("/mfa", status_code=303)
     if status == 401:
+        # app.js takes the browser to the sign-in page (a fetch would follow a 303
+        # silently and put the sign-in page inside this one)
         kept[REDIRECT_HEADER] = "/login"
-    template = "fragments/error.html" if request.headers.get(FRAGMENT_HEADER) == "fetch" \
-        else "error.html"
+    elif code == "mfa-required":
+        kept[REDIRECT_HEADER] = "/mfa"
+    template = "fragments/error.html" if fragment else "error.html"
     return render(request, template, status=status, headers=kept, status_code=status,
                   code=code, title=_TITLES.get(status, "Error"), message=message)
 

@@ -45,6 +45,7 @@
       .then(function (r) {
         var to = r.headers.get("X-Redirect");
         if (to) { window.location.assign(to); return null; }
+        // an error (a fragment saying why) replaces the element: the polling stops
         return r.text();
       })
       .then(function (html) {
