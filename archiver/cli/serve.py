@@ -197,18 +197,24 @@ def origins(web: WebSettings, chosen: ServePlan, url: str, replay_port: int) -> 
     from archiver.errors import ArchiverError, BadInput
     from archiver.web.replay import check_origin, default_replay_origin
 
+    # Behind a proxy, or off loopback, browsers do not use the address served on.
+    direct = is_loopback(chosen.host) and not chosen.trusted_proxies
     try:
         if web.app_origin is not None:
             app_origin = check_origin(web.app_origin, "web.app_origin")
-        elif is_loopback(chosen.host):
+        elif direct:
             app_origin = url.rstrip("/")
         else:
-            raise BadInput(f"set web.app_origin (e.g. https://archive.example.org): the "
-                           f"origin browsers use for the app served on {shown(chosen.host)}")
+            raise BadInput("set web.app_origin (e.g. https://archive.example.org): the "
+                           "origin browsers use for the app (behind a proxy or off loopback "
+                           "it is not the address served on)")
         if web.replay_origin is not None:
             replay_origin = check_origin(web.replay_origin)
-        else:
+        elif direct:
             replay_origin = default_replay_origin(chosen.host, replay_port, chosen.scheme)
+        else:
+            raise BadInput("set web.replay_origin (e.g. https://replay.archive.example.org): "
+                           "the origin browsers use for the replay port")
     except BadInput:
         raise
     except ArchiverError as exc:

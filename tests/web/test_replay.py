@@ -522,6 +522,12 @@ def test_serve_chooses_the_replay_origin() -> None:
         == ("https://archive.example.org", "https://replay.archive.example.org")
     with pytest.raises(ArchiverError, match=r"^set web.replay_origin"):
         default_replay_origin("192.0.2.1", 1)
+    on_loopback_proxied = ServePlan("127.0.0.1", 8000, None, None, False, ("127.0.0.1",))
+    with pytest.raises(BadInput, match=r"^set web.app_origin"):
+        origins(WebSettings(), on_loopback_proxied, "http://127.0.0.1:8000/", 8001)
+    with pytest.raises(BadInput, match=r"^set web.replay_origin"):
+        origins(WebSettings(app_origin="https://archive.example.org"),
+                on_loopback_proxied, "http://127.0.0.1:8000/", 8001)
 
 
 # -- the hostile page, replayed in Chromium ----------------------------------------------
