@@ -138,7 +138,9 @@ class Serving:
             raise AssertionError("archiver serve printed no address within 60 s")
         line = self.process.stdout.readline()
         assert line, self.process.stderr.read() if self.process.stderr else ""
-        self.url: str = json.loads(line)["url"]
+        printed = json.loads(line)
+        self.url: str = printed["url"]
+        self.replay_origin: str = printed["replay_origin"]
 
     def stop(self) -> tuple[int, str]:
         self.process.send_signal(signal.SIGTERM)
@@ -198,6 +200,28 @@ def test_serve_end_to_end_plain_http_on_loopback(cli: Cli, serving: list[Serving
         archive.close()
     assert (entry.actor, entry.action) == ("user:bob", "auth.login")
     assert entry.payload["context"]["session"] == me["session"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_serve_runs_the_replay_origin_beside_the_app(cli: Cli, serving: list[Serving]) -> None:
+    """One process serves both origins: the replay origin (--replay-port, on the app's
+    host) serves ReplayWeb.page's service worker and refuses what it does not know; the
+    app's CSP frames it; SIGTERM stops both, exit 0."""
+    server = Serving("--insecure-http", "--replay-port", "0")
+    serving.append(server)
+    assert server.replay_origin.startswith("http://127.0.0.1:")
+    assert server.replay_origin != server.url.rstrip("/")
+    with httpx.Client(base_url=server.replay_origin, timeout=30) as replay:
+        worker = replay.get("/replay/sw.js")
+        assert (worker.status_code, worker.headers["service-worker-allowed"]) \
+            == (200, "/replay/")
+        assert replay.get("/healthz").status_code == 404
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        policy = http.get("/healthz").headers["content-security-policy"]
+        assert f"frame-src {server.replay_origin};" in policy
+    code, stderr = server.stop()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
