@@ -193,6 +193,7 @@ def test_an_admin_must_enrol_totp_with_the_qr_code_first(api: Api) -> None:
 
 
 def test_sign_out(api: Api, bob: Person) -> None:
+    """Signing out ends the session: the next page is the sign-in redirect."""
     http = page_login(api, bob)
     answer = http.post("/logout", headers=FETCH)
     assert answer.status_code == 200
@@ -231,6 +232,8 @@ def test_capture_page_shows_it_and_records_the_view(api: Api, bob: Person,
 
 def test_another_cases_capture_is_the_404_page_of_a_random_id(
         api: Api, bob: Person, fixture_site: Any) -> None:
+    """A member of another case gets, for a capture and a case not theirs, the very
+    bytes of the 404 page of a random id (and nothing is recorded as viewed)."""
     dave = api.user("dave", cases={"Case 9": "investigator"})
     capture_id = captured(api, page_login(api, bob), fixture_site.url("/gzip.txt"))
     http = page_login(api, dave)
@@ -322,6 +325,7 @@ def test_submit_shows_each_job_until_it_ends(api: Api, bob: Person, fixture_site
 
 
 def test_case_page_shows_100_captures_then_a_next_page(api: Api, bob: Person) -> None:
+    """101 captures: the case page shows 100 and a next link, whose page shows the last."""
     http = page_login(api, bob)
     case_id = api.case(CASE)
     rows = [{"id": str(uuid.UUID(int=i + 1)), "url": f"https://example.org/{i}",
@@ -348,6 +352,8 @@ def test_case_page_shows_100_captures_then_a_next_page(api: Api, bob: Person) ->
 
 def test_watches_add_pause_import_and_another_case_cannot_touch_them(
         api: Api, bob: Person, fixture_site: Any) -> None:
+    """Add, pause and import watches from the page; a bad URL is refused in words;
+    another case's member gets the 404 page for the watch and the case."""
     http = page_login(api, bob)
     page = http.get("/watches", params={"case": CASE})
     assert page.status_code == 200
@@ -382,6 +388,8 @@ def test_watches_add_pause_import_and_another_case_cannot_touch_them(
 
 def test_export_page_starts_follows_and_offers_the_bundle(
         api: Api, bob: Person, fixture_site: Any) -> None:
+    """Legal starts an export of one chosen capture, follows it to done, and is offered
+    the bundle with its bundle.exported entry; an investigator is refused the page."""
     from daemon_process import wait_until
 
     capture_id = captured(api, page_login(api, bob), fixture_site.url("/gzip.txt"))
@@ -417,6 +425,8 @@ def test_export_page_starts_follows_and_offers_the_bundle(
 
 
 def test_admin_pages_list_people_roles_tokens_and_disable(api: Api, bob: Person) -> None:
+    """The admin's pages: people, one person's roles and tokens, members; disabling
+    ends the person's session; others are refused; the admin sees no case content."""
     root = api.user("root", "admin", cases={}, mfa=True)
     http = page_login(api, root)
     people = http.get("/admin")
@@ -446,6 +456,8 @@ def test_admin_pages_list_people_roles_tokens_and_disable(api: Api, bob: Person)
 
 def test_auditor_pages_verify_the_ledger_and_show_activity_without_content(
         api: Api, bob: Person, fixture_site: Any) -> None:
+    """The auditor verifies the ledger, sees checkpoints and a person's acts without
+    their payloads (no URL), and is refused the capture page."""
     capture_id = captured(api, page_login(api, bob), fixture_site.url("/gzip.txt"))
     api.archive.checkpoint()
     http = page_login(api, api.user("audrey", "auditor", cases={}))
@@ -526,6 +538,8 @@ def test_a_hostile_title_and_text_captured_by_the_browser_are_shown_as_text(
 
 def test_custody_timeline_shows_100_then_pages(api: Api, bob: Person,
                                                fixture_site: Any) -> None:
+    """More than 100 custody entries: 100 on the capture page, the rest on the
+    custody pages in order; another case's member gets 404."""
     http = page_login(api, bob)
     capture_id = captured(api, http, fixture_site.url("/gzip.txt"))
     capture = api.archive.get_capture(capture_id)
@@ -586,3 +600,58 @@ def test_account_pages_change_password_and_tokens(api: Api, bob: Person) -> None
     assert revoked.status_code == 200
     assert "revoked" in revoked.text
     assert api.anonymous(bearer=secret.group(1)).get("/api/me").status_code == 401
+
+
+class _Post(ThreadingHTTPServer):
+    """A post on 127.0.0.1: 200 until taken down, then 404."""
+
+    def __init__(self) -> None:
+        self.up = True
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = b"<html><body><p>the post</p></body></html>"
+                self.send_response(200 if outer.up else 404)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/post/1"
+
+
+def test_takedowns_page_shows_the_capture_while_up_beside_the_one_gone(
+        api: Api, bob: Person) -> None:
+    """A post captured while up, revisited once gone: the takedowns page links both
+    captures on one row; another case's member sees an empty list."""
+    post = _Post()
+    threading.Thread(target=post.serve_forever, daemon=True).start()
+    try:
+        while_up = captured(api, page_login(api, bob), post.url)
+        post.up = False
+        archive = api.archive
+        queue = JobQueue(archive.engine, ledger=archive.ledger, clock=archive.clock)
+        api.clock.advance(hours=2)  # the first revisit is due
+        assert Revisits(archive, queue, settings=archive.settings).submit_due() == 1
+        assert run_jobs(api) == 1
+    finally:
+        post.shutdown()
+        post.server_close()
+    e = entries_table.c
+    with api.archive.engine.connect() as conn:
+        gone = conn.execute(sa.select(e.subject).where(e.action == "target.gone")).scalar_one()
+    http = page_login(api, bob)
+    page = http.get("/takedowns", params={"case": CASE})
+    assert page.status_code == 200
+    row = re.search(r"<tr>\s*<td><time.*?</tr>", page.text, re.DOTALL)
+    assert row is not None, page.text
+    assert f'href="/captures/{while_up}"' in row.group(0)
+    assert f'href="/captures/{gone.removeprefix("capture:")}"' in row.group(0)
+    assert "http-404 (HTTP 404)" in row.group(0)
+    dave = page_login(api, api.user("dave", cases={"Case 9": "investigator"}))
+    assert "Nothing was recorded gone." in dave.get("/takedowns").text
