@@ -193,7 +193,9 @@ def replay_frame_url(request: Request, gate: Gate, capture: Capture) -> str:
 
     The gate must allow the person CAPTURE_VIEW and ARTIFACT_DOWNLOAD on the capture
     (raises the gate's 404 / 403 otherwise); records ``access.viewed`` ``{mode:
-    "replay"}``. Raises :class:`ReplayRefused` ("no WARC") for a capture without one.
+    "replay"}``. Raises :class:`ReplayRefused` for a capture without a WARC ("no
+    WARC") or an app served without a replay origin (``WebOptions.replay_origin`` None:
+    "no replay origin"), before anything is recorded.
     """
     archive: Archive = request.app.state.archive
     case_id, submitted_by = _case_of(archive, capture.id)
@@ -201,10 +203,12 @@ def replay_frame_url(request: Request, gate: Gate, capture: Capture) -> str:
         gate.require(case_id, submitted_by=submitted_by, action=action)
     if _warc_of(capture) is None:
         raise ReplayRefused("no WARC")
+    origin: str | None = request.app.state.options.replay_origin
+    if origin is None:
+        raise ReplayRefused("no replay origin")
     tokens: ReplayTokens = request.app.state.replay_tokens
     token = tokens.mint(capture.id, gate.person.user_id, archive.clock())
     archive.record_view(capture, actor=gate.actor, context=gate.context(), mode="replay")
-    origin: str = request.app.state.options.replay_origin
     return f"{origin}/r/{token}"
 
 
