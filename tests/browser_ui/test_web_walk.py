@@ -263,11 +263,12 @@ def test_the_whole_job_in_a_browser(web: Web, chromium: Chromium, fixture_site: 
     clean and accessible."""
     tab = chromium.tab(tmp_path / "bob")
     page = tab.page
-    # ReplayWeb.page asks its service worker for its index and its API under /replay/;
-    # until the worker controls the frame (the origin's first visit) those requests
-    # reach the replay origin, which knows no such path (404), and ReplayWeb.page goes
-    # on once the worker is in control. Only that path may answer 404.
-    tab.expect_status(404, r"/replay/.*")
+    # The replay origin's first visit: until ReplayWeb.page's service worker controls
+    # the frame, its calls to its own API (/replay/w/api/...), which the worker answers,
+    # reach the replay server (404), and the frame reloads itself once the worker is
+    # active, dropping what it was loading under /replay/. Only those may go so.
+    tab.expect_status(404, r"/replay/w/api/.*")
+    tab.expect_aborted(r"/replay/.*")
 
     # -- bob signs in with his password and his one-time code -------------------------
     sign_in(tab, web, web.bob, shoot="sign-in")
