@@ -3,6 +3,9 @@ server on 127.0.0.1 that sends the app's kind of CSP (no inline script)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -122,3 +125,53 @@ def test_axe_fails_on_serious_or_critical_violations(chromium: Chromium, site: s
         tab.axe()
     assert "- image-alt (critical)" in str(caught.value)
     assert "- button-name (critical)" in str(caught.value)
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "browser.py"
+
+CONFTEST = """
+import importlib.util
+import sys
+
+spec = importlib.util.spec_from_file_location("browser_fixtures", {path!r})
+module = importlib.util.module_from_spec(spec)
+sys.modules["browser_fixtures"] = module
+spec.loader.exec_module(module)
+chromium_session = module.chromium_session
+chromium = module.chromium
+pytest_runtest_makereport = module.pytest_runtest_makereport
+"""
+
+TESTS = """
+def test_fails(chromium, tmp_path):
+    tab = chromium.tab(tmp_path / "steps")
+    tab.goto({url!r})
+    tab.step("first", axe=False)
+    assert False, "on purpose"
+
+
+def test_passes(chromium, tmp_path):
+    tab = chromium.tab(tmp_path / "steps")
+    tab.goto({url!r})
+    tab.step("only", axe=False)
+"""
+
+
+def test_a_failed_test_keeps_its_screenshots(site: str, tmp_path: Path) -> None:
+    """A real pytest run of two browser tests: the failed one's step screenshots, and
+    one taken at the failure, are copied out of its tmp dir; the passed one's are not."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "conftest.py").write_text(CONFTEST.format(path=str(FIXTURE)))
+    (project / "test_two.py").write_text(TESTS.format(url=site + "/clean.html"))
+    kept = tmp_path / "kept"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
+         str(project), str(project)],
+        cwd=project, env={**os.environ, "TEST_ARTIFACTS_DIR": str(kept)},
+        capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 failed, 1 passed" in done.stdout, done.stdout
+    assert f"screenshots of the failed test kept in {kept / 'test_fails'}" in done.stdout
+    shots = sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*.png"))
+    assert shots == ["test_fails/steps/01-first.png", "test_fails/steps/02-at-failure.png"]
