@@ -373,9 +373,18 @@ COOKIE_FETCH_SITES: Final = frozenset({"same-origin", "none"})
 
 def _own_origin(request: Request) -> bool:
     """Whether the browser says the request comes from the app's own pages (or says
-    nothing): not from the replay origin, nor any other site."""
+    nothing): not from the replay origin, nor any other site. Two marks are read, so a
+    browser that sends one and not the other is still held: ``Sec-Fetch-Site``, and
+    ``Origin`` (sent with every cross-origin fetch and every POST), which must then be
+    the app's own origin as this request reached it."""
     site = request.headers.get("sec-fetch-site")
-    return site is None or site.lower() in COOKIE_FETCH_SITES
+    if site is not None and site.lower() not in COOKIE_FETCH_SITES:
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    host = request.headers.get("host", "")
+    return origin.lower() == f"{request.url.scheme}://{host}".lower()
 
 
 def _bearer(request: Request, authorization: str, client: str) -> Principal:

@@ -443,6 +443,26 @@ def test_the_session_cookie_counts_only_on_the_apps_own_requests(replay: Replay)
         assert (me.status_code, me.json()["user"]["login"]) == (200, "bob"), own
 
 
+def test_a_request_from_another_origin_is_anonymous_without_sec_fetch_site(
+        replay: Replay) -> None:
+    """A browser that sends ``Origin`` but not ``Sec-Fetch-Site`` is held too: an
+    ``Origin`` other than the app's own makes the cookie count for nothing."""
+    cookie = replay.http.cookies[SESSION_COOKIE]
+    csrf = replay.http.headers["X-CSRF-Token"]
+    jar = {"Cookie": f"{SESSION_COOKIE}={cookie}", "X-CSRF-Token": csrf}
+    before = replay.api.archive.ledger.size()
+    for origin in (replay.replay.url, "http://evil.example", "null"):
+        me = httpx.get(f"{replay.app.url}/api/me", headers={**jar, "Origin": origin})
+        assert me.status_code == 401, origin
+        posted = httpx.post(f"{replay.app.url}/api/captures",
+                            headers={**jar, "Origin": origin},
+                            json={"urls": ["http://192.0.2.1/"], "case": "Case 7"})
+        assert posted.status_code == 401, origin
+    assert replay.api.archive.ledger.size() == before
+    own = httpx.get(f"{replay.app.url}/api/me", headers={**jar, "Origin": replay.app.url})
+    assert (own.status_code, own.json()["user"]["login"]) == (200, "bob")
+
+
 # -- the replay origin's route table ---------------------------------------------------
 
 
