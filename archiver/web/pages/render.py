@@ -40,7 +40,7 @@ from archiver.people.access import (
     decide,
 )
 from archiver.web.auth import Session
-from archiver.web.errors import ApiError, forbidden
+from archiver.web.errors import forbidden
 from archiver.web.gate import Gate
 
 PAGE_SIZE = 100
@@ -111,8 +111,8 @@ def _nav(person: Principal | None) -> list[tuple[str, str]]:
     if person is None:
         return []
     links = [("/cases", "Cases")]
-    if person.cases_for(Action.CAPTURE_SUBMIT) or decide(person, Action.CAPTURE_SUBMIT) \
-            is ALLOWED:
+    # everyone may submit into their own unfiled captures; a token only with its scope
+    if person.token is None or Action.CAPTURE_SUBMIT in SCOPE_ACTIONS[person.token.scope]:
         links.append(("/submit", "Submit"))
     if person.cases_for(Action.WATCH_VIEW):
         links += [("/watches", "Watches"), ("/takedowns", "Takedowns")]
@@ -255,5 +255,5 @@ def install(app: FastAPI) -> None:
         app.exception_handlers[kind] = _html_for_pages(handler)  # type: ignore[arg-type]
 
 
-__all__ = ["PAGE_SIZE", "ApiError", "as_action", "checked_by", "go", "install",
-           "is_page_path", "login_redirect", "render", "safe_next"]
+__all__ = ["PAGE_SIZE", "as_action", "checked_by", "go", "install", "is_page_path",
+           "login_redirect", "render", "render_text", "safe_next"]
