@@ -655,3 +655,18 @@ def test_takedowns_page_shows_the_capture_while_up_beside_the_one_gone(
     assert "http-404 (HTTP 404)" in row.group(0)
     dave = page_login(api, api.user("dave", cases={"Case 9": "investigator"}))
     assert "Nothing was recorded gone." in dave.get("/takedowns").text
+
+
+def test_an_admin_sees_one_persons_acts_without_their_payloads(api: Api) -> None:
+    """The admin's page of one person's activity lists each act and its subject, never
+    an entry's payload (the URL a person submitted is evidence content)."""
+    bob = api.user("bob", cases={"Case 7": "investigator"})
+    secret_url = "http://192.0.2.77/a-witness-name"
+    queued = bob.client().post("/api/captures", json={"urls": [secret_url], "case": "Case 7"})
+    assert queued.status_code == 202
+    admin = api.user("root", role="admin", mfa=True).client()
+    page = admin.get("/admin/users/bob/activity")
+    assert page.status_code == 200
+    assert "capture.queued" in page.text
+    assert "a-witness-name" not in page.text
+    assert admin.get("/admin/users/nobody/activity").status_code == 404

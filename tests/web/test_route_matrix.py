@@ -886,6 +886,8 @@ ROWS: tuple[Row, ...] = (
     Row("GET", "/admin", frozenset({ADMIN}), page(ARCHIVE_RULE), get(lambda i: "/admin")),
     Row("GET", "/admin/users/{login}", frozenset({ADMIN}), page(ARCHIVE_RULE),
         get(lambda i: "/admin/users/inv")),
+    Row("GET", "/admin/users/{login}/activity", frozenset({ADMIN}), page(ARCHIVE_RULE),
+        get(lambda i: "/admin/users/inv/activity")),
     Row("POST", "/admin/users/{login}/{what}", frozenset({ADMIN}), ARCHIVE_RULE,
         on_person_page("disable"), ledger="user.disabled"),
     Row("GET", "/admin/cases", frozenset({ADMIN}), page(ARCHIVE_RULE),

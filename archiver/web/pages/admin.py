@@ -158,6 +158,22 @@ def audit_verify(request: Request, gate: GateDep) -> HTMLResponse:
                   result=ledger_api.verify(request, gate))
 
 
+@route(router, "GET", "/admin/users/{login}/activity", action=Action.USER_MANAGE,
+       response_class=HTMLResponse)
+def admin_activity_page(request: Request, gate: GateDep, login: str,
+                        cursor: CursorQ = None) -> HTMLResponse:
+    """One person's acts, for an admin: time, act and subject only, as on the auditor's
+    page. An entry's payload (a submitted URL, a note) is evidence content, which an
+    admin does not read; the subject names a capture by id only."""
+    people_for(request, gate.person).get_user(login[:200])
+    page = ledger_api.entries_page(request, actor=f"user:{login[:200]}", action=None,
+                                   subject=None, after_seq=None, cursor=cursor,
+                                   limit=PAGE_SIZE)
+    return render(request, "audit_person.html", login=login, entries=page.items,
+                  next_url=_next(f"/admin/users/{quote(login, safe='')}/activity",
+                                 page.next))
+
+
 @route(router, "GET", "/audit/people", action=Action.LEDGER_READ,
        response_class=RedirectResponse)
 def activity_find(gate: GateDep, login: Annotated[str, Query(max_length=200)]
