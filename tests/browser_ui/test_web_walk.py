@@ -272,6 +272,9 @@ def test_the_whole_job_in_a_browser(web: Web, chromium: Chromium, fixture_site: 
 
     # -- bob signs in with his password and his one-time code -------------------------
     sign_in(tab, web, web.bob, shoot="sign-in")
+    assert urlparse(page.url).path == "/cases"  # where a sign-in lands: my cases
+    page.get_by_role("link", name=CASE, exact=True).wait_for()
+    document(tab, "cases")
     tab.step("signed-in")
 
     # -- submits two URLs of the fixture site ------------------------------------------
