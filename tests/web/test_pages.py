@@ -670,3 +670,23 @@ def test_an_admin_sees_one_persons_acts_without_their_payloads(api: Api) -> None
     assert "capture.queued" in page.text
     assert "a-witness-name" not in page.text
     assert admin.get("/admin/users/nobody/activity").status_code == 404
+
+
+def test_an_admin_adds_a_person_and_a_case_from_the_pages(api: Api) -> None:
+    """The admin pages' forms create a person (who can then sign in) and a case, each
+    on the ledger as the admin; a weak password is refused with the rule's reason."""
+    admin = api.user("root", role="admin", mfa=True).client()
+    weak = admin.post("/admin/users", data={"login": "newbie", "password": "password123"})
+    assert weak.status_code == 400
+    made = admin.post("/admin/users", data={"login": "newbie", "display_name": "New Bie",
+                                            "password": "newbie-long-passphrase-9"})
+    assert (made.status_code, made.headers["X-Redirect"]) == (200, "/admin/users/newbie")
+    case = admin.post("/admin/cases", data={"name": "Case From Page"})
+    assert (case.status_code, case.headers["X-Redirect"]) == (
+        200, "/admin/cases/Case%20From%20Page")
+    entries = list(api.archive.ledger.entries())[-2:]
+    assert [(e.action, e.actor) for e in entries] == [
+        ("user.created", "user:root"), ("case.created", "user:root")]
+    signed_in = api.anonymous().post("/api/auth/login", json={
+        "login": "newbie", "password": "newbie-long-passphrase-9"})
+    assert signed_in.status_code == 200

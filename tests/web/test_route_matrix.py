@@ -659,6 +659,15 @@ def on_person_page(what: str) -> Send:
     return send
 
 
+def page_add_person(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+    return p.http.post("/admin/users", data={"login": w.fresh("pagenewbie"),
+                                             "password": "a-long-enough-passphrase-7"})
+
+
+def page_add_case(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
+    return p.http.post("/admin/cases", data={"name": w.fresh("Page case")})
+
+
 def page_grant(w: World, p: Persona, ids: Ids, allowed: bool) -> httpx.Response:
     login_ = fresh_person(w) if allowed else w.victim
     return p.http.post(f"/admin/cases/{quote(ids.case)}/members",
@@ -884,6 +893,10 @@ ROWS: tuple[Row, ...] = (
     Row("GET", "/exports/{export_id}", A_EXPORTERS, page(CASE_RULE),
         get(lambda i: f"/exports/{i.export}"), denials=_SCOPE_SHORT_FOR_B_ONLY),
     Row("GET", "/admin", frozenset({ADMIN}), page(ARCHIVE_RULE), get(lambda i: "/admin")),
+    Row("POST", "/admin/users", frozenset({ADMIN}), ARCHIVE_RULE, page_add_person,
+        ledger="user.created"),
+    Row("POST", "/admin/cases", frozenset({ADMIN}), ARCHIVE_RULE, page_add_case,
+        ledger="case.created"),
     Row("GET", "/admin/users/{login}", frozenset({ADMIN}), page(ARCHIVE_RULE),
         get(lambda i: "/admin/users/inv")),
     Row("GET", "/admin/users/{login}/activity", frozenset({ADMIN}), page(ARCHIVE_RULE),

@@ -48,6 +48,38 @@ def people_page(request: Request, gate: GateDep, cursor: CursorQ = None) -> HTML
                   next_url=_next("/admin", page.next))
 
 
+@route(router, "POST", "/admin/users", action=Action.USER_MANAGE,
+       response_class=HTMLResponse)
+def add_person(request: Request, gate: GateDep, login: Login,
+               password: Annotated[str, Form(max_length=1024)],
+               display_name: Annotated[str, Form(max_length=200)] = "",
+               archive_role: Annotated[str, Form(max_length=20)] = "") -> Response:
+    """Create a person (``user.created``), then show them. The password rules are the
+    API's and the CLI's (length, common passwords, not the login)."""
+    try:
+        body = api.NewUserBody(login=login.strip(), password=password,
+                               display_name=display_name.strip() or None,
+                               archive_role=archive_role or None)  # type: ignore[arg-type]
+    except ValidationError:
+        raise bad_request("a login name, a password, and an archive role of admin, "
+                          "auditor or none", code="bad-input") from None
+    created = api.add_user(request, gate, body)
+    return go(f"/admin/users/{quote(created.login, safe='')}")
+
+
+@route(router, "POST", "/admin/cases", action=Action.CASE_MANAGE,
+       response_class=HTMLResponse)
+def add_case(request: Request, gate: GateDep,
+             name: Annotated[str, Form(max_length=200)]) -> Response:
+    """Create a case (``case.created``), then show its members (none yet)."""
+    try:
+        body = api.NewCaseBody(name=name.strip())
+    except ValidationError:
+        raise bad_request("a case needs a name", code="bad-input") from None
+    created = api.add_case(request, gate, body)
+    return go(f"/admin/cases/{quote(created.name, safe='')}")
+
+
 @route(router, "GET", "/admin/users/{login}", action=Action.USER_MANAGE,
        response_class=HTMLResponse)
 def person_page(request: Request, gate: GateDep, login: str) -> HTMLResponse:
