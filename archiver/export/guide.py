@@ -82,6 +82,44 @@ _WARCS = '''for dir in data/captures/*/; do
 done'''
 
 
+# A revisit record stands for an earlier record of the same WARC (WARC-Refers-To) and
+# claims its payload digest; warcio checks neither, so this does, with the standard library.
+_REVISITS = '''python3 - data/captures/*/manifest.json <<'EOF'
+import gzip, json, os, sys
+failed = total = 0
+for manifest in sys.argv[1:]:
+    folder = os.path.dirname(manifest)
+    for a in json.load(open(manifest, encoding="utf-8"))["artifacts"]:
+        if a["role"] != "warc":
+            continue
+        path = os.path.join(folder, a["name"])
+        digests, revisits = {}, []
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as warc:
+            while line := warc.readline():
+                if not line.strip():
+                    continue
+                headers = {}
+                while (line := warc.readline()).strip():
+                    name, _, value = line.decode("utf-8", "replace").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                warc.read(int(headers["content-length"]))
+                rid, digest = headers.get("warc-record-id"), headers.get("warc-payload-digest")
+                digests[rid] = digest
+                if headers.get("warc-type") == "revisit":
+                    revisits.append((rid, headers.get("warc-refers-to"), digest))
+        for rid, target, digest in revisits:
+            total += 1
+            if target not in digests:
+                failed += 1
+                print(f"FAIL {path}: revisit {rid} refers to {target}, not a record of it")
+            elif digest is None or digests[target] != digest:
+                failed += 1
+                print(f"FAIL {path}: revisit {rid} does not carry the payload digest of {target}")
+        print(f"{path}: {len(revisits)} revisits checked")
+print(f"{failed} of {total} revisits failed")
+sys.exit(1 if failed else 0)
+EOF'''
+
 def _epoch(gen_time: str) -> int:
     return int(datetime.fromisoformat(gen_time.replace("Z", "+00:00")).timestamp())
 
@@ -195,6 +233,16 @@ every record's block and payload digest:
 
 ```sh
 {_WARCS}
+```
+
+A `revisit` record holds no content of its own: it says that a later request got the same
+content as an earlier record, which it names (`WARC-Refers-To`), with that record's
+payload digest (`WARC-Payload-Digest`). `warcio check` does not look at either; this
+checks that every revisit names a record of the same WARC carrying the same payload
+digest (which `warcio` just recomputed from that record's bytes):
+
+```sh
+{_REVISITS}
 ```
 """)
     if has_replay:

@@ -22,11 +22,20 @@ merely sloppy, not hostile, so it is used here with its edges filed off:
   :data:`MAX_PROBLEMS` problems are kept (then a count), so the result is small
   whatever the WARC. Memory stays at a few blocks of the stream (a gzip block can
   inflate to at most 1032 times its size).
+
+A revisit record carries no payload of its own: it stands for the record it names in
+``WARC-Refers-To``, and says (``WARC-Payload-Digest``) that the payload was the same. So
+each revisit must name a record of the same WARC that carries that payload digest, which
+warcio checked against that record's bytes; a revisit whose record is missing, or whose
+digest differs, would let a replay show other content than was seen. Only a short hash of
+each record id and digest is remembered, so memory stays small per record.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
+from dataclasses import dataclass
 from typing import IO, Any
 
 from warcio.archiveiterator import ArchiveIterator
@@ -43,6 +52,18 @@ MAX_HEADER_BYTES = 1024 * 1024
 MAX_PROBLEMS = 20
 _BLOCK = 16 * 1024
 _CHUNK = 1024 * 1024
+
+
+def _short(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()[:16]
+
+
+@dataclass(frozen=True)
+class _Revisit:
+    record_id: str  # quoted for messages
+    offset: int
+    refers_to: str | None
+    digest: str | None
 
 
 class _Unreadable(Exception):
@@ -129,6 +150,9 @@ def check_warc_records(stream: IO[bytes]) -> WarcCheck:
     error (such as the bundle's ``VerificationError``) passes through."""
     records = checked = more = 0
     problems: list[str] = []
+    # record id -> its WARC-Payload-Digest (both shortened), for the revisits to name
+    payloads: dict[bytes, bytes | None] = {}
+    revisits: list[_Revisit] = []
 
     def problem(text: str) -> None:
         nonlocal more
@@ -149,6 +173,14 @@ def check_warc_records(stream: IO[bytes]) -> WarcCheck:
             kind = quote(str(record.rec_headers.get_header("WARC-Type")), 40)[1:-1]
             offset = iterator.get_record_offset()
             left = getattr(raw, "limit", 0)
+            own_id = record.rec_headers.get_header("WARC-Record-ID")
+            digest = record.rec_headers.get_header("WARC-Payload-Digest")
+            if own_id is not None:
+                payloads[_short(own_id)] = None if digest is None else _short(digest)
+            if kind == "revisit":
+                revisits.append(_Revisit(record_id, offset,
+                                         record.rec_headers.get_header("WARC-Refers-To"),
+                                         digest))
             if record.length is None:
                 problem(f"{kind} record {record_id} at offset {offset} has no valid "
                         "Content-Length")
@@ -172,9 +204,27 @@ def check_warc_records(stream: IO[bytes]) -> WarcCheck:
         if not isinstance(exc, _Unreadable):
             reason = quote(reason, 100)[1:-1]
         problem(f"not a readable WARC after {records} records: {reason}")
+    matched = 0
+    for revisit in revisits:
+        where = f"revisit record {revisit.record_id} at offset {revisit.offset}"
+        if revisit.refers_to is None:
+            problem(f"{where} has no WARC-Refers-To: the record it stands for is unknown")
+            continue
+        target = quote(revisit.refers_to, 80)
+        key = _short(revisit.refers_to)
+        if key not in payloads:
+            problem(f"{where} refers to {target}, which is not a record of this WARC")
+        elif revisit.digest is None:
+            problem(f"{where} has no WARC-Payload-Digest to compare with {target}'s")
+        elif payloads[key] != _short(revisit.digest):
+            problem(f"{where} carries WARC-Payload-Digest {quote(revisit.digest, 80)}, "
+                    f"which is not the payload digest of the record it refers to, {target}")
+        else:
+            matched += 1
     if more:
         problems.append(f"... and {more} more problems")
-    return WarcCheck(records=records, digests_checked=checked, problems=tuple(problems))
+    return WarcCheck(records=records, digests_checked=checked, revisits_checked=matched,
+                     problems=tuple(problems))
 
 
 __all__ = ["MAX_HEADER_BYTES", "MAX_HEADER_LINE", "check_warc_records"]

@@ -101,11 +101,14 @@ OnProgress = Callable[[int, int, int, int], None]
 
 @dataclass(frozen=True)
 class WarcCheck:
-    """What a :data:`WarcChecker` found: records read, digests verified, problems."""
+    """What a :data:`WarcChecker` found: records read, digests verified, revisit records
+    found to match the record they refer to (``WARC-Refers-To``, same payload digest),
+    problems."""
 
     records: int
     digests_checked: int
     problems: tuple[str, ...] = ()
+    revisits_checked: int = 0
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -834,7 +837,9 @@ class _Verifier:
             self.fail_many(check, [f"{file_name}: {p}" for p in result.problems])
         else:
             self.ok(check, f"{file_name}: {result.records} records, "
-                           f"{result.digests_checked} block/payload digests verified")
+                           f"{result.digests_checked} block/payload digests verified, "
+                           f"{result.revisits_checked} revisits match the records they "
+                           "refer to")
 
     def _replay(self, name: str, capture_id: str, warcs: Sequence[ManifestArtifact]) -> None:
         check = f"{name}: replay WACZ"
