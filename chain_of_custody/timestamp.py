@@ -220,10 +220,15 @@ def verify_token(
         intermediates += chain
     if len(response) > MAX_RESPONSE_BYTES:
         raise VerificationError("timestamp reply is larger than any real token")
+    if not response.startswith(b"\x30"):
+        raise VerificationError("not an RFC 3161 timestamp reply: it is not DER (a "
+                                "TimeStampResp starts with a SEQUENCE)")
     try:
-        parsed = rfc3161_client.decode_timestamp_response(response)
+        # the original bytes stay the token; only what the parser sees is canonical
+        parsed = rfc3161_client.decode_timestamp_response(canonical_reply(response))
     except ValueError as exc:
-        raise VerificationError("not an RFC 3161 timestamp reply (cannot parse it)") from exc
+        raise VerificationError(
+            f"not an RFC 3161 timestamp reply: {_parse_problem(str(exc))}") from exc
     if parsed.status != rfc3161_client.PKIStatus.GRANTED:
         text = "; ".join(parsed.status_string) or "no reason given"
         raise VerificationError(f"the TSA did not grant the timestamp (status "
@@ -264,6 +269,125 @@ def verify_token(
         root_subject=root.subject.rfc4514_string() if root else "",
         root_sha256=fingerprint(root) if root else "",
     )
+
+
+# -- replies whose certificates are not in DER order -------------------------------------------
+#
+# RFC 5652 encodes SignedData.certificates as a SET OF, which DER sorts by the members'
+# encodings. rfc3161-client (rust-asn1) insists on that order and refuses the reply with
+# InvalidSetOrdering; OpenSSL writes the signer's certificate first and its chain after
+# (``openssl ts -reply -chain``, ``certs =``), in no sorted order, and ``openssl ts
+# -verify`` accepts it. The SET is not covered by the signature (CMS signs the signed
+# attributes), so putting its members in DER order changes nothing a verifier checks; the
+# reply as the TSA sent it stays the token, because that is what an auditor's OpenSSL
+# must be given.
+#
+# No ASN.1 library is installed (asn1crypto and pyasn1 are absent; cryptography does not
+# expose CMS SignedData), and the walk needed is five fixed steps down definite-length
+# DER, so it is written here. Every step checks that an element lies inside its parent;
+# the walk visits each byte at most once and sorts at most len(reply)/2 members, so a
+# crafted reply costs at most linear work plus a sort. Anything unexpected returns the
+# reply unchanged, and the parser then names the problem.
+
+_SEQUENCE, _SET, _INTEGER, _OID, _CONTEXT_0 = 0x30, 0x31, 0x02, 0x06, 0xA0
+
+
+class _NotDer(Exception):
+    """The walk met something it does not expect (the parser will say what)."""
+
+
+def _element(der: bytes, offset: int, end: int) -> tuple[int, int, int]:
+    """(tag, start of contents, end of element) of the DER element at ``offset``, which
+    must lie within ``end``. Single-byte tags and definite lengths only."""
+    if offset + 2 > end:
+        raise _NotDer
+    tag, first = der[offset], der[offset + 1]
+    if tag & 0x1F == 0x1F:  # high tag numbers appear nowhere on this path
+        raise _NotDer
+    start = offset + 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or start + count > end:  # 0: BER's indefinite length
+            raise _NotDer
+        length = int.from_bytes(der[start:start + count], "big")
+        start += count
+    if start + length > end:
+        raise _NotDer
+    return tag, start, start + length
+
+
+def _expect(der: bytes, offset: int, end: int, tag: int) -> tuple[int, int]:
+    found, start, stop = _element(der, offset, end)
+    if found != tag:
+        raise _NotDer
+    return start, stop
+
+
+def canonical_reply(response: bytes) -> bytes:
+    """``response`` with the members of its SignedData ``certificates`` SET in DER order
+    (the same bytes when they already are, or when the reply holds no token or is not the
+    structure expected). Never raises. Lengths do not change: the SET's members are only
+    permuted."""
+    try:
+        return _canonical_reply(response)
+    except _NotDer:
+        return response
+
+
+def _canonical_reply(der: bytes) -> bytes:
+    # TimeStampResp ::= SEQUENCE { status PKIStatusInfo, timeStampToken ContentInfo OPTIONAL }
+    start, end = _expect(der, 0, len(der), _SEQUENCE)
+    _, after_status = _expect(der, start, end, _SEQUENCE)
+    if after_status == end:
+        return der  # a refusal carries no token
+    # ContentInfo ::= SEQUENCE { contentType OID, content [0] EXPLICIT SignedData }
+    start, end = _expect(der, after_status, end, _SEQUENCE)
+    _, after_oid = _expect(der, start, end, _OID)
+    start, end = _expect(der, after_oid, end, _CONTEXT_0)
+    # SignedData ::= SEQUENCE { version, digestAlgorithms SET, encapContentInfo,
+    #                           certificates [0] IMPLICIT SET OF OPTIONAL, ... }
+    start, end = _expect(der, start, end, _SEQUENCE)
+    _, offset = _expect(der, start, end, _INTEGER)
+    _, offset = _expect(der, offset, end, _SET)
+    _, offset = _expect(der, offset, end, _SEQUENCE)
+    tag, start, stop = _element(der, offset, end)
+    if tag != _CONTEXT_0:
+        return der  # no certificates
+    members = []
+    offset = start
+    while offset < stop:
+        _, _, member_end = _element(der, offset, stop)
+        members.append(der[offset:member_end])
+        offset = member_end
+    ordered = sorted(members)  # DER: by encoding, as octet strings
+    if ordered == members:
+        return der
+    return der[:start] + b"".join(ordered) + der[stop:]
+
+
+_PARSE_ERROR = re.compile(r"kind: (\w+)(?: \{ needed: (\d+) \})?(?:, location: \[([^\]]*)\])?")
+
+
+def _parse_problem(message: str) -> str:
+    """rfc3161-client's parse error, said so a person knows what is wrong with the reply."""
+    found = _PARSE_ERROR.search(message)
+    if found is None:
+        return message[:200]
+    kind, needed, location = found.groups()
+    where = ""
+    if location:
+        parts = [part.strip().strip('"') for part in location.split(",")]
+        named = [part.rsplit("::", 1)[-1] for part in parts if not part.isdigit()]
+        where = f" in {'.'.join(named)}" if named else ""
+    if kind == "ShortData":
+        return f"it is truncated ({needed or 'more'} bytes missing{where})"
+    if kind == "ExtraData":
+        return "bytes follow the end of the reply"
+    if kind == "InvalidSetOrdering":
+        return f"a SET{where} is not in DER order, which only the certificates may be"
+    return f"malformed DER ({kind}{where})"
 
 
 def _signer_certificate(parsed: rfc3161_client.TimeStampResponse) -> x509.Certificate:
@@ -415,6 +539,7 @@ __all__ = [
     "TimestampError",
     "TimestampLog",
     "TokenInfo",
+    "canonical_reply",
     "load_certificates",
     "prepare_request",
     "request_token",
