@@ -57,7 +57,8 @@ def test_a_persons_activity_is_read_through_the_actor_index(api: Api) -> None:
     olga = api.user("olga", "auditor", cases={})
     bob.client().get("/api/me")  # bob's sign-in: an entry of his
     reader = olga.client()
-    with statements(engine, api.archive.reader) as seen:
+    # the reading engine (Archive.reader) shares the engine's events: one listener sees both
+    with statements(engine) as seen:
         mine = reader.get("/api/users/bob/activity")
         listed = reader.get("/api/ledger/entries", params={"actor": "bob",
                                                             "action": "auth.*"})
