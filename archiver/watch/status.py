@@ -24,6 +24,8 @@ from archiver.audit import audit_status
 from archiver.audit import status_lines as audit_lines
 from archiver.capture.leases import in_flight
 from archiver.clock import Clock, rfc3339, utc_now
+from archiver.timestamps import status_lines as timestamp_lines
+from archiver.timestamps import timestamp_status
 from archiver.watch.jobs import DONE, FAILED, QUEUED, RUNNING, JobLimits, JobQueue
 from archiver.watch.revisit import Revisits
 
@@ -196,6 +198,7 @@ def status_report(archive: Archive, *, recent: int = 10) -> dict[str, Any]:
         "gone": len(list(archive.ledger.entries(actions=["target.gone"]))),
         "audit": audit_status(archive.engine, settings.audit, archive.clock()),
         "privacy": privacy.scan(settings).as_json(),
+        "timestamps": timestamp_status(archive.engine, settings.timestamp, archive.clock()),
     }
 
 
@@ -244,3 +247,4 @@ def iter_lines(report: dict[str, Any]) -> Iterator[str]:
            f"{report['gone']} takedowns recorded")
     yield from audit_lines(report["audit"])
     yield from privacy.status_lines(report["privacy"])
+    yield from timestamp_lines(report["timestamps"])
