@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import pytest
 from api_fixtures import Api, Person, Server
+from browser_fixtures import Chromium
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
@@ -589,7 +590,8 @@ ReplayWeb.page's rewriting): it reads document.cookie and calls the app."""
 
 
 @sqlite_only
-def test_a_hostile_page_replayed_gets_nothing_of_the_session(replay: Replay) -> None:
+def test_a_hostile_page_replayed_gets_nothing_of_the_session(replay: Replay,
+                                                            chromium: Chromium) -> None:
     """A captured page whose script reads document.cookie, calls the app's API with
     credentials and posts what it got to a collector, replayed in Chromium inside the
     app's page for a signed-in person: it is shown (its text is in the replay frame)
@@ -598,8 +600,6 @@ def test_a_hostile_page_replayed_gets_nothing_of_the_session(replay: Replay) -> 
     Script run as the replay origin's own page gets no cookie and cannot call the app.
     Control: the same page opened live reaches the app and the collector, so the
     probe would have seen a leak."""
-    from playwright.sync_api import sync_playwright
-
     holder: list[Site] = []
     site = Site(lambda: HOSTILE.format(marker=MARKER, app=replay.app.url,
                                        collector=holder[0].url + "/collect"))
@@ -607,58 +607,55 @@ def test_a_hostile_page_replayed_gets_nothing_of_the_session(replay: Replay) -> 
     ledger = replay.api.archive.ledger
     try:
         hostile_id = capture(replay.api, replay.http, site.url + "/")
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path="/usr/bin/chromium",
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run"])
-            try:
-                context = browser.new_context()
-                page = context.new_page()
-                console: list[str] = []
-                context.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-                signed_in = page.request.post(
-                    replay.app.url + "/api/auth/login",
-                    data=json.dumps({"login": "bob", "password": replay.bob.password}),
-                    headers={"Content-Type": "application/json"})
-                assert signed_in.status == 200, signed_in.text()
-                session = next(c["value"] for c in context.cookies()
-                               if c["name"] == SESSION_COOKIE)
-                replay.log.seen.clear()
-                known = {e.seq for e in ledger.entries()}
+        # the session's one Playwright and Chromium (a second sync Playwright in the
+        # same process refuses to start while the first runs)
+        context = chromium.browser.new_context()
+        try:
+            page = context.new_page()
+            console: list[str] = []
+            context.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            signed_in = page.request.post(
+                replay.app.url + "/api/auth/login",
+                data=json.dumps({"login": "bob", "password": replay.bob.password}),
+                headers={"Content-Type": "application/json"})
+            assert signed_in.status == 200, signed_in.text()
+            session = next(c["value"] for c in context.cookies()
+                           if c["name"] == SESSION_COOKIE)
+            replay.log.seen.clear()
+            known = {e.seq for e in ledger.entries()}
 
-                page.goto(f"{replay.app.url}/test-replay/{hostile_id}/page")
-                frame = None
-                for attempt in range(2):  # the service worker may not control the
-                    deadline = time.monotonic() + 30  # first load: reload once
-                    while frame is None and time.monotonic() < deadline:
-                        frame = _frame_with(page, MARKER)
-                        time.sleep(0.2)
-                    if frame is not None or attempt:
-                        break
-                    page.reload()
-                assert frame is not None, ("the hostile page was not replayed", console)
-                assert urlsplit(frame.url).netloc == urlsplit(replay.replay.url).netloc
-                ran = frame
-                _wait("the hostile script", lambda: ran.evaluate(
-                    "document.getElementById('status').textContent") == "script ran")
-                time.sleep(1)  # a beacon or image may still be on its way
-                during_replay = list(replay.log.seen)
-                collected = list(site.collected)
-                entries = [e for e in ledger.entries() if e.seq not in known]
+            page.goto(f"{replay.app.url}/test-replay/{hostile_id}/page")
+            frame = None
+            for attempt in range(2):  # the service worker may not control the
+                deadline = time.monotonic() + 30  # first load: reload once
+                while frame is None and time.monotonic() < deadline:
+                    frame = _frame_with(page, MARKER)
+                    time.sleep(0.2)
+                if frame is not None or attempt:
+                    break
+                page.reload()
+            assert frame is not None, ("the hostile page was not replayed", console)
+            assert urlsplit(frame.url).netloc == urlsplit(replay.replay.url).netloc
+            ran = frame
+            _wait("the hostile script", lambda: ran.evaluate(
+                "document.getElementById('status').textContent") == "script ran")
+            time.sleep(1)  # a beacon or image may still be on its way
+            during_replay = list(replay.log.seen)
+            collected = list(site.collected)
+            entries = [e for e in ledger.entries() if e.seq not in known]
 
-                (origin_frame,) = [f for f in page.frames
-                                   if f.url.startswith(replay.replay.url + "/r/")]
-                replay.log.seen.clear()
-                escaped = origin_frame.evaluate(ESCAPED, replay.app.url)
-                escaped_calls = list(replay.log.seen)
+            (origin_frame,) = [f for f in page.frames
+                               if f.url.startswith(replay.replay.url + "/r/")]
+            replay.log.seen.clear()
+            escaped = origin_frame.evaluate(ESCAPED, replay.app.url)
+            escaped_calls = list(replay.log.seen)
 
-                # the control: the same page opened live
-                live = context.new_page()
-                live.goto(site.url + "/")
-                _wait("the live page's report", lambda: len(site.collected) > len(collected))
-            finally:
-                browser.close()
+            # the control: the same page opened live
+            live = context.new_page()
+            live.goto(site.url + "/")
+            _wait("the live page's report", lambda: len(site.collected) > len(collected))
+        finally:
+            context.close()
 
         for text in collected:
             assert session not in text
