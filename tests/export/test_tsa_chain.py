@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 import rfc3161_client
-from export_helpers import Cli, LocalCa, LocalTsa, openssl_verifies, run
+from export_helpers import Cli, LocalCa, LocalTsa, openssl_verifies, run, unzip
 from fixture_site import FixtureSite
 
 from archiver.timestamps import status_lines, timestamp_status
+from chain_of_custody.bundle.layout import token_paths
 from chain_of_custody.errors import VerificationError
 from chain_of_custody.timestamp import canonical_reply, verify_token
 
@@ -105,6 +106,8 @@ def test_a_tsa_with_or_without_its_chain_is_accepted_and_its_reply_kept_verbatim
     cli.ok("export", "--case", "Case 7", "--out", str(bundle))
     out = cli.ok("verify-bundle", str(bundle), "--tsa-ca", str(chain_tsa.ca.cert))
     assert "ok    timestamp 1 (" in out
+    bag = unzip(bundle, tmp_path / "unzipped")
+    assert (bag / token_paths(1)[0]).read_bytes() in chain_tsa.sent  # exported verbatim too
 
 
 def _reply_with_chain(tsa: LocalTsa, tmp_path: Path) -> tuple[bytes, bytes]:
