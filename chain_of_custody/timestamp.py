@@ -361,7 +361,9 @@ def _canonical_reply(der: bytes) -> bytes:
         _, _, member_end = _element(der, offset, stop)
         members.append(der[offset:member_end])
         offset = member_end
-    ordered = sorted(members)  # DER: by encoding, as octet strings
+    # DER: by encoding, as octet strings padded with zeros; no whole TLV is a prefix of
+    # another (its length would differ), so Python's byte order is DER's
+    ordered = sorted(members)
     if ordered == members:
         return der
     return der[:start] + b"".join(ordered) + der[stop:]
