@@ -100,6 +100,17 @@ class InitReport:
 
 
 @dataclass(frozen=True)
+class KeyRotation:
+    """What :meth:`Archive.rotate_key` did: the key retired, the new one, the
+    ``key.rotated`` entry (signed by the old key) and where the old private key now is."""
+
+    old_key_id: str
+    new_key_id: str
+    ledger_seq: int
+    retired_key_file: Path
+
+
+@dataclass(frozen=True)
 class Proof:
     entry: LedgerEntry
     tree_size: int
@@ -370,6 +381,59 @@ class Archive:
              "created": r.created, "retired": r.retired}
             for r in rows
         ]
+
+    def rotate_key(self, *, actor: str) -> KeyRotation:
+        """Replace the archive's signing key by a new one, kept under the same passphrase.
+
+        The ``key.rotated`` entry naming the new key is signed by the old key (so only
+        its holder can hand authority on, see :class:`~chain_of_custody.ledger.KeyChain`),
+        the old key is marked retired in ``signing_keys`` and its public key stays in the
+        history: everything it signed still verifies. A checkpoint signed by the new key
+        follows. The old private key file is kept (still encrypted) next to the new one
+        as ``retired-<key id>.pem``; destroying it is the operator's decision.
+
+        Run it while no other process of this archive (``serve``, the daemon) appends to
+        the ledger: theirs still hold the old key, whose entries the ledger now refuses.
+        Raises :class:`ArchiverError` subclasses (no or wrong passphrase, a leftover
+        ``.new`` key file from an interrupted rotation).
+        """
+        old = self._ledger_key()
+        key_file = self.settings.key_file
+        fresh = key_file.with_name(f"{key_file.name}.new")
+        retired = key_file.with_name(f"retired-{old.key_id}.pem")
+        new = SigningKey.generate()
+        try:
+            # Written before the ledger names it, so the key the ledger trusts next is
+            # never lost: an interrupted rotation leaves it here (init then says which
+            # key file the archive expects).
+            new.write_encrypted(fresh, self.settings.passphrase())
+        except CustodyError as exc:
+            raise ArchiverError(f"{exc} (left by an interrupted key rotation? the ledger "
+                                f"names the archive's current key: see `archiver key show`)"
+                                ) from exc
+        now = rfc3339(self.clock())
+        k = models.signing_keys
+        try:
+            with self.engine.begin() as conn:
+                entry = self.ledger.append(
+                    actor=actor, action="key.rotated", subject=f"key:{new.key_id}",
+                    payload={"key_id": new.key_id, "algorithm": new.algorithm,
+                             "public_key_pem": new.public.pem().decode("ascii"),
+                             "replaces": old.key_id},
+                    connection=conn)
+                conn.execute(sa.update(k).where(k.c.key_id == old.key_id).values(retired=now))
+                conn.execute(sa.insert(k).values(
+                    key_id=new.key_id, algorithm=new.algorithm,
+                    public_pem=new.public.pem().decode("ascii"), created=now))
+        except BaseException:
+            fresh.unlink(missing_ok=True)
+            raise
+        key_file.replace(retired)
+        fresh.replace(key_file)
+        with self._key_lock:
+            self._key = new
+        self.checkpoint()
+        return KeyRotation(old.key_id, new.key_id, entry.seq, retired)
 
     def public_keys(self) -> dict[str, PublicKey]:
         """Every key the archive ever signed with, by key id.
@@ -866,6 +930,7 @@ __all__ = [
     "CaptureVerification",
     "Check",
     "InitReport",
+    "KeyRotation",
     "LedgerIntegrityError",
     "Proof",
     "initialise",

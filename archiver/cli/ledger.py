@@ -1,4 +1,4 @@
-"""The key and ledger commands: ``key show``,
+"""The key and ledger commands: ``key show|rotate``,
 ``ledger verify|checkpoint|proof|timestamp|list``.
 
 Imports of the archive happen inside each command (see :mod:`archiver.cli.main`).
@@ -24,6 +24,9 @@ def add_arguments(command: str, p: argparse.ArgumentParser) -> None:
         sub = p.add_subparsers(dest="key_command", required=True, metavar="SUBCOMMAND")
         q = sub.add_parser("show", help="print the current public key (PEM) and its id")
         q.add_argument("--all", action="store_true", help="every key in the key history")
+        q.add_argument("--json", action="store_true")
+        q = sub.add_parser("rotate", help="replace the signing key by a new one (same "
+                                          "passphrase); the old key signs the hand-over")
         q.add_argument("--json", action="store_true")
         p.set_defaults(handler=cmd_key)
     elif command == "ledger":
@@ -165,6 +168,21 @@ def _list_entries(archive: Archive, args: argparse.Namespace, out: TextIO) -> in
 def cmd_key(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     from archiver.archive import Archive
 
+    if args.key_command == "rotate":
+        with Archive.open(settings) as archive:
+            rotation = archive.rotate_key(actor=settings.operator)
+        if args.json:
+            emit_json(out, {"old_key_id": rotation.old_key_id,
+                            "new_key_id": rotation.new_key_id,
+                            "ledger_seq": rotation.ledger_seq,
+                            "retired_key_file": str(rotation.retired_key_file)})
+        else:
+            print(f"key {rotation.new_key_id} is the archive's signing key now; "
+                  f"{rotation.old_key_id} is retired (ledger entry {rotation.ledger_seq}, "
+                  f"signed by it). Its encrypted private key was kept as "
+                  f"{shown(str(rotation.retired_key_file))}. Publish the new key id.",
+                  file=out)
+        return EXIT_OK
     with Archive.open(settings) as archive:
         history = archive.key_history()
     keys = history if args.all else [k for k in history if k["retired"] is None]

@@ -120,6 +120,53 @@ print(f"{failed} of {total} revisits failed")
 sys.exit(1 if failed else 0)
 EOF'''
 
+# Which key signed each capture, and was it the archive's key then: the key entries on the
+# ledger hand authority from key to key; a capture's key must be the one current when its
+# capture.completed entry was appended.
+_OLDER_KEYS = '''python3 - <<'EOF'
+import base64, glob, hashlib, json, os, sys
+entries = sorted((json.load(open(p, encoding="utf-8"))
+                  for p in glob.glob("data/custody/entries/*.json")), key=lambda e: e["seq"])
+keys = [e for e in entries if e["action"] in ("key.created", "key.rotated")]
+span = {}  # key id -> (the entry that registered it, the entry that retired it or None)
+for i, entry in enumerate(keys):
+    kid, pem = entry["payload"]["key_id"], entry["payload"]["public_key_pem"]
+    body = "".join(line for line in pem.splitlines() if not line.startswith("-----"))
+    assert hashlib.sha256(base64.b64decode(body)[-32:]).hexdigest() == kid, \\
+        f"entry {entry['seq']} registers a key whose id is not {kid}"
+    assert open(f"data/keys/{kid}.pem", encoding="ascii").read().strip() == pem.strip(), \\
+        f"data/keys/{kid}.pem is not the key entry {entry['seq']} registers"
+    after = keys[i + 1] if i + 1 < len(keys) else None
+    assert after is None or after["signed_by"] == kid, \\
+        f"entry {after['seq']} hands authority on from key {kid} but names another signer"
+    span[kid] = (entry["seq"], after and after["seq"])
+    print(f"key {kid}: registered by entry {entry['seq']} ({entry['action']}), "
+          + (f"retired by entry {after['seq']} ({after['action']}, signed by it)"
+             if after else "the current key"))
+failed = total = 0
+for path in sorted(glob.glob("data/captures/*/manifest.json")):
+    capture = os.path.basename(os.path.dirname(path))
+    kid = json.load(open(path, encoding="utf-8"))["signer"]["key_id"]
+    done = [e["seq"] for e in entries if e["action"] == "capture.completed"
+            and e["subject"] == f"capture:{capture}"]
+    total += 1
+    first, last = span.get(kid, (None, None))
+    if not done or first is None:
+        failed += 1
+        print(f"FAIL capture {capture}: signed by key {kid}; no key entry registers that key"
+              if done else f"FAIL capture {capture}: no capture.completed entry records it")
+    elif done[0] < first or (last is not None and done[0] > last):
+        failed += 1
+        print(f"FAIL capture {capture}: signed by key {kid}, which entry {done[0]} "
+              f"(capture.completed) comes after the key was retired or before it was made "
+              f"(entries {first} to {last or 'now'})")
+    else:
+        print(f"capture {capture}: signed by key {kid}, completed in entry {done[0]}, while "
+              f"that key was the archive's (entries {first} to {last or 'now'})")
+print(f"{failed} of {total} captures signed by a key that was not the archive's then")
+sys.exit(1 if failed else 0)
+EOF'''
+
 def _epoch(gen_time: str) -> int:
     return int(datetime.fromisoformat(gen_time.replace("Z", "+00:00")).timestamp())
 
@@ -284,6 +331,24 @@ awk 'NF == 0 {{exit}} {{print}}' {CHECKPOINT_FILE} > "$work/checkpoint.txt"
 tail -n 1 {CHECKPOINT_FILE} | cut -d' ' -f3 | base64 -d | tail -c 64 > "$work/checkpoint.sig"
 openssl pkeyutl -verify -pubin -inkey {checkpoint_key} -rawin \\
     -in "$work/checkpoint.txt" -sigfile "$work/checkpoint.sig"
+```
+
+### Captures signed by an older key
+
+The archive may have replaced its key since some captures were made (`archiver key
+rotate`): their manifests are signed by an older key, which is still in `data/keys/`
+(with `history.json`). Such a key is trusted through the ledger, not on its own: the
+first key's `key.created` entry registers it, and each `key.rotated` entry, appended
+(and signed, as its `signed_by` says) by the key current until then, hands authority to
+the key it names. Every one of these entries is in the custody entries, and the first
+block of this step proved each of them is in the checkpoint the current key signed; so trust
+the current key (step 2, compared with the key id the archive publishes), and it vouches
+for the older keys and when each was in use. This checks each key file against its key
+entry, that each hand-over was made by the key before it, and that each capture's key was
+the archive's key when its `capture.completed` entry was appended:
+
+```sh
+{_OLDER_KEYS}
 ```
 
 ## 5. When: trusted timestamps
