@@ -1,8 +1,11 @@
 """``VERIFY.md``: how a person checks an evidence bundle by hand, with standard tools.
 
 Every shell block in it is meant to be run as written, from the bag's folder, with
-bash; the tests run each block of a real bundle and require it to succeed, and one of
-them to fail on a tampered copy. Values (key ids, file names, genTime) are filled in for
+bash; the tests run each block of a real bundle and require it to succeed, and each
+to fail on a tampered copy. A block fails visibly: its exit status is non-zero when any
+part fails, not only the last iteration of a loop. Loops over captures count their
+failures and end with "N of M ... failed" and that status, rather than ``set -e`` or
+``exit``, which would close the interactive shell a reader pasted the block into. Values (key ids, file names, genTime) are filled in for
 the bundle at hand, so nothing needs editing.
 """
 
@@ -42,8 +45,10 @@ for path in proofs:
 print(f"all {len(proofs)} entries are in the signed checkpoint of {size} entries")
 EOF'''
 
-_ARTIFACTS = '''for dir in data/captures/*/; do
-  python3 - "$dir" <<'EOF'
+_ARTIFACTS = '''failed=0 total=0
+for dir in data/captures/*/; do
+  total=$((total + 1))
+  python3 - "$dir" <<'EOF' || failed=$((failed + 1))
 import hashlib, json, os, sys
 folder = sys.argv[1]
 manifest = json.load(open(os.path.join(folder, "manifest.json"), encoding="utf-8"))
@@ -59,27 +64,52 @@ for a in manifest["artifacts"]:
 print(f"ok  {folder}: case {manifest['requested']['case']!r}, requested by "
       f"{manifest['requested']['by']} at {manifest['requested']['at']}")
 EOF
-done'''
+done
+echo "$failed of $total captures failed"; [ "$failed" -eq 0 ]'''
 
-_MANIFEST_SIGNATURES = '''for dir in data/captures/*/; do
+_MANIFEST_SIGNATURES = '''failed=0 total=0
+for dir in data/captures/*/; do
+  total=$((total + 1))
   key=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["signer"]["key_id"])' \\
         "$dir/manifest.json")
   echo "$dir: signed by key $key"
   openssl pkeyutl -verify -pubin -inkey "data/keys/$key.pem" -rawin \\
-      -in "$dir/manifest.json" -sigfile "$dir/manifest.sig"
-done'''
+      -in "$dir/manifest.json" -sigfile "$dir/manifest.sig" || failed=$((failed + 1))
+done
+echo "$failed of $total capture signatures failed"; [ "$failed" -eq 0 ]'''
 
-_ON_LEDGER = '''for dir in data/captures/*/; do
-  digest=$(sha256sum "$dir/manifest.json" | cut -d' ' -f1)
-  grep -l "\\"manifest_sha256\\":\\"$digest\\"" data/custody/entries/*.json \\
-    | xargs grep -l '"action":"capture.completed"'
-done'''
+_ON_LEDGER = '''failed=0 total=0
+for dir in data/captures/*/; do
+  total=$((total + 1))
+  python3 - "$dir" <<'EOF' || failed=$((failed + 1))
+import glob, hashlib, json, os, sys
+folder = sys.argv[1]
+capture = os.path.basename(os.path.normpath(folder))
+digest = hashlib.sha256(open(os.path.join(folder, "manifest.json"), "rb").read()).hexdigest()
+found = 0
+for path in glob.glob("data/custody/entries/*.json"):
+    entry = json.load(open(path, encoding="utf-8"))
+    if entry["action"] != "capture.completed" or \\
+            (entry.get("payload") or {}).get("manifest_sha256") != digest:
+        continue
+    assert entry["subject"] == f"capture:{capture}", \\
+        f"{path} names the manifest of {folder} but records {entry['subject']}"
+    print(f"ok  {path} records capture {capture} (completed {entry['time']})")
+    found += 1
+assert found, f"{folder}: NO capture.completed entry names its manifest (sha256 {digest})"
+EOF
+done
+echo "$failed of $total captures failed"; [ "$failed" -eq 0 ]'''
 
-_WARCS = '''for dir in data/captures/*/; do
-  python3 -c 'import json, sys; [print(sys.argv[1] + a["name"]) for a in
-    json.load(open(sys.argv[1] + "manifest.json"))["artifacts"] if a["role"] == "warc"]' "$dir" \\
-  | while read -r warc; do warcio check -v "$warc"; done
-done'''
+_WARCS = '''failed=0 total=0
+for dir in data/captures/*/; do
+  while read -r warc; do
+    total=$((total + 1))
+    warcio check -v "$warc" </dev/null || { echo "FAIL $warc"; failed=$((failed + 1)); }
+  done < <(python3 -c 'import json, sys; [print(sys.argv[1] + a["name"]) for a in
+    json.load(open(sys.argv[1] + "manifest.json"))["artifacts"] if a["role"] == "warc"]' "$dir")
+done
+echo "$failed of $total WARC files failed"; [ "$failed" -eq 0 ]'''
 
 
 # A revisit record stands for an earlier record of the same WARC (WARC-Refers-To) and
@@ -119,6 +149,15 @@ for manifest in sys.argv[1:]:
 print(f"{failed} of {total} revisits failed")
 sys.exit(1 if failed else 0)
 EOF'''
+
+# Every file (or link, or other non-directory) of the bag against what the manifests list;
+# bagit.py and the sums above would pass a file planted outside data/.
+_LISTED = f'''diff <(find . ! -type d | cut -c3- | LC_ALL=C sort) \\
+     <({{ cut -d' ' -f3- manifest-sha256.txt tagmanifest-sha256.txt
+         printf '%s\\n' tagmanifest-sha256.txt tagmanifest-sha512.txt {TAG_SIGNATURE_FILE}
+       }} | LC_ALL=C sort) \\
+  && echo "every file of the bag is listed in its manifests"'''
+
 
 # Which key signed each capture, and was it the archive's key then: the key entries on the
 # ledger hand authority from key to key; a capture's key must be the one current when its
@@ -223,11 +262,20 @@ bagit.py --validate .
 or with coreutils alone (every digest, then: every payload file is listed):
 
 ```sh
-sha256sum --quiet -c manifest-sha256.txt
-sha512sum --quiet -c manifest-sha512.txt
-sha256sum --quiet -c tagmanifest-sha256.txt
-sha512sum --quiet -c tagmanifest-sha512.txt
+sha256sum --quiet -c manifest-sha256.txt &&
+sha512sum --quiet -c manifest-sha512.txt &&
+sha256sum --quiet -c tagmanifest-sha256.txt &&
+sha512sum --quiet -c tagmanifest-sha512.txt &&
 diff <(find data -type f | LC_ALL=C sort) <(cut -d' ' -f3- manifest-sha256.txt | LC_ALL=C sort)
+```
+
+Either way, then check that the bag holds no file its manifests do not list, at its top
+level as well as in `data/` (`bagit.py` does not look outside `data/`): every file is
+in the payload manifest, in the tag manifest, or is a tag manifest or its signature
+(`diff` prints what differs):
+
+```sh
+{_LISTED}
 ```
 
 ## 2. Who made it
@@ -268,7 +316,8 @@ Every file of a capture has the size and digests its signed manifest lists:
 ```
 
 Each capture is on the custody ledger: an entry `capture.completed` names its
-manifest's SHA-256 (the command prints that entry's file):
+manifest's SHA-256 and the capture it records (the command prints, for each capture,
+the file of that entry; a capture without one fails):
 
 ```sh
 {_ON_LEDGER}
@@ -300,7 +349,12 @@ WACZ holds the capture's WARC unchanged (`unzip -p data/replay/ID.wacz
 archive/capture.warc.gz | sha256sum` equals the manifest's digest); check the package:
 
 ```sh
-for wacz in data/replay/*.wacz; do wacz validate -f "$wacz"; done
+failed=0 total=0
+for wacz in data/replay/*.wacz; do
+  total=$((total + 1))
+  wacz validate -f "$wacz" </dev/null || { echo "FAIL $wacz"; failed=$((failed + 1)); }
+done
+echo "$failed of $total WACZ files failed"; [ "$failed" -eq 0 ]
 ```
 """)
     parts.append(f"""

@@ -87,7 +87,10 @@ MAX_DETAIL = 1000
 """The longest a check's detail may be, in characters; beyond, it is cut."""
 MAX_JSON_DEPTH = 64
 _MAX_LISTED = 20  # problems of one kind printed one by one; beyond, a count
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Lone surrogates too: bytes a decoder kept with ``surrogateescape`` would be written
+# back raw by a stream that allows it (or fail to print at all).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                      r"\ud800-\udfff]")
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, RecursionError,
               VerificationError)
 
@@ -833,8 +836,8 @@ class _Verifier:
         except VerificationError as exc:
             self.fail(check, str(exc))
             return
-        if result.problems:
-            self.fail_many(check, [f"{file_name}: {p}" for p in result.problems])
+        if result.problems:  # they quote the WARC's own bytes: see in_ascii
+            self.fail_many(check, [f"{file_name}: {in_ascii(p)}" for p in result.problems])
         else:
             self.ok(check, f"{file_name}: {result.records} records, "
                            f"{result.digests_checked} block/payload digests verified, "
@@ -916,6 +919,19 @@ def bounded(text: str) -> str:
     if len(text) > MAX_DETAIL:
         text = f"{text[:MAX_DETAIL]}… ({len(text) - MAX_DETAIL} more characters)"
     return text
+
+
+def in_ascii(text: str) -> str:
+    """``text`` in printable ASCII: every other character written as ``\\xNN``,
+    ``\\uNNNN`` or ``\\UNNNNNNNN`` (backslashes as they are).
+
+    For messages made of an untrusted file's bytes by a reader that decoded them as it
+    could (warcio reads a header line that is not UTF-8 as Latin-1): the byte 0xff comes
+    out as the character U+00FF, which :func:`bounded` would keep and a Latin-1 terminal
+    would print as the raw byte. Escaping all that is not ASCII shows the bytes as they
+    are, whatever the terminal's encoding."""
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 def load_json(raw: bytes, name: str) -> Any:

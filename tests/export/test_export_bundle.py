@@ -208,7 +208,8 @@ def test_verify_md_commands_fail_on_a_tampered_copy(pristine: Any, tmp_path: Pat
     data = bytearray(media.read_bytes())
     data[100] ^= 0x01
     media.write_bytes(bytes(data))
-    coreutils, signature = _verify_blocks(bag)[1], _verify_blocks(bag)[3]
+    coreutils, signature = _verify_blocks(bag)[1], next(
+        block for block in _verify_blocks(bag) if f"-sigfile {TAG_SIGNATURE_FILE}" in block)
     assert "sha256sum" in coreutils
     assert "pkeyutl" in signature
     assert _run_block(coreutils, bag).returncode != 0
