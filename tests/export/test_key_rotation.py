@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from archive_cli import PASSPHRASE
 from export_helpers import Cli, LocalTsa, rebag, tool_env, unzip
 from fixture_site import FixtureSite
 
@@ -117,3 +118,29 @@ def test_a_capture_signed_by_a_key_after_its_retirement_fails_the_step(
             in done.stdout), done.stdout
     assert "1 of 2 captures signed by a key" in done.stdout
     assert isinstance(old_key, SigningKey)
+
+
+def test_key_rotate_refuses_without_the_passphrase_or_over_a_leftover_key(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong passphrase, or the new-key file an interrupted rotation left: one line, no
+    traceback, and the archive keeps its key (no ledger entry, no file moved)."""
+    key_id = cli.key().key_id
+    key_file = cli.settings().key_file
+    monkeypatch.setenv("ARCHIVER_SIGNING__PASSPHRASE", "not the passphrase")
+    code, out, err = cli("key", "rotate")
+    assert (code, out) == (1, "")
+    assert err == (f"archiver: error: cannot decrypt signing key {key_file}: wrong passphrase "
+                   "(check ARCHIVER_SIGNING__PASSPHRASE or signing.passphrase_file)\n")
+    monkeypatch.setenv("ARCHIVER_SIGNING__PASSPHRASE", PASSPHRASE)
+    leftover = key_file.with_name(f"{key_file.name}.new")
+    leftover.write_bytes(b"left by an interrupted rotation")
+    code, out, err = cli("key", "rotate")
+    assert (code, out) == (1, "")
+    assert err == (f"archiver: error: a signing key already exists at {leftover} (left by an "
+                   "interrupted key rotation? the ledger names the archive's current key: "
+                   "see `archiver key show`)\n")
+    assert leftover.read_bytes() == b"left by an interrupted rotation"
+    assert cli.key().key_id == key_id
+    assert [k["key_id"] for k in cli.json_lines("key", "show", "--all")] == [key_id]
+    assert not list(key_file.parent.glob("retired-*"))
