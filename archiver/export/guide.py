@@ -5,8 +5,9 @@ bash; the tests run each block of a real bundle and require it to succeed, and e
 to fail on a tampered copy. A block fails visibly: its exit status is non-zero when any
 part fails, not only the last iteration of a loop. Loops over captures count their
 failures and end with "N of M ... failed" and that status, rather than ``set -e`` or
-``exit``, which would close the interactive shell a reader pasted the block into. Values (key ids, file names, genTime) are filled in for
-the bundle at hand, so nothing needs editing.
+``exit``, which would close the interactive shell a reader pasted the block into.
+Values (key ids, file names, genTime) are filled in for the bundle at hand, so nothing
+needs editing.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ for path in glob.glob("data/custody/entries/*.json"):
             (entry.get("payload") or {}).get("manifest_sha256") != digest:
         continue
     assert entry["subject"] == f"capture:{capture}", \\
-        f"{path} names the manifest of {folder} but records {entry['subject']}"
+        f"{path} names the manifest of {folder} but records {entry['subject']!r}"
     print(f"ok  {path} records capture {capture} (completed {entry['time']})")
     found += 1
 assert found, f"{folder}: NO capture.completed entry names its manifest (sha256 {digest})"

@@ -115,6 +115,16 @@ def drop_ledger_entry(bag: Path, first: Path) -> None:
     (bag / "data" / "custody" / "entries" / f"{_completed_entry(bag, first.name)}.json").unlink()
 
 
+def misname_ledger_entry(bag: Path, first: Path) -> None:
+    """The entry naming the first capture's manifest says it records another capture
+    (in a name with an escape sequence, which the step must not print raw)."""
+    path = bag / "data" / "custody" / "entries" / f"{_completed_entry(bag, first.name)}.json"
+    text = path.read_text()
+    assert text.count(f'"subject":"capture:{first.name}"') == 1
+    path.write_text(text.replace(f'"subject":"capture:{first.name}"',
+                                 '"subject":"capture:\\u001b[2Jother"'))
+
+
 def plant_top_level_file(bag: Path, first: Path) -> None:
     (bag / "NOTES.txt").write_text("planted")
 
@@ -130,6 +140,9 @@ TAMPERING: dict[str, tuple[Callable[[Path, Path], None], str, list[str]]] = {
     "ledger": (drop_ledger_entry, ON_LEDGER, [
         "data/captures/{first}/: NO capture.completed entry names its manifest",
         "1 of 2 captures failed"]),
+    "ledger-subject": (misname_ledger_entry, ON_LEDGER, [
+        "data/custody/entries/", "names the manifest of data/captures/{first}/ but records "
+        "'capture:\\x1b[2Jother'", "1 of 2 captures failed"]),
     "top-level": (plant_top_level_file, LISTED, ["< NOTES.txt"]),
 }
 
@@ -149,6 +162,7 @@ def test_a_failure_in_an_earlier_capture_fails_the_step(
     assert done.returncode != 0, done.stdout + done.stderr
     for text in expected:
         assert text.format(first=first) in done.stdout + done.stderr, done.stdout + done.stderr
+    assert "\x1b" not in done.stdout + done.stderr
 
 
 def test_a_file_planted_at_the_top_level_passes_bagit_but_not_the_listing_step(
