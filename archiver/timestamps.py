@@ -16,19 +16,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
-from archiver.clock import Clock, rfc3339
+from archiver.clock import Clock
 from archiver.settings import TimestampSettings
 from chain_of_custody.errors import VerificationError
-from chain_of_custody.ledger import Checkpoint, checkpoints_table
+from chain_of_custody.ledger import Checkpoint
 from chain_of_custody.timestamp import (
     MAX_RESPONSE_BYTES,
     Post,
@@ -36,7 +33,6 @@ from chain_of_custody.timestamp import (
     TimestampError,
     TimestampLog,
     request_token,
-    tokens_table,
 )
 
 _log = logging.getLogger(__name__)
@@ -172,60 +168,4 @@ def summary(results: Sequence[StampResult]) -> str:
 
 # -- archiver status ---------------------------------------------------------------------
 
-STALE_AFTER = timedelta(days=1)
-"""A TSA that left checkpoints without a token for longer than this is warned about."""
-
-
-def timestamp_status(
-    engine: sa.Engine, settings: TimestampSettings, now: datetime,
-    *, stale_after: timedelta = STALE_AFTER,
-) -> dict[str, Any]:
-    """For ``archiver status``: per configured TSA, its newest token (when obtained, over
-    how many entries) and since when checkpoints have waited for one.
-
-    A TSA is ``overdue`` when a checkpoint made more than ``stale_after`` before ``now``
-    is covered by no token of it (none on that checkpoint nor on a larger one): it has
-    produced no token for longer than that while there was something to stamp. An idle
-    archive (no new checkpoint) is not warned about; a TSA that fails silently is.
-    """
-    t, c = tokens_table.c, checkpoints_table.c
-    cutoff = rfc3339(now - stale_after)
-    authorities = []
-    with engine.connect() as conn:
-        for tsa in settings.authorities:
-            last_created, stamped = conn.execute(
-                sa.select(sa.func.max(t.created), sa.func.max(t.tree_size))
-                .where(t.tsa_url == tsa.url)).one()
-            waiting = sa.select(sa.func.min(c.created))
-            if stamped is not None:
-                waiting = waiting.where(c.tree_size > stamped)
-            waiting_since = conn.execute(waiting).scalar_one()
-            authorities.append({
-                "url": tsa.url,
-                "last_token": last_created,
-                "stamped_tree_size": None if stamped is None else int(stamped),
-                "unstamped_since": waiting_since,
-                "overdue": waiting_since is not None and str(waiting_since) < cutoff,
-            })
-    return {"authorities": authorities, "stale_after_seconds": stale_after.total_seconds()}
-
-
-def status_lines(report: dict[str, Any]) -> Iterator[str]:
-    """The trusted-time part of ``archiver status`` for a person."""
-    if not report["authorities"]:
-        yield "timestamps: no TSA configured (checkpoints get no trusted time)"
-        return
-    yield f"timestamps: {len(report['authorities'])} TSA(s)"
-    hours = report["stale_after_seconds"] / 3600
-    for tsa in report["authorities"]:
-        last = (f"last token {tsa['last_token']} (tree size {tsa['stamped_tree_size']})"
-                if tsa["last_token"] else "no token yet")
-        yield f"  {tsa['url']}: {last}"
-        if tsa["overdue"]:
-            yield (f"  WARNING: NO TRUSTED TIME from {tsa['url']} for more than {hours:g}h: "
-                   f"checkpoints since {tsa['unstamped_since']} have no token from it; run "
-                   "'archiver ledger timestamp' to see why")
-
-
-__all__ = ["StampResult", "Timestamper", "http_post", "status_lines", "summary",
-           "timestamp_status"]
+__all__ = ["StampResult", "Timestamper", "http_post", "summary"]

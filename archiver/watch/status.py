@@ -24,8 +24,8 @@ from archiver.audit import audit_status
 from archiver.audit import status_lines as audit_lines
 from archiver.capture.leases import in_flight
 from archiver.clock import Clock, rfc3339, utc_now
-from archiver.timestamps import status_lines as timestamp_lines
-from archiver.timestamps import timestamp_status
+from archiver.timestamp_status import status_lines as timestamp_lines
+from archiver.timestamp_status import timestamp_status
 from archiver.watch.jobs import DONE, FAILED, QUEUED, RUNNING, JobLimits, JobQueue
 from archiver.watch.revisit import Revisits
 

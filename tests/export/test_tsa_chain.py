@@ -19,7 +19,7 @@ import rfc3161_client
 from export_helpers import Cli, LocalCa, LocalTsa, openssl_verifies, run, unzip
 from fixture_site import FixtureSite
 
-from archiver.timestamps import status_lines, timestamp_status
+from archiver.timestamp_status import status_lines, timestamp_status
 from chain_of_custody.bundle.layout import token_paths
 from chain_of_custody.errors import VerificationError
 from chain_of_custody.timestamp import canonical_reply, verify_token
@@ -204,3 +204,16 @@ def test_status_warns_when_a_tsa_left_checkpoints_without_a_token_for_a_day(
 def test_status_says_when_no_tsa_is_configured(cli: Cli) -> None:
     assert "timestamps: no TSA configured (checkpoints get no trusted time)" in cli.ok(
         "status")
+
+
+def test_the_status_modules_table_names_are_the_ledgers() -> None:
+    """archiver.timestamp_status names the tables it reads without importing their
+    (heavy) modules: the names and columns must be theirs."""
+    from archiver import timestamp_status as light
+    from chain_of_custody.ledger import checkpoints_table
+    from chain_of_custody.timestamp import tokens_table
+
+    for mirror, table in ((light.tokens_table, tokens_table),
+                          (light.checkpoints_table, checkpoints_table)):
+        assert mirror.name == table.name
+        assert set(mirror.c.keys()) <= set(table.c.keys())
