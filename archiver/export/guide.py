@@ -117,6 +117,8 @@ echo "$failed of $total WARC files failed"; [ "$failed" -eq 0 ]'''
 # claims its payload digest; warcio checks neither, so this does, with the standard library.
 _REVISITS = '''python3 - data/captures/*/manifest.json <<'EOF'
 import gzip, json, os, sys
+def shown(value):  # a header value of the WARC, escaped and cut: it is not to be trusted
+    return ascii(str(value)[:200])[1:-1]
 failed = total = 0
 for manifest in sys.argv[1:]:
     folder = os.path.dirname(manifest)
@@ -142,10 +144,12 @@ for manifest in sys.argv[1:]:
             total += 1
             if target not in digests:
                 failed += 1
-                print(f"FAIL {path}: revisit {rid} refers to {target}, not a record of it")
+                print(f"FAIL {path}: revisit {shown(rid)} refers to {shown(target)}, "
+                      "not a record of it")
             elif digest is None or digests[target] != digest:
                 failed += 1
-                print(f"FAIL {path}: revisit {rid} does not carry the payload digest of {target}")
+                print(f"FAIL {path}: revisit {shown(rid)} does not carry the payload "
+                      f"digest of {shown(target)}")
         print(f"{path}: {len(revisits)} revisits checked")
 print(f"{failed} of {total} revisits failed")
 sys.exit(1 if failed else 0)

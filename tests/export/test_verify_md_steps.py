@@ -221,3 +221,23 @@ def test_lone_surrogates_and_non_ascii_from_a_reader_are_escaped() -> None:
     assert bounded("a\udcff\x07b") == "a\\udcff\\x07b"
     assert in_ascii("first line: \xff\xfe\x1b[31m \u202e \U0001f600 a\\b") == (
         "first line: \\xff\\xfe\\x1b[31m \\u202e \\U0001f600 a\\b")
+
+
+def test_the_revisit_step_quotes_a_damaged_header_escaped(pristine: Any, tmp_path: Path) -> None:
+    """A revisit whose WARC-Refers-To holds an escape sequence, a BEL and 0xff: the
+    revisit step fails and its FAIL line shows them as escapes (no raw control byte)."""
+    bag = copy_bag(pristine.bag, tmp_path)
+    warc = bag / "data" / "captures" / pristine.page_id / "capture.warc.gz"
+    data, members = warc.read_bytes(), []
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        members.append(inflater.decompress(data) + inflater.flush())
+        data = inflater.unused_data
+    index = next(i for i, m in enumerate(members) if b"WARC-Type: revisit\r\n" in m)
+    members[index] = re.sub(rb"WARC-Refers-To: [^\r]*", b"WARC-Refers-To: <\x1b[2J\x07\xff>",
+                            members[index], count=1)
+    warc.write_bytes(b"".join(gzip.compress(m, mtime=0) for m in members))
+    done = _as_printed(_block(bag, "revisits failed"), bag)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.fullmatch(r"[\x20-\x7e\n]*", done.stdout), done.stdout
+    assert (r"refers to <\x1b[2J\x07\ufffd>, not a record of it") in done.stdout, done.stdout
