@@ -64,6 +64,10 @@ if TYPE_CHECKING:
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # manifests and signatures are small; never read more
 
 
+CAPTURE_ID_LENGTH = 36
+"""A capture id's length (a UUID's text form)."""
+
+
 @dataclass(frozen=True)
 class Check:
     """One named verification step and its outcome (``problem`` is None when it passed)."""
@@ -552,11 +556,15 @@ class Archive:
     def get_capture(self, capture_id: str) -> Capture:
         """Find a capture by id or unique id prefix. Raises :class:`NotFoundError`."""
         c = models.captures
-        with self.engine.connect() as conn:
+        # A whole id is looked up by the primary key; only a prefix needs LIKE, which
+        # SQLite answers by reading the whole table (an escaped LIKE uses no index).
+        match = c.c.id == capture_id if len(capture_id) == CAPTURE_ID_LENGTH \
+            else c.c.id.startswith(capture_id, autoescape=True)
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 sa.select(c, models.cases.c.name.label("case_name"))
                 .outerjoin(models.cases, models.cases.c.id == c.c.case_id)
-                .where(c.c.id.startswith(capture_id, autoescape=True))
+                .where(match)
                 .limit(2)
             ).all()
             if not rows:
