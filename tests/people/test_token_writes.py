@@ -35,13 +35,15 @@ def test_a_token_used_often_records_its_use_once_a_minute(
     _view, secret = people.create_token("tara", scope=Scope.READ)
     asking = People(archive, actor="anonymous", context={"client": "127.0.0.1"})
     first = writes_during(archive, lambda: asking.resolve_token(secret, client="127.0.0.1"))
-    assert len(first) == 1 and "last_used" in first[0]
+    assert len(first) == 1
+    assert "last_used" in first[0]
     clock.advance(seconds=30)
     again = writes_during(archive, lambda: [asking.resolve_token(secret, client="127.0.0.1")
                                             for _ in range(5)])
     assert again == []
     clock.advance(seconds=31)
     later = writes_during(archive, lambda: asking.resolve_token(secret, client="127.0.0.1"))
-    assert len(later) == 1 and "last_used" in later[0]
+    assert len(later) == 1
+    assert "last_used" in later[0]
     row = people.list_tokens("tara")[0]
     assert row.last_used is not None
