@@ -51,6 +51,7 @@ for dir in data/captures/*/; do
   total=$((total + 1))
   python3 - "$dir" <<'EOF' || failed=$((failed + 1))
 import hashlib, json, os, sys
+def shown(v): return ascii(str(v))[1:-1][:200]  # untrusted text, escaped and cut
 folder = sys.argv[1]
 manifest = json.load(open(os.path.join(folder, "manifest.json"), encoding="utf-8"))
 for a in manifest["artifacts"]:
@@ -60,10 +61,11 @@ for a in manifest["artifacts"]:
         while chunk := f.read(1 << 20):
             data[0].update(chunk); data[1].update(chunk); size += len(chunk)
     assert (size, data[0].hexdigest(), data[1].hexdigest()) == \\
-        (a["size"], a["sha256"], a["sha512"]), f"{folder}{a['name']} differs from the manifest"
-    print(f"ok  {folder}{a['name']}  {a['role']}  {size} bytes")
-print(f"ok  {folder}: case {manifest['requested']['case']!r}, requested by "
-      f"{manifest['requested']['by']} at {manifest['requested']['at']}")
+        (a["size"], a["sha256"], a["sha512"]), \
+        f"{shown(folder)}{shown(a['name'])} differs from the manifest"
+    print(f"ok  {shown(folder)}{shown(a['name'])}  {shown(a['role'])}  {size} bytes")
+print(f"ok  {shown(folder)}: case {shown(manifest['requested']['case'])}, requested by "
+      f"{shown(manifest['requested']['by'])} at {shown(manifest['requested']['at'])}")
 EOF
 done
 echo "$failed of $total captures failed"; [ "$failed" -eq 0 ]'''
@@ -73,7 +75,10 @@ for dir in data/captures/*/; do
   total=$((total + 1))
   key=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["signer"]["key_id"])' \\
         "$dir/manifest.json")
-  echo "$dir: signed by key $key"
+  LC_ALL=C printf '%q: signed by key %q\\n' "$dir" "$key"
+  case "$dir$key" in *[!A-Za-z0-9._/-]*)  # no bundle of ours names a folder or key so
+    echo "FAIL: a folder or key id with characters no honest bundle has"
+    failed=$((failed + 1)); continue;; esac
   openssl pkeyutl -verify -pubin -inkey "data/keys/$key.pem" -rawin \\
       -in "$dir/manifest.json" -sigfile "$dir/manifest.sig" || failed=$((failed + 1))
 done
@@ -84,6 +89,7 @@ for dir in data/captures/*/; do
   total=$((total + 1))
   python3 - "$dir" <<'EOF' || failed=$((failed + 1))
 import glob, hashlib, json, os, sys
+def shown(v): return ascii(str(v))[1:-1][:200]  # untrusted text, escaped and cut
 folder = sys.argv[1]
 capture = os.path.basename(os.path.normpath(folder))
 digest = hashlib.sha256(open(os.path.join(folder, "manifest.json"), "rb").read()).hexdigest()
@@ -94,10 +100,10 @@ for path in glob.glob("data/custody/entries/*.json"):
             (entry.get("payload") or {}).get("manifest_sha256") != digest:
         continue
     assert entry["subject"] == f"capture:{capture}", \\
-        f"{path} names the manifest of {folder} but records {entry['subject']!r}"
-    print(f"ok  {path} records capture {capture} (completed {entry['time']})")
+        f"{path} names the manifest of {shown(folder)} but records '{shown(entry['subject'])}'"
+    print(f"ok  {path} records capture {shown(capture)} (completed {shown(entry['time'])})")
     found += 1
-assert found, f"{folder}: NO capture.completed entry names its manifest (sha256 {digest})"
+assert found, f"{shown(folder)}: NO capture.completed entry names its manifest (sha256 {digest})"
 EOF
 done
 echo "$failed of $total captures failed"; [ "$failed" -eq 0 ]'''
@@ -106,7 +112,8 @@ _WARCS = '''failed=0 total=0
 for dir in data/captures/*/; do
   while read -r warc; do
     total=$((total + 1))
-    warcio check -v "$warc" </dev/null || { echo "FAIL $warc"; failed=$((failed + 1)); }
+    warcio check -v "$warc" </dev/null \\
+      || { LC_ALL=C printf 'FAIL %q\\n' "$warc"; failed=$((failed + 1)); }
   done < <(python3 -c 'import json, sys; [print(sys.argv[1] + a["name"]) for a in
     json.load(open(sys.argv[1] + "manifest.json"))["artifacts"] if a["role"] == "warc"]' "$dir")
 done
@@ -169,6 +176,7 @@ _LISTED = f'''diff <(find . ! -type d | cut -c3- | LC_ALL=C sort) \\
 # capture.completed entry was appended.
 _OLDER_KEYS = '''python3 - <<'EOF'
 import base64, glob, hashlib, json, os, sys
+def shown(v): return ascii(str(v))[1:-1][:200]  # untrusted text, escaped and cut
 entries = sorted((json.load(open(p, encoding="utf-8"))
                   for p in glob.glob("data/custody/entries/*.json")), key=lambda e: e["seq"])
 keys = [e for e in entries if e["action"] in ("key.created", "key.rotated")]
@@ -177,7 +185,7 @@ for i, entry in enumerate(keys):
     kid, pem = entry["payload"]["key_id"], entry["payload"]["public_key_pem"]
     body = "".join(line for line in pem.splitlines() if not line.startswith("-----"))
     assert hashlib.sha256(base64.b64decode(body)[-32:]).hexdigest() == kid, \\
-        f"entry {entry['seq']} registers a key whose id is not {kid}"
+        f"entry {entry['seq']} registers a key whose id is not {shown(kid)}"
     assert open(f"data/keys/{kid}.pem", encoding="ascii").read().strip() == pem.strip(), \\
         f"data/keys/{kid}.pem is not the key entry {entry['seq']} registers"
     after = keys[i + 1] if i + 1 < len(keys) else None
@@ -197,15 +205,17 @@ for path in sorted(glob.glob("data/captures/*/manifest.json")):
     first, last = span.get(kid, (None, None))
     if not done or first is None:
         failed += 1
-        print(f"FAIL capture {capture}: signed by key {kid}; no key entry registers that key"
-              if done else f"FAIL capture {capture}: no capture.completed entry records it")
+        print(f"FAIL capture {shown(capture)}: signed by key {shown(kid)}; no key entry "
+              "registers that key" if done
+              else f"FAIL capture {shown(capture)}: no capture.completed entry records it")
     elif done[0] < first or (last is not None and done[0] > last):
         failed += 1
-        print(f"FAIL capture {capture}: signed by key {kid}, which entry {done[0]} "
+        print(f"FAIL capture {shown(capture)}: signed by key {shown(kid)}, which entry {done[0]} "
               f"(capture.completed) comes after the key was retired or before it was made "
               f"(entries {first} to {last or 'now'})")
     else:
-        print(f"capture {capture}: signed by key {kid}, completed in entry {done[0]}, while "
+        print(f"capture {shown(capture)}: signed by key {shown(kid)}, completed in entry "
+              f"{done[0]}, while "
               f"that key was the archive's (entries {first} to {last or 'now'})")
 print(f"{failed} of {total} captures signed by a key that was not the archive's then")
 sys.exit(1 if failed else 0)
@@ -357,7 +367,8 @@ archive/capture.warc.gz | sha256sum` equals the manifest's digest); check the pa
 failed=0 total=0
 for wacz in data/replay/*.wacz; do
   total=$((total + 1))
-  wacz validate -f "$wacz" </dev/null || { echo "FAIL $wacz"; failed=$((failed + 1)); }
+  wacz validate -f "$wacz" </dev/null \\
+    || { LC_ALL=C printf 'FAIL %q\\n' "$wacz"; failed=$((failed + 1)); }
 done
 echo "$failed of $total WACZ files failed"; [ "$failed" -eq 0 ]
 ```
