@@ -41,7 +41,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchlib import ROOT
+from benchlib import ROOT, free_port, wait_up
 
 MiB = 1024 * 1024
 CASE, OTHER = "Bench case", "Other case"
@@ -248,14 +248,14 @@ def run(quick: bool) -> None:
         print(f"  built in {built['build_seconds']} s", flush=True)
         direct = _in_child("direct", workdir=workdir, trials=trials)
         ids = json.loads((Path(workdir) / "ids.json").read_text())
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "archiver.cli", "serve", "--port", str(port), "--insecure-http"],
             env=_environment(workdir), cwd=ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_up(base, server)
+            wait_up(base, server)
             headers = {"Authorization": f"Bearer {built['token']}"}
             with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
                 api = _api_figures(client, ids, trials)
@@ -365,31 +365,6 @@ def _load(base: str, headers: dict[str, str], seconds: float) -> dict[str, Any]:
     if errors:
         print(f"load errors (first 3): {errors[:3]}")
     return {"requests": len(times), "errors": len(errors), **_ms(times)}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_up(base: str, server: subprocess.Popen[str]) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            out = server.stdout.read() if server.stdout else ""
-            raise SystemExit(f"archiver serve exited {server.returncode}:\n{out[-3000:]}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("archiver serve did not answer /healthz within 60 s")
 
 
 def _in_child(phase: str, **params: Any) -> Any:

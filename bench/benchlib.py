@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,3 +82,29 @@ def ensure_loopback_name(name: str) -> None:
           file=sys.stderr)
     if {info[4][0] for info in socket.getaddrinfo(name, None, socket.AF_INET)} != {"127.0.0.1"}:
         raise SystemExit(f"{name} still does not resolve to 127.0.0.1 after editing /etc/hosts")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server started as another process)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_up(base: str, server: subprocess.Popen[str]) -> None:
+    """Wait until ``archiver serve`` at ``base`` answers /healthz (60 s at most); exit
+    with its output if it died first."""
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            out = server.stdout.read() if server.stdout else ""
+            raise SystemExit(f"archiver serve exited {server.returncode}:\n{out[-3000:]}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("archiver serve did not answer /healthz within 60 s")

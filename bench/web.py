@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from benchlib import ROOT, run_phase
+from benchlib import ROOT, free_port, run_phase, wait_up
 
 CASE = "Bench case"
 PASSWORD = "a long bench passphrase 1"  # bench/api.py's person "bench"
@@ -69,31 +69,6 @@ def _ms(values: list[float]) -> dict[str, float]:
     """p50/p95 in milliseconds of ``values`` (given in milliseconds)."""
     return {"p50_ms": round(statistics.median(values), 1),
             "p95_ms": round(_percentile(values, 0.95), 1)}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_up(base: str, server: subprocess.Popen[str]) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            out = server.stdout.read() if server.stdout else ""
-            raise SystemExit(f"archiver serve exited {server.returncode}:\n{out[-3000:]}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("archiver serve did not answer /healthz within 60 s")
 
 
 def _guard(route: Any) -> None:
@@ -186,15 +161,15 @@ def run(quick: bool) -> None:
         built = run_phase(str(ROOT / "bench" / "api.py"), "build", workdir=workdir,
                           captures=captures, big_bytes=1024 * 1024)
         print(f"  built in {built['build_seconds']} s", flush=True)
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "archiver.cli", "serve", "--port", str(port),
-             "--replay-port", str(_free_port()), "--insecure-http"],
+             "--replay-port", str(free_port()), "--insecure-http"],
             env=_environment(workdir), cwd=ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_up(base, server)
+            wait_up(base, server)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM,
                                                      args=CHROMIUM_ARGS)

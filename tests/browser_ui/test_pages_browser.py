@@ -10,25 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_fixtures import Api
+from api_fixtures import Api, run_jobs
 from browser_fixtures import Chromium, Tab
 from daemon_process import wait_until
 
-from archiver.watch.daemon import JobRunner
-from archiver.watch.jobs import JobLimits, JobQueue
-from archiver.watch.revisit import Revisits
-
 CASE = "Case 7"
-
-
-def run_jobs(api: Api) -> None:
-    archive = api.archive
-    queue = JobQueue(archive.engine, ledger=archive.ledger,
-                     limits=JobLimits(per_host_rate=0, retry_base_seconds=3600),
-                     clock=archive.clock)
-    runner = JobRunner(archive, queue, Revisits(archive, queue, settings=archive.settings))
-    while (job := queue.claim("test-worker")) is not None:
-        runner.run(job, "test-worker")
 
 
 def signed_in(api: Api, chromium: Chromium, steps: Path) -> Tab:

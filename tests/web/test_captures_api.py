@@ -20,11 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
-from api_fixtures import Api, Person, start_api
+from api_fixtures import Api, Person, run_jobs, start_api
 from daemon_process import Daemon, wait_until
 
-from archiver.watch.daemon import JobRunner
-from archiver.watch.jobs import JobLimits, JobQueue
+from archiver.watch.jobs import JobQueue
 from archiver.watch.revisit import Revisits
 from archiver.web.api.jobs import plain_error
 from chain_of_custody.ledger import LedgerEntry
@@ -35,20 +34,6 @@ NOT_FOUND = b'{"error":{"code":"not-found","message":"not found"}}'
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def run_jobs(api: Api) -> int:
-    """Run every queued job now, as a daemon worker would (no per-host pause)."""
-    archive = api.archive
-    queue = JobQueue(archive.engine, ledger=archive.ledger,
-                     limits=JobLimits(per_host_rate=0, retry_base_seconds=3600),
-                     clock=archive.clock)
-    runner = JobRunner(archive, queue, Revisits(archive, queue, settings=archive.settings))
-    ran = 0
-    while (job := queue.claim("test-worker")) is not None:
-        runner.run(job, "test-worker")
-        ran += 1
-    return ran
 
 
 def submit(http: httpx.Client, *urls: str, case: str | None = "Case 7",

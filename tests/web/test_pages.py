@@ -19,11 +19,10 @@ import httpx
 import pyotp
 import pytest
 import sqlalchemy as sa
-from api_fixtures import Api, Person, start_api
+from api_fixtures import Api, Person, run_jobs, start_api
 
 from archiver import models
-from archiver.watch.daemon import JobRunner
-from archiver.watch.jobs import JobLimits, JobQueue
+from archiver.watch.jobs import JobQueue
 from archiver.watch.revisit import Revisits
 from archiver.web.auth import CSRF_HEADER, SESSION_COOKIE
 from chain_of_custody.ledger import entries_table
@@ -31,20 +30,6 @@ from chain_of_custody.ledger import entries_table
 CASE = "Case 7"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 FETCH = {"X-Requested-With": "fetch"}
-
-
-def run_jobs(api: Api) -> int:
-    """Run every queued job now, as a daemon worker would."""
-    archive = api.archive
-    queue = JobQueue(archive.engine, ledger=archive.ledger,
-                     limits=JobLimits(per_host_rate=0, retry_base_seconds=3600),
-                     clock=archive.clock)
-    runner = JobRunner(archive, queue, Revisits(archive, queue, settings=archive.settings))
-    ran = 0
-    while (job := queue.claim("test-worker")) is not None:
-        runner.run(job, "test-worker")
-        ran += 1
-    return ran
 
 
 def page_login(api: Api, person: Person, *, totp: bool = True) -> httpx.Client:

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
-from api_fixtures import Api, Person, Server
+from api_fixtures import Api, Person, Server, run_jobs
 from browser_fixtures import Chromium
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -33,9 +33,6 @@ from archiver.cli.serve import ServePlan, origins
 from archiver.errors import ArchiverError, BadInput
 from archiver.people.access import Action
 from archiver.settings import WebSettings
-from archiver.watch.daemon import JobRunner
-from archiver.watch.jobs import JobLimits, JobQueue
-from archiver.watch.revisit import Revisits
 from archiver.web.api.captures import checked_capture
 from archiver.web.auth import SESSION_COOKIE
 from archiver.web.gate import GateDep, route
@@ -55,17 +52,6 @@ MARKER = "Quarterly figures of the harbour authority"
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def run_jobs(api: Api) -> None:
-    """Run every queued job now, as a daemon worker would."""
-    archive = api.archive
-    queue = JobQueue(archive.engine, ledger=archive.ledger,
-                     limits=JobLimits(per_host_rate=0, retry_base_seconds=3600),
-                     clock=archive.clock)
-    runner = JobRunner(archive, queue, Revisits(archive, queue, settings=archive.settings))
-    while (job := queue.claim("test-worker")) is not None:
-        runner.run(job, "test-worker")
 
 
 def capture(api: Api, http: httpx.Client, url: str, case: str = "Case 7") -> str:
